@@ -1,0 +1,517 @@
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use uuid::Uuid;
+
+use crate::raw::{IdText, RawContext, RawElement, RawEvent, RawPage, Text};
+use crate::{
+    AnonymousId, EventId, EventType, FieldError, Limits, ProjectId, RequestClock, SessionId,
+    TimestampSource, UserId, SCHEMA_VERSION,
+};
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Page {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// The URL's path (no query, no fragment); derived from `url` when the client sent none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub referrer: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Element {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// Space-separated class names.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub classes: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<String>,
+    /// Click position in CSS pixels relative to the page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub x: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub y: Option<i32>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Library {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Screen {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub width: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub height: Option<u32>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Context {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub library: Option<Library>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub screen: Option<Screen>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locale: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timezone: Option<String>,
+}
+
+/// What the gateway learned about the sender: the same for every event of a request, so it is
+/// shared (`Arc`) rather than copied per event.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientInfo {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_agent: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub browser: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub browser_version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub os: Option<String>,
+    /// `desktop`, `mobile`, `tablet`, `bot` or `other`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_type: Option<String>,
+}
+
+/// A validated, enriched event: the payload of every message on the events topic.
+///
+/// Fields are private so an `Event` can only come from [`Event::from_raw`] (the gateway) or
+/// from deserializing a Kafka payload (the worker), and both paths check the invariants:
+/// a known schema version, at least one of `user_id` / `anonymous_id`, object-valued properties.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(try_from = "EventWire")]
+pub struct Event {
+    schema_version: u16,
+    event_id: EventId,
+    project: ProjectId,
+    event_type: EventType,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    event_name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user_id: Option<UserId>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    anonymous_id: Option<AnonymousId>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    session_id: Option<SessionId>,
+    timestamp: DateTime<Utc>,
+    timestamp_source: TimestampSource,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client_timestamp: Option<DateTime<Utc>>,
+    received_at: DateTime<Utc>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    page: Option<Page>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    element: Option<Element>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    properties: Option<Box<RawValue>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user_properties: Option<Box<RawValue>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    context: Option<Context>,
+    client: Arc<ClientInfo>,
+}
+
+/// The serialized form of [`Event`], before its invariants are checked.
+#[derive(Deserialize)]
+struct EventWire {
+    schema_version: u16,
+    event_id: EventId,
+    project: ProjectId,
+    event_type: EventType,
+    #[serde(default)]
+    event_name: Option<String>,
+    #[serde(default)]
+    user_id: Option<UserId>,
+    #[serde(default)]
+    anonymous_id: Option<AnonymousId>,
+    #[serde(default)]
+    session_id: Option<SessionId>,
+    timestamp: DateTime<Utc>,
+    timestamp_source: TimestampSource,
+    #[serde(default)]
+    client_timestamp: Option<DateTime<Utc>>,
+    received_at: DateTime<Utc>,
+    #[serde(default)]
+    page: Option<Page>,
+    #[serde(default)]
+    element: Option<Element>,
+    #[serde(default)]
+    properties: Option<Box<RawValue>>,
+    #[serde(default)]
+    user_properties: Option<Box<RawValue>>,
+    #[serde(default)]
+    context: Option<Context>,
+    #[serde(default)]
+    client: Arc<ClientInfo>,
+}
+
+impl TryFrom<EventWire> for Event {
+    type Error = FieldError;
+
+    fn try_from(w: EventWire) -> Result<Self, FieldError> {
+        if w.schema_version != SCHEMA_VERSION {
+            return Err(FieldError::new(
+                "schema_version",
+                format!("unknown schema version {} (this build reads {SCHEMA_VERSION})", w.schema_version),
+            ));
+        }
+        check_identity(w.user_id.as_ref(), w.anonymous_id.as_ref())?;
+        for (field, value) in [("properties", &w.properties), ("user_properties", &w.user_properties)] {
+            if let Some(v) = value {
+                check_object(v.get(), field, usize::MAX)?;
+            }
+        }
+        Ok(Self {
+            schema_version: w.schema_version,
+            event_id: w.event_id,
+            project: w.project,
+            event_type: w.event_type,
+            event_name: w.event_name,
+            user_id: w.user_id,
+            anonymous_id: w.anonymous_id,
+            session_id: w.session_id,
+            timestamp: w.timestamp,
+            timestamp_source: w.timestamp_source,
+            client_timestamp: w.client_timestamp,
+            received_at: w.received_at,
+            page: w.page,
+            element: w.element,
+            properties: w.properties,
+            user_properties: w.user_properties,
+            context: w.context,
+            client: w.client,
+        })
+    }
+}
+
+fn check_identity(user: Option<&UserId>, anonymous: Option<&AnonymousId>) -> Result<(), FieldError> {
+    if user.is_none() && anonymous.is_none() {
+        return Err(FieldError::new("user_id", "user_id or anonymous_id is required"));
+    }
+    Ok(())
+}
+
+/// Properties must be a JSON object no deeper than `max_depth`.
+fn check_object(json: &str, field: &str, max_depth: usize) -> Result<(), FieldError> {
+    if !json.trim_start().starts_with('{') {
+        return Err(FieldError::new(field, "must be a JSON object"));
+    }
+    let depth = json_depth(json);
+    if depth > max_depth {
+        return Err(FieldError::new(
+            field,
+            format!("is nested {depth} levels deep, limit {max_depth}"),
+        ));
+    }
+    Ok(())
+}
+
+/// Maximum nesting of objects and arrays in already well-formed JSON, without parsing it.
+fn json_depth(json: &str) -> usize {
+    let (mut depth, mut max, mut in_string, mut escaped) = (0usize, 0usize, false, false);
+    for b in json.bytes() {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'{' | b'[' => {
+                depth += 1;
+                max = max.max(depth);
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    max
+}
+
+/// An optional client string: absent or empty is `None`, longer than `max` is an error.
+fn text(value: Option<Text<'_>>, field: &str, max: usize) -> Result<Option<String>, FieldError> {
+    match value {
+        None => Ok(None),
+        Some(t) if t.0.is_empty() => Ok(None),
+        Some(t) if t.0.len() > max => Err(FieldError::new(
+            field,
+            format!("must be at most {max} bytes, got {}", t.0.len()),
+        )),
+        Some(t) => Ok(Some(t.0.into_owned())),
+    }
+}
+
+fn id<T>(
+    value: Option<IdText<'_>>,
+    parse: impl FnOnce(String) -> Result<T, FieldError>,
+) -> Result<Option<T>, FieldError> {
+    match value {
+        Some(t) if !t.0.is_empty() => parse(t.0.into_owned()).map(Some),
+        _ => Ok(None),
+    }
+}
+
+/// The path part of a URL: no scheme or host, no query or fragment.
+pub(crate) fn path_of(url: &str) -> &str {
+    let rest = match url.find("://") {
+        Some(i) => {
+            let after = &url[i + 3..];
+            match after.find(['/', '?', '#']) {
+                Some(j) if after.as_bytes()[j] == b'/' => &after[j..],
+                _ => return "/",
+            }
+        }
+        None => url,
+    };
+    let end = rest.find(['?', '#']).unwrap_or(rest.len());
+    if end == 0 {
+        "/"
+    } else {
+        &rest[..end]
+    }
+}
+
+fn page(raw: RawPage<'_>, limits: &Limits) -> Result<Option<Page>, FieldError> {
+    let url = text(raw.url, "page.url", limits.max_url_bytes)?;
+    let path = match text(raw.path, "page.path", limits.max_url_bytes)? {
+        Some(path) => Some(path),
+        None => url.as_deref().map(|u| path_of(u).to_owned()),
+    };
+    let page = Page {
+        url,
+        path,
+        title: text(raw.title, "page.title", limits.max_string_bytes)?,
+        referrer: text(raw.referrer, "page.referrer", limits.max_url_bytes)?,
+    };
+    Ok((page != Page::default()).then_some(page))
+}
+
+fn coordinate(value: Option<f64>, field: &str) -> Result<Option<i32>, FieldError> {
+    match value {
+        None => Ok(None),
+        Some(v) if v.is_finite() && (0.0..=1_000_000.0).contains(&v) => Ok(Some(v.round() as i32)),
+        Some(_) => Err(FieldError::new(field, "must be a number of pixels from 0 to 1000000")),
+    }
+}
+
+fn element(raw: RawElement<'_>, limits: &Limits) -> Result<Option<Element>, FieldError> {
+    let classes = match raw.classes {
+        None => None,
+        Some(json) => {
+            let joined = if json.get().starts_with('[') {
+                serde_json::from_str::<Vec<&str>>(json.get())
+                    .map(|v| v.join(" "))
+                    .or_else(|_| serde_json::from_str::<Vec<String>>(json.get()).map(|v| v.join(" ")))
+            } else {
+                serde_json::from_str::<String>(json.get())
+            }
+            .map_err(|_| FieldError::new("element.classes", "must be a string or an array of strings"))?;
+            text(Some(Text(joined.into())), "element.classes", limits.max_string_bytes)?
+        }
+    };
+    let element = Element {
+        tag: text(raw.tag, "element.tag", 64)?,
+        id: text(raw.id, "element.id", limits.max_string_bytes)?,
+        classes,
+        text: text(raw.text, "element.text", limits.max_string_bytes)?,
+        selector: text(raw.selector, "element.selector", limits.max_string_bytes)?,
+        x: coordinate(raw.x, "element.x")?,
+        y: coordinate(raw.y, "element.y")?,
+    };
+    Ok((element != Element::default()).then_some(element))
+}
+
+fn context(raw: RawContext<'_>, limits: &Limits) -> Result<Option<Context>, FieldError> {
+    let library = match raw.library {
+        None => None,
+        Some(l) => Some(Library {
+            name: text(l.name, "context.library.name", limits.max_string_bytes.min(128))?,
+            version: text(l.version, "context.library.version", 64)?,
+        })
+        .filter(|l| *l != Library::default()),
+    };
+    let context = Context {
+        library,
+        screen: raw
+            .screen
+            .map(|s| Screen {
+                width: s.width,
+                height: s.height,
+            })
+            .filter(|s| *s != Screen::default()),
+        locale: text(raw.locale, "context.locale", 64)?,
+        timezone: text(raw.timezone, "context.timezone", 64)?,
+    };
+    Ok((context != Context::default()).then_some(context))
+}
+
+impl Event {
+    /// Validates a client event and enriches it with what the gateway knows.
+    pub fn from_raw(
+        raw: RawEvent<'_>,
+        project: &ProjectId,
+        clock: &RequestClock,
+        client: Arc<ClientInfo>,
+        limits: &Limits,
+    ) -> Result<Self, FieldError> {
+        let event_type = match raw.event_type {
+            Some(t) => EventType::parse(t.as_str())?,
+            None => return Err(FieldError::new("event_type", "is required")),
+        };
+        let user_id = id(raw.user_id, UserId::parse)?;
+        let anonymous_id = id(raw.anonymous_id, AnonymousId::parse)?;
+        check_identity(user_id.as_ref(), anonymous_id.as_ref())?;
+        let event_id = match id(raw.event_id, EventId::parse)? {
+            Some(id) => id,
+            None => EventId::parse(Uuid::now_v7().to_string())?,
+        };
+        let client_timestamp = raw
+            .timestamp
+            .map(|t| crate::parse_timestamp(t, "timestamp"))
+            .transpose()?;
+        let (timestamp, timestamp_source) = clock.event_time(client_timestamp);
+        for (field, value) in [("properties", raw.properties), ("user_properties", raw.user_properties)] {
+            if let Some(v) = value {
+                check_object(v.get(), field, limits.max_properties_depth)?;
+            }
+        }
+        Ok(Self {
+            schema_version: SCHEMA_VERSION,
+            event_id,
+            project: project.clone(),
+            event_type,
+            event_name: text(raw.event_name, "event_name", limits.max_string_bytes)?,
+            user_id,
+            anonymous_id,
+            session_id: id(raw.session_id, SessionId::parse)?,
+            timestamp,
+            timestamp_source,
+            client_timestamp,
+            received_at: clock.received_at,
+            page: raw.page.map(|p| page(p, limits)).transpose()?.flatten(),
+            element: raw.element.map(|e| element(e, limits)).transpose()?.flatten(),
+            properties: raw.properties.map(ToOwned::to_owned),
+            user_properties: raw.user_properties.map(ToOwned::to_owned),
+            context: raw.context.map(|c| context(c, limits)).transpose()?.flatten(),
+            client,
+        })
+    }
+
+    /// The Kafka message key: project and the user's id (anonymous id when there is none), so
+    /// one user's events stay ordered in one partition.
+    pub fn kafka_key(&self) -> String {
+        let mut key = String::with_capacity(self.project.as_str().len() + 1 + self.distinct_id().len());
+        key.push_str(self.project.as_str());
+        key.push(':');
+        key.push_str(self.distinct_id());
+        key
+    }
+
+    /// The id aggregates count people by: the user id, else the anonymous id.
+    pub fn distinct_id(&self) -> &str {
+        match (&self.user_id, &self.anonymous_id) {
+            (Some(user), _) => user.as_str(),
+            (None, Some(anonymous)) => anonymous.as_str(),
+            (None, None) => unreachable!("an Event always has a user_id or an anonymous_id"),
+        }
+    }
+
+    pub fn schema_version(&self) -> u16 {
+        self.schema_version
+    }
+    pub fn event_id(&self) -> &EventId {
+        &self.event_id
+    }
+    pub fn project(&self) -> &ProjectId {
+        &self.project
+    }
+    pub fn event_type(&self) -> &EventType {
+        &self.event_type
+    }
+    pub fn event_name(&self) -> Option<&str> {
+        self.event_name.as_deref()
+    }
+    pub fn user_id(&self) -> Option<&UserId> {
+        self.user_id.as_ref()
+    }
+    pub fn anonymous_id(&self) -> Option<&AnonymousId> {
+        self.anonymous_id.as_ref()
+    }
+    pub fn session_id(&self) -> Option<&SessionId> {
+        self.session_id.as_ref()
+    }
+    /// The time the event happened, as used for every aggregate.
+    pub fn timestamp(&self) -> DateTime<Utc> {
+        self.timestamp
+    }
+    pub fn timestamp_source(&self) -> TimestampSource {
+        self.timestamp_source
+    }
+    pub fn client_timestamp(&self) -> Option<DateTime<Utc>> {
+        self.client_timestamp
+    }
+    pub fn received_at(&self) -> DateTime<Utc> {
+        self.received_at
+    }
+    pub fn page(&self) -> Option<&Page> {
+        self.page.as_ref()
+    }
+    pub fn element(&self) -> Option<&Element> {
+        self.element.as_ref()
+    }
+    pub fn properties(&self) -> Option<&RawValue> {
+        self.properties.as_deref()
+    }
+    pub fn user_properties(&self) -> Option<&RawValue> {
+        self.user_properties.as_deref()
+    }
+    pub fn context(&self) -> Option<&Context> {
+        self.context.as_ref()
+    }
+    pub fn client(&self) -> &ClientInfo {
+        &self.client
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_are_derived_from_urls() {
+        assert_eq!(path_of("https://shop.example/cart?x=1#top"), "/cart");
+        assert_eq!(path_of("https://shop.example"), "/");
+        assert_eq!(path_of("https://shop.example?q=1"), "/");
+        assert_eq!(path_of("/products/7?ref=home"), "/products/7");
+        assert_eq!(path_of("?only=query"), "/");
+    }
+
+    #[test]
+    fn depth_counts_nesting_but_not_brackets_in_strings() {
+        assert_eq!(json_depth(r#"{"a":1}"#), 1);
+        assert_eq!(json_depth(r#"{"a":{"b":[1,{"c":2}]}}"#), 4);
+        assert_eq!(json_depth(r#"{"a":"{{{[[[\"}"}"#), 1);
+    }
+}

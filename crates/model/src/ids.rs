@@ -1,0 +1,147 @@
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::FieldError;
+
+/// Checks shared by every identifier: present, bounded, printable.
+fn check_identifier(value: &str, field: &str, max_len: usize) -> Result<(), FieldError> {
+    if value.is_empty() {
+        return Err(FieldError::new(field, "must not be empty"));
+    }
+    if value.len() > max_len {
+        return Err(FieldError::new(
+            field,
+            format!("must be at most {max_len} bytes, got {}", value.len()),
+        ));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(FieldError::new(field, "must not contain control characters"));
+    }
+    Ok(())
+}
+
+macro_rules! identifier {
+    ($(#[$meta:meta])* $name:ident, field = $field:literal, max_len = $max:literal) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[serde(try_from = "String")]
+        pub struct $name(String);
+
+        impl $name {
+            pub const MAX_LEN: usize = $max;
+
+            pub fn parse(value: impl Into<String>) -> Result<Self, FieldError> {
+                let value = value.into();
+                check_identifier(&value, $field, $max)?;
+                Ok(Self(value))
+            }
+
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl TryFrom<String> for $name {
+            type Error = FieldError;
+            fn try_from(value: String) -> Result<Self, FieldError> {
+                Self::parse(value)
+            }
+        }
+
+        impl AsRef<str> for $name {
+            fn as_ref(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
+}
+
+identifier!(
+    /// Idempotency key of an event, unique per project. Client-generated (a UUID from our SDKs,
+    /// Segment's `messageId`, ...); the gateway generates a UUIDv7 when the client sent none.
+    EventId, field = "event_id", max_len = 128
+);
+identifier!(
+    /// The application's identifier of a known user.
+    UserId, field = "user_id", max_len = 255
+);
+identifier!(
+    /// The SDK's identifier of a device or browser before (or without) identification.
+    AnonymousId, field = "anonymous_id", max_len = 255
+);
+identifier!(
+    /// A visit, as the SDK delimits it.
+    SessionId, field = "session_id", max_len = 128
+);
+
+/// A tenant. Comes from the write key's configuration, never from the event body.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String")]
+pub struct ProjectId(String);
+
+impl ProjectId {
+    pub const MAX_LEN: usize = 64;
+
+    /// `[a-z0-9_-]{1,64}`: project ids appear in Redis keys and Kafka keys.
+    pub fn parse(value: impl Into<String>) -> Result<Self, FieldError> {
+        let value = value.into();
+        check_identifier(&value, "project", Self::MAX_LEN)?;
+        if !value
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+        {
+            return Err(FieldError::new(
+                "project",
+                "must contain only a-z, 0-9, '_' and '-'",
+            ));
+        }
+        Ok(Self(value))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for ProjectId {
+    type Error = FieldError;
+    fn try_from(value: String) -> Result<Self, FieldError> {
+        Self::parse(value)
+    }
+}
+
+impl fmt::Display for ProjectId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identifiers_reject_empty_long_and_control_characters() {
+        assert!(UserId::parse("").is_err());
+        assert!(UserId::parse("a".repeat(256)).is_err());
+        assert!(UserId::parse("a".repeat(255)).is_ok());
+        assert_eq!(
+            SessionId::parse("s\n1").unwrap_err().field,
+            "session_id".to_owned()
+        );
+    }
+
+    #[test]
+    fn project_ids_are_restricted_to_key_safe_characters() {
+        assert!(ProjectId::parse("shop-eu_1").is_ok());
+        assert!(ProjectId::parse("Shop").is_err());
+        assert!(ProjectId::parse("a:b").is_err());
+    }
+}
