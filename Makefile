@@ -1,0 +1,46 @@
+# InsightFlow developer tasks. `make help` lists them.
+SHELL := /usr/bin/env bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+export PATH := $(HOME)/.cargo/bin:$(PATH)
+
+.PHONY: help deps run down test bench fmt lint migrate clean-data
+
+help: ## list the targets
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+deps: ## start local Redis, MariaDB and Kafka (Tansu) if needed
+	scripts/deps.sh
+
+run: ## build, migrate and start ingest (:8080) and worker (:8081) in the background
+	scripts/run.sh
+
+down: ## stop ingest, worker and Tansu (keeps data; MariaDB/Redis stay up)
+	scripts/down.sh
+
+test: deps ## fmt check, clippy, tests and compose validation (what CI runs)
+	@echo "==> cargo fmt --check"
+	cargo fmt --all -- --check
+	@echo "==> cargo clippy"
+	cargo clippy --workspace --all-targets -- -D warnings
+	@echo "==> cargo test"
+	RUST_BACKTRACE=1 cargo test --workspace
+	@echo "==> validate docker-compose.yml"
+	scripts/validate-compose.sh
+
+bench: ## run the benchmark (scripts/bench.sh)
+	@if [[ -x scripts/bench.sh ]]; then scripts/bench.sh; \
+	else echo "make bench: not yet implemented (issue 6)" >&2; exit 1; fi
+
+fmt: ## format all Rust code
+	cargo fmt --all
+
+lint: ## clippy with warnings as errors
+	cargo clippy --workspace --all-targets -- -D warnings
+
+migrate: ## apply database migrations (worker migrate)
+	cargo run --release -p insightflow-worker --bin worker -- migrate
+
+clean-data: down ## stop everything, then delete local data (.data)
+	rm -rf .data

@@ -1,0 +1,105 @@
+//! Write keys -> projects. A key may arrive as HTTP Basic user name (Segment's SDKs), an
+//! `X-Write-Key` header, a `?key=` query parameter (navigator.sendBeacon cannot set headers)
+//! or a `write_key` body field.
+
+use std::collections::HashMap;
+
+use actix_web::http::header;
+use actix_web::HttpRequest;
+use base64::Engine;
+use insightflow_model::ProjectId;
+
+use crate::error::IngestError;
+
+pub struct WriteKeys {
+    keys: HashMap<String, ProjectId>,
+    default_project: ProjectId,
+}
+
+impl WriteKeys {
+    pub fn new(keys: HashMap<String, ProjectId>, default_project: ProjectId) -> Self {
+        Self { keys, default_project }
+    }
+
+    /// The project a request writes to. With no keys configured every request goes to the
+    /// default project; otherwise an unknown or missing key is refused.
+    pub fn authenticate(&self, req: &HttpRequest, body_key: Option<&str>) -> Result<ProjectId, IngestError> {
+        if self.keys.is_empty() {
+            return Ok(self.default_project.clone());
+        }
+        let key = header_key(req).or_else(|| query_key(req)).or(body_key.map(str::to_owned));
+        match key {
+            None => Err(IngestError::Unauthorized("a write key is required")),
+            Some(key) => self
+                .keys
+                .get(&key)
+                .cloned()
+                .ok_or(IngestError::Unauthorized("unknown write key")),
+        }
+    }
+}
+
+fn header_key(req: &HttpRequest) -> Option<String> {
+    if let Some(key) = req.headers().get("x-write-key").and_then(|v| v.to_str().ok()) {
+        return Some(key.trim().to_owned());
+    }
+    let basic = req
+        .headers()
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Basic ")?;
+    let decoded = base64::engine::general_purpose::STANDARD.decode(basic.trim()).ok()?;
+    let decoded = String::from_utf8(decoded).ok()?;
+    // Segment sends "writeKey:" (key as user name, empty password).
+    let user = decoded.split(':').next().unwrap_or_default();
+    (!user.is_empty()).then(|| user.to_owned())
+}
+
+fn query_key(req: &HttpRequest) -> Option<String> {
+    req.query_string()
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .find(|(name, _)| *name == "key")
+        .map(|(_, value)| value.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use actix_web::test::TestRequest;
+
+    use super::*;
+
+    fn keys() -> WriteKeys {
+        let project = ProjectId::parse("shop").unwrap();
+        WriteKeys::new(
+            HashMap::from([("wk_live".to_owned(), project)]),
+            ProjectId::parse("default").unwrap(),
+        )
+    }
+
+    #[test]
+    fn every_key_location_is_accepted() {
+        let basic = base64::engine::general_purpose::STANDARD.encode("wk_live:");
+        let requests = [
+            TestRequest::default().insert_header(("Authorization", format!("Basic {basic}"))),
+            TestRequest::default().insert_header(("X-Write-Key", "wk_live")),
+            TestRequest::default().uri("/api/v1/events?key=wk_live"),
+        ];
+        for req in requests {
+            assert_eq!(keys().authenticate(&req.to_http_request(), None).unwrap().as_str(), "shop");
+        }
+        let req = TestRequest::default().to_http_request();
+        assert_eq!(keys().authenticate(&req, Some("wk_live")).unwrap().as_str(), "shop");
+    }
+
+    #[test]
+    fn missing_and_unknown_keys_are_refused_when_keys_are_configured() {
+        let req = TestRequest::default().to_http_request();
+        assert!(matches!(keys().authenticate(&req, None), Err(IngestError::Unauthorized(_))));
+        let wrong = TestRequest::default().insert_header(("X-Write-Key", "nope")).to_http_request();
+        assert!(matches!(keys().authenticate(&wrong, None), Err(IngestError::Unauthorized(_))));
+        let open = WriteKeys::new(HashMap::new(), ProjectId::parse("default").unwrap());
+        assert_eq!(open.authenticate(&req, None).unwrap().as_str(), "default");
+    }
+}

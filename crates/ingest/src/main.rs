@@ -1,0 +1,12 @@
+use insightflow_ingest::{Application, Settings};
+use insightflow_runtime::{shutdown, telemetry};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let settings = Settings::load()?;
+    telemetry::init(&settings.log);
+    let shutdown = shutdown::on_signal();
+    let app = Application::build(settings, prometheus::Registry::new(), shutdown).await?;
+    tracing::info!(port = app.port(), "ingest gateway listening");
+    app.run_until_stopped().await
+}

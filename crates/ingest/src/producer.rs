@@ -1,0 +1,188 @@
+//! Publishing validated events to Kafka: idempotent producer, `acks=all`, a bounded wait for
+//! acknowledgement, and load shedding instead of unbounded queueing.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use insightflow_model::{headers, Event};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::util::Timeout;
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::IngestMetrics;
+use crate::settings::KafkaSettings;
+
+/// Why a request's events are not (all) in Kafka. Each maps to 503 with Retry-After.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PublishError {
+    #[error("the Kafka cluster is unreachable")]
+    BrokerUnavailable,
+    #[error("the producer queue is nearly full")]
+    QueueFull,
+    #[error("Kafka did not acknowledge every event in time")]
+    DeliveryFailed,
+}
+
+impl PublishError {
+    /// The `cause` label of `ingest_unavailable_total`.
+    pub fn cause(self) -> &'static str {
+        match self {
+            Self::BrokerUnavailable => "broker_unavailable",
+            Self::QueueFull => "queue_full",
+            Self::DeliveryFailed => "delivery_failed",
+        }
+    }
+}
+
+pub struct EventProducer {
+    producer: FutureProducer,
+    topic: String,
+    /// Longest a request waits for its acknowledgements, a little over librdkafka's own timeout.
+    request_deadline: Duration,
+    shed_at_depth: usize,
+    broker_reachable: Arc<AtomicBool>,
+    metrics: IngestMetrics,
+}
+
+impl EventProducer {
+    pub fn new(settings: &KafkaSettings, metrics: IngestMetrics) -> anyhow::Result<Self> {
+        let producer: FutureProducer = settings
+            .connection()
+            .client_config()
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("compression.type", &settings.compression)
+            .set("linger.ms", settings.linger_ms.to_string())
+            .set("message.timeout.ms", settings.delivery_timeout_ms.to_string())
+            .set("queue.buffering.max.messages", settings.queue_max_messages.to_string())
+            .set("queue.buffering.max.kbytes", settings.queue_max_kbytes.to_string())
+            .create()
+            .context("cannot create the Kafka producer")?;
+        Ok(Self {
+            producer,
+            topic: settings.topic.name.clone(),
+            request_deadline: Duration::from_millis(settings.delivery_timeout_ms) + Duration::from_secs(1),
+            shed_at_depth: (f64::from(settings.queue_max_messages) * settings.shed_at_queue_fill) as usize,
+            broker_reachable: Arc::new(AtomicBool::new(true)),
+            metrics,
+        })
+    }
+
+    /// Enqueues every event and waits until Kafka acknowledged all of them. Any failure fails
+    /// the whole call: the client retries the batch and event ids make the retry harmless.
+    pub async fn publish(&self, events: &[Event]) -> Result<(), PublishError> {
+        if !self.broker_reachable.load(Ordering::Relaxed) {
+            return Err(PublishError::BrokerUnavailable);
+        }
+        let depth = self.queue_depth();
+        if depth + events.len() > self.shed_at_depth {
+            return Err(PublishError::QueueFull);
+        }
+        let started = Instant::now();
+        let mut deliveries = Vec::with_capacity(events.len());
+        let mut payload = Vec::with_capacity(512);
+        for event in events {
+            payload.clear();
+            serde_json::to_writer(&mut payload, event).map_err(|e| {
+                tracing::error!(error = %e, "cannot serialize an event");
+                PublishError::DeliveryFailed
+            })?;
+            let key = event.kafka_key();
+            let headers = OwnedHeaders::new_with_capacity(4)
+                .insert(Header {
+                    key: headers::SCHEMA_VERSION,
+                    value: Some(SCHEMA_VERSION_TEXT),
+                })
+                .insert(Header {
+                    key: headers::EVENT_ID,
+                    value: Some(event.event_id().as_str()),
+                })
+                .insert(Header {
+                    key: headers::EVENT_TYPE,
+                    value: Some(event.event_type().as_str()),
+                })
+                .insert(Header {
+                    key: headers::PROJECT,
+                    value: Some(event.project().as_str()),
+                });
+            let record = FutureRecord::to(&self.topic).key(&key).payload(&payload).headers(headers);
+            match self.producer.send_result(record) {
+                Ok(delivery) => deliveries.push(delivery),
+                Err((e, _)) => {
+                    tracing::warn!(error = %e, "cannot enqueue an event");
+                    return Err(PublishError::QueueFull);
+                }
+            }
+        }
+        let acknowledged = tokio::time::timeout(self.request_deadline, futures::future::join_all(deliveries)).await;
+        self.metrics.producer_queue_depth.set(self.queue_depth() as i64);
+        let results = acknowledged.map_err(|_| PublishError::DeliveryFailed)?;
+        for result in results {
+            match result {
+                Ok(Ok(_)) => {}
+                Ok(Err((e, _))) => {
+                    tracing::warn!(error = %e, "Kafka refused an event");
+                    return Err(PublishError::DeliveryFailed);
+                }
+                Err(_cancelled) => return Err(PublishError::DeliveryFailed),
+            }
+        }
+        self.metrics.produce_latency.observe(started.elapsed().as_secs_f64());
+        Ok(())
+    }
+
+    pub fn queue_depth(&self) -> usize {
+        usize::try_from(self.producer.in_flight_count()).unwrap_or(0)
+    }
+
+    /// Ready when the cluster answered the last probe and the queue has room.
+    pub fn is_ready(&self) -> bool {
+        self.broker_reachable.load(Ordering::Relaxed) && self.queue_depth() < self.shed_at_depth
+    }
+
+    /// Asks the cluster for the topic's metadata every `interval` until `shutdown`, so requests
+    /// are refused at once (503) while it is unreachable rather than waiting out a timeout.
+    pub async fn watch_broker(self: Arc<Self>, interval: Duration, shutdown: CancellationToken) {
+        loop {
+            let this = self.clone();
+            let reachable = tokio::task::spawn_blocking(move || {
+                this.producer
+                    .client()
+                    .fetch_metadata(Some(&this.topic), Timeout::After(interval.max(Duration::from_secs(1))))
+                    .map(|m| m.topics().iter().any(|t| t.error().is_none() && !t.partitions().is_empty()))
+                    .unwrap_or(false)
+            })
+            .await
+            .unwrap_or(false);
+            let was = self.broker_reachable.swap(reachable, Ordering::Relaxed);
+            if was != reachable {
+                if reachable {
+                    tracing::info!(topic = %self.topic, "Kafka reachable again");
+                } else {
+                    tracing::error!(topic = %self.topic, "Kafka unreachable: answering 503");
+                }
+            }
+            self.metrics.producer_queue_depth.set(self.queue_depth() as i64);
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(interval) => {}
+            }
+        }
+    }
+
+    /// Waits (blocking) for queued events to be acknowledged; used on shutdown.
+    pub fn flush(&self, timeout: Duration) {
+        if let Err(e) = self.producer.flush(Timeout::After(timeout)) {
+            tracing::error!(error = %e, pending = self.queue_depth(), "producer flush did not complete");
+        }
+    }
+}
+
+const SCHEMA_VERSION_TEXT: &str = {
+    // Keep the header in step with the payload's schema_version.
+    assert!(insightflow_model::SCHEMA_VERSION == 1);
+    "1"
+};

@@ -1,0 +1,39 @@
+use actix_web::{web, HttpResponse};
+use prometheus::{Encoder, TextEncoder};
+
+use crate::startup::AppState;
+
+/// Liveness: the process answers.
+pub async fn health() -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({"status": "ok"}))
+}
+
+/// Readiness: Kafka answered the last probe and the producer queue has room. A load balancer
+/// should stop sending traffic while this is 503.
+pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
+    if state.producer.is_ready() {
+        HttpResponse::Ok().json(serde_json::json!({"status": "ready", "kafka": "ok"}))
+    } else {
+        HttpResponse::ServiceUnavailable()
+            .insert_header(("Retry-After", state.retry_after_seconds.to_string()))
+            .json(serde_json::json!({
+                "status": "not_ready",
+                "kafka": "unreachable or producer queue nearly full",
+                "producer_queue_depth": state.producer.queue_depth(),
+            }))
+    }
+}
+
+/// Prometheus text exposition of this gateway's registry.
+pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    let mut buffer = Vec::with_capacity(16 * 1024);
+    match TextEncoder::new().encode(&state.registry.gather(), &mut buffer) {
+        Ok(()) => HttpResponse::Ok()
+            .content_type(prometheus::TEXT_FORMAT)
+            .body(buffer),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot encode metrics");
+            HttpResponse::InternalServerError().finish()
+        }
+    }
+}

@@ -1,0 +1,150 @@
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{Server, ServiceRequest, ServiceResponse};
+use actix_web::middleware::{from_fn, Next};
+use actix_web::{web, App, HttpServer};
+use anyhow::Context;
+use insightflow_model::{Limits, ProjectId};
+use prometheus::Registry;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::WriteKeys;
+use crate::client::ClientResolver;
+use crate::metrics::IngestMetrics;
+use crate::producer::EventProducer;
+use crate::routes;
+use crate::settings::Settings;
+
+/// Everything a request handler needs, built once.
+pub struct AppState {
+    pub producer: Arc<EventProducer>,
+    pub keys: WriteKeys,
+    pub clients: ClientResolver,
+    pub limits: Limits,
+    pub metrics: IngestMetrics,
+    pub registry: Registry,
+    pub retry_after_seconds: u32,
+}
+
+pub struct Application {
+    port: u16,
+    server: Server,
+    producer: Arc<EventProducer>,
+    broker_watch: JoinHandle<()>,
+    shutdown: CancellationToken,
+}
+
+impl Application {
+    /// Binds the configured address and builds the gateway.
+    pub async fn build(settings: Settings, registry: Registry, shutdown: CancellationToken) -> anyhow::Result<Self> {
+        let address = (settings.http.host.as_str(), settings.http.port);
+        let listener = TcpListener::bind(address)
+            .with_context(|| format!("cannot listen on {}:{}", address.0, address.1))?;
+        Self::build_with_listener(settings, listener, registry, shutdown).await
+    }
+
+    /// Builds the gateway on an already bound listener (tests bind port 0). Fails when Kafka
+    /// cannot be reached, naming the address, rather than at the first request.
+    pub async fn build_with_listener(
+        settings: Settings,
+        listener: TcpListener,
+        registry: Registry,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<Self> {
+        let port = listener.local_addr()?.port();
+        insightflow_runtime::kafka::ensure_topics(&settings.kafka.connection(), std::slice::from_ref(&settings.kafka.topic))
+            .await?;
+        let metrics = IngestMetrics::register(&registry)?;
+        let producer = Arc::new(EventProducer::new(&settings.kafka, metrics.clone())?);
+        let broker_watch = tokio::spawn(
+            producer
+                .clone()
+                .watch_broker(Duration::from_secs(1), shutdown.child_token()),
+        );
+        let default_project = ProjectId::parse(settings.auth.default_project.clone())
+            .context("auth.default_project is not a valid project name")?;
+        let state = web::Data::new(AppState {
+            producer: producer.clone(),
+            keys: WriteKeys::new(settings.auth.key_map()?, default_project),
+            clients: ClientResolver::new(settings.http.trusted_proxies.clone(), 10_000),
+            limits: settings.limits.clone(),
+            metrics,
+            registry,
+            retry_after_seconds: settings.http.retry_after_seconds,
+        });
+        let workers = match settings.http.workers {
+            0 => std::thread::available_parallelism().map_or(2, usize::from),
+            n => n,
+        };
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(state.clone())
+                .wrap(from_fn(record_request))
+                .configure(routes::configure)
+        })
+        .workers(workers)
+        .disable_signals()
+        .shutdown_timeout(10)
+        .listen(listener)?
+        .run();
+        Ok(Self {
+            port,
+            server,
+            producer,
+            broker_watch,
+            shutdown,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Serves until the shutdown token fires, then stops taking requests, lets in-flight ones
+    /// finish, and flushes the producer so nothing acknowledged stays behind in memory.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        let handle = self.server.handle();
+        let shutdown = self.shutdown.clone();
+        let stopper = tokio::spawn(async move {
+            shutdown.cancelled().await;
+            tracing::info!("ingest: stopping intake");
+            handle.stop(true).await;
+        });
+        let served = self.server.await;
+        self.shutdown.cancel();
+        let _ = stopper.await;
+        let _ = self.broker_watch.await;
+        let producer = self.producer;
+        tokio::task::spawn_blocking(move || producer.flush(Duration::from_secs(10))).await?;
+        tracing::info!("ingest: stopped");
+        served.context("HTTP server failed")
+    }
+}
+
+/// Counts and times every request by route template (never the raw path).
+async fn record_request(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let metrics = req.app_data::<web::Data<AppState>>().map(|s| s.metrics.clone());
+    let route = req.match_pattern().unwrap_or_else(|| "unmatched".to_owned());
+    let method = req.method().as_str().to_owned();
+    let started = Instant::now();
+    let response = next.call(req).await?;
+    if let Some(metrics) = metrics {
+        let status = response.status().as_u16().to_string();
+        metrics
+            .requests
+            .with_label_values(&[route.as_str(), method.as_str(), status.as_str()])
+            .inc();
+        metrics
+            .request_duration
+            .with_label_values(&[route.as_str(), method.as_str()])
+            .observe(started.elapsed().as_secs_f64());
+    }
+    Ok(response)
+}

@@ -1,0 +1,69 @@
+//! Kafka connection settings and topic creation, shared by producer and consumer.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::error::RDKafkaErrorCode;
+use serde::Deserialize;
+
+/// How to reach the cluster. Anything librdkafka understands can be added under `extra`
+/// (e.g. `security.protocol`, `sasl.username`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct KafkaConnection {
+    pub brokers: String,
+    #[serde(default)]
+    pub extra: HashMap<String, String>,
+}
+
+impl KafkaConnection {
+    pub fn client_config(&self) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", &self.brokers);
+        for (k, v) in &self.extra {
+            config.set(k, v);
+        }
+        config
+    }
+}
+
+/// A topic the service owns and creates when missing (Tansu, like many clusters, does not
+/// auto-create topics).
+#[derive(Debug, Clone, Deserialize)]
+pub struct TopicSpec {
+    pub name: String,
+    pub partitions: i32,
+    pub replication_factor: i32,
+}
+
+/// Creates every topic that does not exist yet; an existing topic is left as it is.
+/// Fails with the broker address when the cluster cannot be reached, so a misconfigured
+/// service stops at boot rather than at its first request.
+pub async fn ensure_topics(connection: &KafkaConnection, topics: &[TopicSpec]) -> anyhow::Result<()> {
+    let admin: AdminClient<DefaultClientContext> = connection
+        .client_config()
+        .create()
+        .context("cannot create Kafka admin client")?;
+    let new_topics: Vec<NewTopic<'_>> = topics
+        .iter()
+        .map(|t| NewTopic::new(&t.name, t.partitions, TopicReplication::Fixed(t.replication_factor)))
+        .collect();
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    let results = tokio::time::timeout(Duration::from_secs(15), admin.create_topics(&new_topics, &options))
+        .await
+        .with_context(|| format!("Kafka at {} did not answer within 15 s", connection.brokers))?
+        .with_context(|| format!("cannot reach Kafka at {}", connection.brokers))?;
+    for result in results {
+        match result {
+            Ok(name) => tracing::info!(topic = %name, "created Kafka topic"),
+            Err((name, RDKafkaErrorCode::TopicAlreadyExists)) => {
+                tracing::debug!(topic = %name, "Kafka topic exists");
+            }
+            Err((name, code)) => bail!("cannot create Kafka topic {name} at {}: {code}", connection.brokers),
+        }
+    }
+    Ok(())
+}
