@@ -18,16 +18,25 @@ pub struct WriteKeys {
 
 impl WriteKeys {
     pub fn new(keys: HashMap<String, ProjectId>, default_project: ProjectId) -> Self {
-        Self { keys, default_project }
+        Self {
+            keys,
+            default_project,
+        }
     }
 
     /// The project a request writes to. With no keys configured every request goes to the
     /// default project; otherwise an unknown or missing key is refused.
-    pub fn authenticate(&self, req: &HttpRequest, body_key: Option<&str>) -> Result<ProjectId, IngestError> {
+    pub fn authenticate(
+        &self,
+        req: &HttpRequest,
+        body_key: Option<&str>,
+    ) -> Result<ProjectId, IngestError> {
         if self.keys.is_empty() {
             return Ok(self.default_project.clone());
         }
-        let key = header_key(req).or_else(|| query_key(req)).or(body_key.map(str::to_owned));
+        let key = header_key(req)
+            .or_else(|| query_key(req))
+            .or(body_key.map(str::to_owned));
         match key {
             None => Err(IngestError::Unauthorized("a write key is required")),
             Some(key) => self
@@ -40,7 +49,11 @@ impl WriteKeys {
 }
 
 fn header_key(req: &HttpRequest) -> Option<String> {
-    if let Some(key) = req.headers().get("x-write-key").and_then(|v| v.to_str().ok()) {
+    if let Some(key) = req
+        .headers()
+        .get("x-write-key")
+        .and_then(|v| v.to_str().ok())
+    {
         return Some(key.trim().to_owned());
     }
     let basic = req
@@ -49,7 +62,9 @@ fn header_key(req: &HttpRequest) -> Option<String> {
         .to_str()
         .ok()?
         .strip_prefix("Basic ")?;
-    let decoded = base64::engine::general_purpose::STANDARD.decode(basic.trim()).ok()?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(basic.trim())
+        .ok()?;
     let decoded = String::from_utf8(decoded).ok()?;
     // Segment sends "writeKey:" (key as user name, empty password).
     let user = decoded.split(':').next().unwrap_or_default();
@@ -87,18 +102,35 @@ mod tests {
             TestRequest::default().uri("/api/v1/events?key=wk_live"),
         ];
         for req in requests {
-            assert_eq!(keys().authenticate(&req.to_http_request(), None).unwrap().as_str(), "shop");
+            assert_eq!(
+                keys()
+                    .authenticate(&req.to_http_request(), None)
+                    .unwrap()
+                    .as_str(),
+                "shop"
+            );
         }
         let req = TestRequest::default().to_http_request();
-        assert_eq!(keys().authenticate(&req, Some("wk_live")).unwrap().as_str(), "shop");
+        assert_eq!(
+            keys().authenticate(&req, Some("wk_live")).unwrap().as_str(),
+            "shop"
+        );
     }
 
     #[test]
     fn missing_and_unknown_keys_are_refused_when_keys_are_configured() {
         let req = TestRequest::default().to_http_request();
-        assert!(matches!(keys().authenticate(&req, None), Err(IngestError::Unauthorized(_))));
-        let wrong = TestRequest::default().insert_header(("X-Write-Key", "nope")).to_http_request();
-        assert!(matches!(keys().authenticate(&wrong, None), Err(IngestError::Unauthorized(_))));
+        assert!(matches!(
+            keys().authenticate(&req, None),
+            Err(IngestError::Unauthorized(_))
+        ));
+        let wrong = TestRequest::default()
+            .insert_header(("X-Write-Key", "nope"))
+            .to_http_request();
+        assert!(matches!(
+            keys().authenticate(&wrong, None),
+            Err(IngestError::Unauthorized(_))
+        ));
         let open = WriteKeys::new(HashMap::new(), ProjectId::parse("default").unwrap());
         assert_eq!(open.authenticate(&req, None).unwrap().as_str(), "default");
     }

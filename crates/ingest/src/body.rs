@@ -52,7 +52,13 @@ fn encoding(req: &HttpRequest) -> Result<Encoding, IngestError> {
     let Some(value) = req.headers().get(header::CONTENT_ENCODING) else {
         return Ok(Encoding::Identity);
     };
-    match value.to_str().unwrap_or("").trim().to_ascii_lowercase().as_str() {
+    match value
+        .to_str()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase()
+        .as_str()
+    {
         "" | "identity" => Ok(Encoding::Identity),
         "gzip" | "x-gzip" => Ok(Encoding::Gzip),
         "deflate" => Ok(Encoding::Deflate),
@@ -71,7 +77,11 @@ fn too_large(max: usize) -> IngestError {
 }
 
 /// Reads, caps and decompresses the body. Returns the decoded bytes and the bytes received.
-pub async fn read(req: &HttpRequest, mut payload: web::Payload, max: usize) -> Result<(Bytes, usize), IngestError> {
+pub async fn read(
+    req: &HttpRequest,
+    mut payload: web::Payload,
+    max: usize,
+) -> Result<(Bytes, usize), IngestError> {
     check_media_type(req)?;
     let encoding = encoding(req)?;
     let declared = req
@@ -84,7 +94,9 @@ pub async fn read(req: &HttpRequest, mut payload: web::Payload, max: usize) -> R
     }
     let mut received = BytesMut::with_capacity(declared.unwrap_or(8 * 1024).min(max));
     while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|e| IngestError::InvalidBody(insightflow_model::BodyError::Malformed(e.to_string())))?;
+        let chunk = chunk.map_err(|e| {
+            IngestError::InvalidBody(insightflow_model::BodyError::Malformed(e.to_string()))
+        })?;
         if received.len() + chunk.len() > max {
             return Err(too_large(max));
         }
@@ -112,9 +124,8 @@ fn inflate(encoding: Encoding, compressed: &[u8], max: usize) -> Result<Bytes, I
     let result = match encoding {
         Encoding::Gzip => attempt(&mut GzDecoder::new(compressed)),
         // RFC 9110 "deflate" is zlib-wrapped, but some clients send raw deflate.
-        Encoding::Deflate => {
-            attempt(&mut ZlibDecoder::new(compressed)).or_else(|_| attempt(&mut DeflateDecoder::new(compressed)))
-        }
+        Encoding::Deflate => attempt(&mut ZlibDecoder::new(compressed))
+            .or_else(|_| attempt(&mut DeflateDecoder::new(compressed))),
         Encoding::Identity => Ok(compressed.to_vec()),
     };
     match result {
@@ -144,9 +155,16 @@ mod tests {
         let mut encoder = GzEncoder::new(Vec::new(), Compression::best());
         encoder.write_all(&vec![b' '; 50 * 1024 * 1024]).unwrap();
         let bomb = encoder.finish().unwrap();
-        assert!(bomb.len() < 100 * 1024, "50 MiB of spaces compress to {} bytes", bomb.len());
+        assert!(
+            bomb.len() < 100 * 1024,
+            "50 MiB of spaces compress to {} bytes",
+            bomb.len()
+        );
         let err = inflate(Encoding::Gzip, &bomb, 1024 * 1024).unwrap_err();
-        assert!(matches!(err, IngestError::PayloadTooLarge { .. }), "{err:?}");
+        assert!(
+            matches!(err, IngestError::PayloadTooLarge { .. }),
+            "{err:?}"
+        );
     }
 
     #[test]
@@ -157,13 +175,22 @@ mod tests {
         let mut raw = flate2::write::DeflateEncoder::new(Vec::new(), Compression::fast());
         raw.write_all(body).unwrap();
         for compressed in [zlib.finish().unwrap(), raw.finish().unwrap()] {
-            assert_eq!(&inflate(Encoding::Deflate, &compressed, 1024).unwrap()[..], body);
+            assert_eq!(
+                &inflate(Encoding::Deflate, &compressed, 1024).unwrap()[..],
+                body
+            );
         }
     }
 
     #[test]
     fn corrupt_gzip_is_refused() {
         let err = inflate(Encoding::Gzip, b"definitely not gzip", 1024).unwrap_err();
-        assert!(matches!(err, IngestError::UnsupportedMediaType { field: "content-encoding", .. }));
+        assert!(matches!(
+            err,
+            IngestError::UnsupportedMediaType {
+                field: "content-encoding",
+                ..
+            }
+        ));
     }
 }

@@ -79,11 +79,16 @@ impl ClientResolver {
         if !self.is_trusted(peer) {
             return Some(peer);
         }
-        let forwarded = req.headers().get("x-forwarded-for").and_then(|v| v.to_str().ok());
+        let forwarded = req
+            .headers()
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok());
         let Some(forwarded) = forwarded else {
             return Some(peer);
         };
-        let mut hops = forwarded.rsplit(',').filter_map(|s| s.trim().parse::<IpAddr>().ok());
+        let mut hops = forwarded
+            .rsplit(',')
+            .filter_map(|s| s.trim().parse::<IpAddr>().ok());
         let mut last = peer;
         for hop in hops.by_ref() {
             if !self.is_trusted(hop) {
@@ -124,7 +129,9 @@ fn parse_agent(user_agent: &str) -> Agent {
     let lower = user_agent.to_ascii_lowercase();
     let device_type = match parsed.category {
         "crawler" => "bot",
-        "smartphone" | "mobilephone" if lower.contains("ipad") || lower.contains("tablet") => "tablet",
+        "smartphone" | "mobilephone" if lower.contains("ipad") || lower.contains("tablet") => {
+            "tablet"
+        }
         "smartphone" | "mobilephone" => "mobile",
         "pc" if lower.contains("ipad") => "tablet",
         "pc" => "desktop",
@@ -155,7 +162,12 @@ mod tests {
         assert_eq!(desktop.device_type.as_deref(), Some("desktop"));
         let phone = parse_agent(SAFARI_IPHONE);
         assert_eq!(phone.device_type.as_deref(), Some("mobile"));
-        assert_eq!(parse_agent("Googlebot/2.1 (+http://www.google.com/bot.html)").device_type.as_deref(), Some("bot"));
+        assert_eq!(
+            parse_agent("Googlebot/2.1 (+http://www.google.com/bot.html)")
+                .device_type
+                .as_deref(),
+            Some("bot")
+        );
     }
 
     #[test]
@@ -165,11 +177,17 @@ mod tests {
             .peer_addr("203.0.113.9:5000".parse().unwrap())
             .insert_header(("x-forwarded-for", "1.2.3.4"))
             .to_http_request();
-        assert_eq!(resolver.client_ip(&direct), Some("203.0.113.9".parse().unwrap()));
+        assert_eq!(
+            resolver.client_ip(&direct),
+            Some("203.0.113.9".parse().unwrap())
+        );
         let proxied = TestRequest::default()
             .peer_addr("10.0.0.5:5000".parse().unwrap())
             .insert_header(("x-forwarded-for", "6.6.6.6, 198.51.100.7, 10.0.0.9"))
             .to_http_request();
-        assert_eq!(resolver.client_ip(&proxied), Some("198.51.100.7".parse().unwrap()));
+        assert_eq!(
+            resolver.client_ip(&proxied),
+            Some("198.51.100.7".parse().unwrap())
+        );
     }
 }

@@ -21,9 +21,15 @@ pub enum IngestError {
     #[error("{0}")]
     Unauthorized(&'static str),
     #[error("rate limit exceeded for this {limiter}")]
-    RateLimited { limiter: &'static str, retry_after_seconds: u64 },
+    RateLimited {
+        limiter: &'static str,
+        retry_after_seconds: u64,
+    },
     #[error("events could not be stored: {cause}")]
-    Unavailable { cause: &'static str, retry_after_seconds: u32 },
+    Unavailable {
+        cause: &'static str,
+        retry_after_seconds: u32,
+    },
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
 }
@@ -76,14 +82,23 @@ impl ResponseError for IngestError {
     fn error_response(&self) -> HttpResponse {
         let mut response = HttpResponse::build(self.status_code());
         match self {
-            Self::RateLimited { retry_after_seconds, .. } => {
+            Self::RateLimited {
+                retry_after_seconds,
+                ..
+            } => {
                 response.insert_header((header::RETRY_AFTER, retry_after_seconds.to_string()));
             }
-            Self::Unavailable { retry_after_seconds, .. } => {
+            Self::Unavailable {
+                retry_after_seconds,
+                ..
+            } => {
                 response.insert_header((header::RETRY_AFTER, retry_after_seconds.to_string()));
             }
             Self::Unauthorized(_) => {
-                response.insert_header((header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"insightflow\"")));
+                response.insert_header((
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Basic realm=\"insightflow\""),
+                ));
             }
             Self::Internal(e) => tracing::error!(error = ?e, "internal error"),
             _ => {}
@@ -103,7 +118,9 @@ impl ResponseError for IngestError {
             // Never echo internals to the client; the cause chain is in the log.
             Self::Internal(_) => "internal error".to_owned(),
             Self::InvalidBody(e) => e.to_string(),
-            Self::PayloadTooLarge { reason, .. } | Self::UnsupportedMediaType { reason, .. } => reason.clone(),
+            Self::PayloadTooLarge { reason, .. } | Self::UnsupportedMediaType { reason, .. } => {
+                reason.clone()
+            }
             other => other.to_string(),
         };
         response.json(ErrorBody {

@@ -2,8 +2,8 @@
 //! gets its own). Labels are route templates and fixed reasons, never raw paths or ids.
 
 use prometheus::{
-    exponential_buckets, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
-    Registry,
+    exponential_buckets, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    IntGauge, Opts, Registry,
 };
 
 #[derive(Clone)]
@@ -24,12 +24,18 @@ impl IngestMetrics {
     pub fn register(registry: &Registry) -> prometheus::Result<Self> {
         let m = Self {
             requests: IntCounterVec::new(
-                Opts::new("ingest_http_requests_total", "HTTP requests by route template and status"),
+                Opts::new(
+                    "ingest_http_requests_total",
+                    "HTTP requests by route template and status",
+                ),
                 &["route", "method", "status"],
             )?,
             request_duration: HistogramVec::new(
-                HistogramOpts::new("ingest_http_request_duration_seconds", "HTTP request duration")
-                    .buckets(exponential_buckets(0.0005, 2.0, 16)?),
+                HistogramOpts::new(
+                    "ingest_http_request_duration_seconds",
+                    "HTTP request duration",
+                )
+                .buckets(exponential_buckets(0.0005, 2.0, 16)?),
                 &["route", "method"],
             )?,
             events_accepted: IntCounter::new(
@@ -37,12 +43,16 @@ impl IngestMetrics {
                 "Events acknowledged by Kafka and reported accepted to the client",
             )?,
             events_rejected: IntCounterVec::new(
-                Opts::new("ingest_events_rejected_total", "Events refused, by the field at fault"),
+                Opts::new(
+                    "ingest_events_rejected_total",
+                    "Events refused, by the field at fault",
+                ),
                 &["field"],
             )?,
             batch_size: Histogram::with_opts(
-                HistogramOpts::new("ingest_batch_size_events", "Events per request")
-                    .buckets(vec![1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0]),
+                HistogramOpts::new("ingest_batch_size_events", "Events per request").buckets(vec![
+                    1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0,
+                ]),
             )?,
             bytes_received: IntCounter::new(
                 "ingest_bytes_received_total",

@@ -56,16 +56,27 @@ impl EventProducer {
             .set("acks", "all")
             .set("compression.type", &settings.compression)
             .set("linger.ms", settings.linger_ms.to_string())
-            .set("message.timeout.ms", settings.delivery_timeout_ms.to_string())
-            .set("queue.buffering.max.messages", settings.queue_max_messages.to_string())
-            .set("queue.buffering.max.kbytes", settings.queue_max_kbytes.to_string())
+            .set(
+                "message.timeout.ms",
+                settings.delivery_timeout_ms.to_string(),
+            )
+            .set(
+                "queue.buffering.max.messages",
+                settings.queue_max_messages.to_string(),
+            )
+            .set(
+                "queue.buffering.max.kbytes",
+                settings.queue_max_kbytes.to_string(),
+            )
             .create()
             .context("cannot create the Kafka producer")?;
         Ok(Self {
             producer,
             topic: settings.topic.name.clone(),
-            request_deadline: Duration::from_millis(settings.delivery_timeout_ms) + Duration::from_secs(1),
-            shed_at_depth: (f64::from(settings.queue_max_messages) * settings.shed_at_queue_fill) as usize,
+            request_deadline: Duration::from_millis(settings.delivery_timeout_ms)
+                + Duration::from_secs(1),
+            shed_at_depth: (f64::from(settings.queue_max_messages) * settings.shed_at_queue_fill)
+                as usize,
             broker_reachable: Arc::new(AtomicBool::new(true)),
             metrics,
         })
@@ -108,7 +119,10 @@ impl EventProducer {
                     key: headers::PROJECT,
                     value: Some(event.project().as_str()),
                 });
-            let record = FutureRecord::to(&self.topic).key(&key).payload(&payload).headers(headers);
+            let record = FutureRecord::to(&self.topic)
+                .key(&key)
+                .payload(&payload)
+                .headers(headers);
             match self.producer.send_result(record) {
                 Ok(delivery) => deliveries.push(delivery),
                 Err((e, _)) => {
@@ -117,8 +131,12 @@ impl EventProducer {
                 }
             }
         }
-        let acknowledged = tokio::time::timeout(self.request_deadline, futures::future::join_all(deliveries)).await;
-        self.metrics.producer_queue_depth.set(self.queue_depth() as i64);
+        let acknowledged =
+            tokio::time::timeout(self.request_deadline, futures::future::join_all(deliveries))
+                .await;
+        self.metrics
+            .producer_queue_depth
+            .set(self.queue_depth() as i64);
         let results = acknowledged.map_err(|_| PublishError::DeliveryFailed)?;
         for result in results {
             match result {
@@ -130,7 +148,9 @@ impl EventProducer {
                 Err(_cancelled) => return Err(PublishError::DeliveryFailed),
             }
         }
-        self.metrics.produce_latency.observe(started.elapsed().as_secs_f64());
+        self.metrics
+            .produce_latency
+            .observe(started.elapsed().as_secs_f64());
         Ok(())
     }
 
@@ -151,8 +171,15 @@ impl EventProducer {
             let reachable = tokio::task::spawn_blocking(move || {
                 this.producer
                     .client()
-                    .fetch_metadata(Some(&this.topic), Timeout::After(interval.max(Duration::from_secs(1))))
-                    .map(|m| m.topics().iter().any(|t| t.error().is_none() && !t.partitions().is_empty()))
+                    .fetch_metadata(
+                        Some(&this.topic),
+                        Timeout::After(interval.max(Duration::from_secs(1))),
+                    )
+                    .map(|m| {
+                        m.topics()
+                            .iter()
+                            .any(|t| t.error().is_none() && !t.partitions().is_empty())
+                    })
                     .unwrap_or(false)
             })
             .await
@@ -165,7 +192,9 @@ impl EventProducer {
                     tracing::error!(topic = %self.topic, "Kafka unreachable: answering 503");
                 }
             }
-            self.metrics.producer_queue_depth.set(self.queue_depth() as i64);
+            self.metrics
+                .producer_queue_depth
+                .set(self.queue_depth() as i64);
             tokio::select! {
                 () = shutdown.cancelled() => return,
                 () = tokio::time::sleep(interval) => {}

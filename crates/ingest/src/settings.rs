@@ -69,9 +69,9 @@ impl AuthSettings {
         self.write_keys
             .iter()
             .map(|pair| {
-                let (key, project) = pair
-                    .split_once('=')
-                    .ok_or_else(|| anyhow!("auth.write_keys entries are key=project, got one without '='"))?;
+                let (key, project) = pair.split_once('=').ok_or_else(|| {
+                    anyhow!("auth.write_keys entries are key=project, got one without '='")
+                })?;
                 let project = ProjectId::parse(project.trim())
                     .with_context(|| "auth.write_keys has an invalid project name")?;
                 Ok((key.trim().to_owned(), project))

@@ -40,7 +40,11 @@ pub struct Application {
 
 impl Application {
     /// Binds the configured address and builds the gateway.
-    pub async fn build(settings: Settings, registry: Registry, shutdown: CancellationToken) -> anyhow::Result<Self> {
+    pub async fn build(
+        settings: Settings,
+        registry: Registry,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<Self> {
         let address = (settings.http.host.as_str(), settings.http.port);
         let listener = TcpListener::bind(address)
             .with_context(|| format!("cannot listen on {}:{}", address.0, address.1))?;
@@ -56,8 +60,11 @@ impl Application {
         shutdown: CancellationToken,
     ) -> anyhow::Result<Self> {
         let port = listener.local_addr()?.port();
-        insightflow_runtime::kafka::ensure_topics(&settings.kafka.connection(), std::slice::from_ref(&settings.kafka.topic))
-            .await?;
+        insightflow_runtime::kafka::ensure_topics(
+            &settings.kafka.connection(),
+            std::slice::from_ref(&settings.kafka.topic),
+        )
+        .await?;
         let metrics = IngestMetrics::register(&registry)?;
         let producer = Arc::new(EventProducer::new(&settings.kafka, metrics.clone())?);
         let broker_watch = tokio::spawn(
@@ -130,8 +137,12 @@ async fn record_request(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    let metrics = req.app_data::<web::Data<AppState>>().map(|s| s.metrics.clone());
-    let route = req.match_pattern().unwrap_or_else(|| "unmatched".to_owned());
+    let metrics = req
+        .app_data::<web::Data<AppState>>()
+        .map(|s| s.metrics.clone());
+    let route = req
+        .match_pattern()
+        .unwrap_or_else(|| "unmatched".to_owned());
     let method = req.method().as_str().to_owned();
     let started = Instant::now();
     let response = next.call(req).await?;

@@ -15,7 +15,9 @@ use crate::{parse_timestamp, ClientInfo, Event, FieldError, Limits, ProjectId, R
 pub enum BodyError {
     #[error("body is not valid JSON: {0}")]
     Malformed(String),
-    #[error("body must be a JSON object (one event or {{\"events\": [...]}}) or an array of events")]
+    #[error(
+        "body must be a JSON object (one event or {{\"events\": [...]}}) or an array of events"
+    )]
     NotAnObjectOrArray,
     #[error("batch has {count} events, limit {max}")]
     TooManyEvents { count: usize, max: usize },
@@ -150,7 +152,11 @@ pub fn parse_batch(
                 None,
                 FieldError::new(
                     "event",
-                    format!("event is {} bytes, limit {}", json.len(), limits.max_event_bytes),
+                    format!(
+                        "event is {} bytes, limit {}",
+                        json.len(),
+                        limits.max_event_bytes
+                    ),
                 ),
             ));
             continue;
@@ -160,8 +166,15 @@ pub fn parse_batch(
             Ok(e) => e,
             Err(e) => {
                 let path = e.path().to_string();
-                let field = if path == "." { "event".to_owned() } else { path };
-                rejected.push(reject(None, FieldError::new(field, without_position(e.into_inner()))));
+                let field = if path == "." {
+                    "event".to_owned()
+                } else {
+                    path
+                };
+                rejected.push(reject(
+                    None,
+                    FieldError::new(field, without_position(e.into_inner())),
+                ));
                 continue;
             }
         };
@@ -211,7 +224,9 @@ mod tests {
         let received = Utc.with_ymd_and_hms(2026, 1, 1, 12, 0, 0).unwrap();
         let clock = RequestClock::new(received, raw.sent_at()?, limits.max_future_seconds);
         let project = ProjectId::parse("default").unwrap();
-        Ok(parse_batch(&raw, &project, &clock, &limits, |_| Arc::default()))
+        Ok(parse_batch(&raw, &project, &clock, &limits, |_| {
+            Arc::default()
+        }))
     }
 
     #[test]
@@ -235,10 +250,19 @@ mod tests {
         ]}"#)
         .unwrap();
         assert_eq!(out.accepted.len(), 1);
-        let fields: Vec<(usize, &str)> = out.rejected.iter().map(|r| (r.index, r.field.as_str())).collect();
+        let fields: Vec<(usize, &str)> = out
+            .rejected
+            .iter()
+            .map(|r| (r.index, r.field.as_str()))
+            .collect();
         assert_eq!(
             fields,
-            vec![(1, "user_id"), (2, "user_id"), (3, "event_type"), (4, "page.url")]
+            vec![
+                (1, "user_id"),
+                (2, "user_id"),
+                (3, "event_type"),
+                (4, "page.url")
+            ]
         );
     }
 
@@ -262,7 +286,10 @@ mod tests {
         .unwrap();
         let e = &out.accepted[0];
         assert_eq!(e.timestamp().to_rfc3339(), "2026-01-01T11:59:00+00:00");
-        assert_eq!(e.timestamp_source(), crate::TimestampSource::ClientSkewCorrected);
+        assert_eq!(
+            e.timestamp_source(),
+            crate::TimestampSource::ClientSkewCorrected
+        );
     }
 
     #[test]
@@ -270,9 +297,23 @@ mod tests {
         assert_eq!(run("{").unwrap_err().field(), "body");
         assert_eq!(run("42").unwrap_err(), BodyError::NotAnObjectOrArray);
         assert_eq!(run(r#"{"events":[]}"#).unwrap_err(), BodyError::Empty);
-        let too_many = format!("[{}]", vec![r#"{"event_type":"x","user_id":"u"}"#; 501].join(","));
-        assert!(matches!(run(&too_many).unwrap_err(), BodyError::TooManyEvents { count: 501, max: 500 }));
-        assert_eq!(run(r#"{"sent_at":"soon","events":[{}]}"#).unwrap_err().field(), "sent_at");
+        let too_many = format!(
+            "[{}]",
+            vec![r#"{"event_type":"x","user_id":"u"}"#; 501].join(",")
+        );
+        assert!(matches!(
+            run(&too_many).unwrap_err(),
+            BodyError::TooManyEvents {
+                count: 501,
+                max: 500
+            }
+        ));
+        assert_eq!(
+            run(r#"{"sent_at":"soon","events":[{}]}"#)
+                .unwrap_err()
+                .field(),
+            "sent_at"
+        );
     }
 
     #[test]
@@ -286,7 +327,10 @@ mod tests {
         let back: Event = serde_json::from_str(&json).unwrap();
         assert_eq!(back.event_type().as_str(), "purchase");
         assert_eq!(back.page().unwrap().path.as_deref(), Some("/checkout"));
-        assert_eq!(back.properties().unwrap().get(), r#"{"amount":12.5,"items":[{"sku":"A"}]}"#);
+        assert_eq!(
+            back.properties().unwrap().get(),
+            r#"{"amount":12.5,"items":[{"sku":"A"}]}"#
+        );
         assert_eq!(back.kafka_key(), "default:u1");
     }
 
@@ -298,7 +342,9 @@ mod tests {
         let no_identity = ok.replace(r#""user_id":"u","#, "");
         assert!(serde_json::from_str::<Event>(&no_identity).is_err());
         let future_schema = ok.replace(r#""schema_version":1"#, r#""schema_version":99"#);
-        let err = serde_json::from_str::<Event>(&future_schema).unwrap_err().to_string();
+        let err = serde_json::from_str::<Event>(&future_schema)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("unknown schema version 99"), "{err}");
     }
 }

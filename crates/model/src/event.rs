@@ -170,11 +170,17 @@ impl TryFrom<EventWire> for Event {
         if w.schema_version != SCHEMA_VERSION {
             return Err(FieldError::new(
                 "schema_version",
-                format!("unknown schema version {} (this build reads {SCHEMA_VERSION})", w.schema_version),
+                format!(
+                    "unknown schema version {} (this build reads {SCHEMA_VERSION})",
+                    w.schema_version
+                ),
             ));
         }
         check_identity(w.user_id.as_ref(), w.anonymous_id.as_ref())?;
-        for (field, value) in [("properties", &w.properties), ("user_properties", &w.user_properties)] {
+        for (field, value) in [
+            ("properties", &w.properties),
+            ("user_properties", &w.user_properties),
+        ] {
             if let Some(v) = value {
                 check_object(v.get(), field, usize::MAX)?;
             }
@@ -202,9 +208,15 @@ impl TryFrom<EventWire> for Event {
     }
 }
 
-fn check_identity(user: Option<&UserId>, anonymous: Option<&AnonymousId>) -> Result<(), FieldError> {
+fn check_identity(
+    user: Option<&UserId>,
+    anonymous: Option<&AnonymousId>,
+) -> Result<(), FieldError> {
     if user.is_none() && anonymous.is_none() {
-        return Err(FieldError::new("user_id", "user_id or anonymous_id is required"));
+        return Err(FieldError::new(
+            "user_id",
+            "user_id or anonymous_id is required",
+        ));
     }
     Ok(())
 }
@@ -312,7 +324,10 @@ fn coordinate(value: Option<f64>, field: &str) -> Result<Option<i32>, FieldError
     match value {
         None => Ok(None),
         Some(v) if v.is_finite() && (0.0..=1_000_000.0).contains(&v) => Ok(Some(v.round() as i32)),
-        Some(_) => Err(FieldError::new(field, "must be a number of pixels from 0 to 1000000")),
+        Some(_) => Err(FieldError::new(
+            field,
+            "must be a number of pixels from 0 to 1000000",
+        )),
     }
 }
 
@@ -323,12 +338,20 @@ fn element(raw: RawElement<'_>, limits: &Limits) -> Result<Option<Element>, Fiel
             let joined = if json.get().starts_with('[') {
                 serde_json::from_str::<Vec<&str>>(json.get())
                     .map(|v| v.join(" "))
-                    .or_else(|_| serde_json::from_str::<Vec<String>>(json.get()).map(|v| v.join(" ")))
+                    .or_else(|_| {
+                        serde_json::from_str::<Vec<String>>(json.get()).map(|v| v.join(" "))
+                    })
             } else {
                 serde_json::from_str::<String>(json.get())
             }
-            .map_err(|_| FieldError::new("element.classes", "must be a string or an array of strings"))?;
-            text(Some(Text(joined.into())), "element.classes", limits.max_string_bytes)?
+            .map_err(|_| {
+                FieldError::new("element.classes", "must be a string or an array of strings")
+            })?;
+            text(
+                Some(Text(joined.into())),
+                "element.classes",
+                limits.max_string_bytes,
+            )?
         }
     };
     let element = Element {
@@ -347,7 +370,11 @@ fn context(raw: RawContext<'_>, limits: &Limits) -> Result<Option<Context>, Fiel
     let library = match raw.library {
         None => None,
         Some(l) => Some(Library {
-            name: text(l.name, "context.library.name", limits.max_string_bytes.min(128))?,
+            name: text(
+                l.name,
+                "context.library.name",
+                limits.max_string_bytes.min(128),
+            )?,
             version: text(l.version, "context.library.version", 64)?,
         })
         .filter(|l| *l != Library::default()),
@@ -392,7 +419,10 @@ impl Event {
             .map(|t| crate::parse_timestamp(t, "timestamp"))
             .transpose()?;
         let (timestamp, timestamp_source) = clock.event_time(client_timestamp);
-        for (field, value) in [("properties", raw.properties), ("user_properties", raw.user_properties)] {
+        for (field, value) in [
+            ("properties", raw.properties),
+            ("user_properties", raw.user_properties),
+        ] {
             if let Some(v) = value {
                 check_object(v.get(), field, limits.max_properties_depth)?;
             }
@@ -411,10 +441,18 @@ impl Event {
             client_timestamp,
             received_at: clock.received_at,
             page: raw.page.map(|p| page(p, limits)).transpose()?.flatten(),
-            element: raw.element.map(|e| element(e, limits)).transpose()?.flatten(),
+            element: raw
+                .element
+                .map(|e| element(e, limits))
+                .transpose()?
+                .flatten(),
             properties: raw.properties.map(ToOwned::to_owned),
             user_properties: raw.user_properties.map(ToOwned::to_owned),
-            context: raw.context.map(|c| context(c, limits)).transpose()?.flatten(),
+            context: raw
+                .context
+                .map(|c| context(c, limits))
+                .transpose()?
+                .flatten(),
             client,
         })
     }
@@ -422,7 +460,8 @@ impl Event {
     /// The Kafka message key: project and the user's id (anonymous id when there is none), so
     /// one user's events stay ordered in one partition.
     pub fn kafka_key(&self) -> String {
-        let mut key = String::with_capacity(self.project.as_str().len() + 1 + self.distinct_id().len());
+        let mut key =
+            String::with_capacity(self.project.as_str().len() + 1 + self.distinct_id().len());
         key.push_str(self.project.as_str());
         key.push(':');
         key.push_str(self.distinct_id());

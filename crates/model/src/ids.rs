@@ -16,7 +16,10 @@ fn check_identifier(value: &str, field: &str, max_len: usize) -> Result<(), Fiel
         ));
     }
     if value.chars().any(char::is_control) {
-        return Err(FieldError::new(field, "must not contain control characters"));
+        return Err(FieldError::new(
+            field,
+            "must not contain control characters",
+        ));
     }
     Ok(())
 }

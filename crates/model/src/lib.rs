@@ -21,7 +21,7 @@ pub use event::{ClientInfo, Context, Element, Event, Library, Page, Screen};
 pub use event_type::EventType;
 pub use ids::{AnonymousId, EventId, ProjectId, SessionId, UserId};
 pub use limits::Limits;
-pub use raw::{IdText, Text, RawContext, RawElement, RawEvent, RawLibrary, RawPage, RawScreen};
+pub use raw::{IdText, RawContext, RawElement, RawEvent, RawLibrary, RawPage, RawScreen, Text};
 pub use time::{parse_timestamp, RequestClock, TimestampSource};
 
 /// Version of the [`Event`] JSON layout on the Kafka topic. It travels in every message (field

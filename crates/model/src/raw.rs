@@ -24,7 +24,11 @@ struct TextVisitor {
 impl<'de> Visitor<'de> for TextVisitor {
     type Value = Cow<'de, str>;
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(if self.accept_integers { "a string or an integer" } else { "a string" })
+        f.write_str(if self.accept_integers {
+            "a string or an integer"
+        } else {
+            "a string"
+        })
     }
     fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
         Ok(Cow::Borrowed(v))
@@ -53,13 +57,21 @@ impl<'de> Visitor<'de> for TextVisitor {
 
 impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_any(TextVisitor { accept_integers: false }).map(Text)
+        deserializer
+            .deserialize_any(TextVisitor {
+                accept_integers: false,
+            })
+            .map(Text)
     }
 }
 
 impl<'de: 'a, 'a> Deserialize<'de> for IdText<'a> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_any(TextVisitor { accept_integers: true }).map(|c| IdText(c))
+        deserializer
+            .deserialize_any(TextVisitor {
+                accept_integers: true,
+            })
+            .map(|c| IdText(c))
     }
 }
 

@@ -33,17 +33,22 @@ impl TimestampSource {
 pub fn parse_timestamp(value: &RawValue, field: &str) -> Result<DateTime<Utc>, FieldError> {
     let text = value.get();
     if text.starts_with('"') {
-        let s: &str = serde_json::from_str(text)
-            .map_err(|_| FieldError::new(field, "must be an RFC 3339 string or epoch milliseconds"))?;
+        let s: &str = serde_json::from_str(text).map_err(|_| {
+            FieldError::new(field, "must be an RFC 3339 string or epoch milliseconds")
+        })?;
         return DateTime::parse_from_rfc3339(s)
             .map(|t| t.with_timezone(&Utc))
-            .map_err(|e| FieldError::new(field, format!("{s:?} is not an RFC 3339 timestamp: {e}")));
+            .map_err(|e| {
+                FieldError::new(field, format!("{s:?} is not an RFC 3339 timestamp: {e}"))
+            });
     }
     let millis: i64 = serde_json::from_str::<f64>(text)
         .ok()
         .filter(|m| m.is_finite() && m.abs() < 1e15)
         .map(|m| m as i64)
-        .ok_or_else(|| FieldError::new(field, "must be an RFC 3339 string or epoch milliseconds"))?;
+        .ok_or_else(|| {
+            FieldError::new(field, "must be an RFC 3339 string or epoch milliseconds")
+        })?;
     Utc.timestamp_millis_opt(millis)
         .single()
         .ok_or_else(|| FieldError::new(field, "is out of range"))
@@ -60,7 +65,11 @@ pub struct RequestClock {
 }
 
 impl RequestClock {
-    pub fn new(received_at: DateTime<Utc>, sent_at: Option<DateTime<Utc>>, max_future_seconds: i64) -> Self {
+    pub fn new(
+        received_at: DateTime<Utc>,
+        sent_at: Option<DateTime<Utc>>,
+        max_future_seconds: i64,
+    ) -> Self {
         Self {
             received_at,
             skew: sent_at.map(|sent| sent - received_at),
@@ -124,6 +133,9 @@ mod tests {
         let no_sent_at = RequestClock::new(received, None, 60);
         let (t, src) = no_sent_at.event_time(Some(received + TimeDelta::days(2)));
         assert_eq!((t, src), (received, TimestampSource::Clamped));
-        assert_eq!(no_sent_at.event_time(None), (received, TimestampSource::Server));
+        assert_eq!(
+            no_sent_at.event_time(None),
+            (received, TimestampSource::Server)
+        );
     }
 }

@@ -42,28 +42,108 @@ pub struct TopicSpec {
 /// Creates every topic that does not exist yet; an existing topic is left as it is.
 /// Fails with the broker address when the cluster cannot be reached, so a misconfigured
 /// service stops at boot rather than at its first request.
-pub async fn ensure_topics(connection: &KafkaConnection, topics: &[TopicSpec]) -> anyhow::Result<()> {
+pub async fn ensure_topics(
+    connection: &KafkaConnection,
+    topics: &[TopicSpec],
+) -> anyhow::Result<()> {
     let admin: AdminClient<DefaultClientContext> = connection
         .client_config()
         .create()
         .context("cannot create Kafka admin client")?;
     let new_topics: Vec<NewTopic<'_>> = topics
         .iter()
-        .map(|t| NewTopic::new(&t.name, t.partitions, TopicReplication::Fixed(t.replication_factor)))
+        .map(|t| {
+            NewTopic::new(
+                &t.name,
+                t.partitions,
+                TopicReplication::Fixed(t.replication_factor),
+            )
+        })
         .collect();
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
-    let results = tokio::time::timeout(Duration::from_secs(15), admin.create_topics(&new_topics, &options))
-        .await
-        .with_context(|| format!("Kafka at {} did not answer within 15 s", connection.brokers))?
-        .with_context(|| format!("cannot reach Kafka at {}", connection.brokers))?;
+    let results = tokio::time::timeout(
+        Duration::from_secs(15),
+        admin.create_topics(&new_topics, &options),
+    )
+    .await
+    .with_context(|| format!("Kafka at {} did not answer within 15 s", connection.brokers))?
+    .with_context(|| format!("cannot reach Kafka at {}", connection.brokers))?;
     for result in results {
         match result {
             Ok(name) => tracing::info!(topic = %name, "created Kafka topic"),
             Err((name, RDKafkaErrorCode::TopicAlreadyExists)) => {
                 tracing::debug!(topic = %name, "Kafka topic exists");
             }
-            Err((name, code)) => bail!("cannot create Kafka topic {name} at {}: {code}", connection.brokers),
+            Err((name, code)) => bail!(
+                "cannot create Kafka topic {name} at {}: {code}",
+                connection.brokers
+            ),
         }
     }
     Ok(())
+}
+
+/// Whether the cluster answered the last metadata request for a topic; refreshed in the
+/// background, so `/ready` and load shedding read it without waiting on the network.
+#[derive(Clone)]
+pub struct BrokerProbe {
+    reachable: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl BrokerProbe {
+    /// Probes every `interval` until `shutdown`. Starts optimistic: services only get here
+    /// after reaching the cluster at boot.
+    pub fn spawn(
+        connection: &KafkaConnection,
+        topic: &str,
+        interval: Duration,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) -> anyhow::Result<(Self, tokio::task::JoinHandle<()>)> {
+        let client: rdkafka::consumer::BaseConsumer = connection
+            .client_config()
+            .create()
+            .context("cannot create the Kafka metadata client")?;
+        let client = std::sync::Arc::new(client);
+        let probe = Self {
+            reachable: std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true)),
+        };
+        let flag = probe.reachable.clone();
+        let topic = topic.to_owned();
+        let task = tokio::spawn(async move {
+            loop {
+                let (client, name) = (client.clone(), topic.clone());
+                let timeout = interval.max(Duration::from_secs(1));
+                let reachable = tokio::task::spawn_blocking(move || {
+                    use rdkafka::consumer::Consumer;
+                    client
+                        .fetch_metadata(Some(&name), timeout)
+                        .map(|m| {
+                            m.topics()
+                                .iter()
+                                .any(|t| t.error().is_none() && !t.partitions().is_empty())
+                        })
+                        .unwrap_or(false)
+                })
+                .await
+                .unwrap_or(false);
+                let was = flag.swap(reachable, std::sync::atomic::Ordering::Relaxed);
+                if was != reachable {
+                    if reachable {
+                        tracing::info!(%topic, "Kafka reachable again");
+                    } else {
+                        tracing::error!(%topic, "Kafka unreachable");
+                    }
+                }
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    () = tokio::time::sleep(interval) => {}
+                }
+            }
+        });
+        Ok((probe, task))
+    }
+
+    pub fn is_reachable(&self) -> bool {
+        self.reachable.load(std::sync::atomic::Ordering::Relaxed)
+    }
 }

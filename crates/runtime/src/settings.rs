@@ -10,10 +10,8 @@ use serde::de::DeserializeOwned;
 /// * environment variables `{PREFIX}__SECTION__KEY` (e.g. `INGEST__KAFKA__BROKERS`); list values
 ///   are comma-separated.
 pub fn load<T: DeserializeOwned>(defaults: &str, prefix: &str) -> anyhow::Result<T> {
-    let mut builder = config::Config::builder().add_source(config::File::from_str(
-        defaults,
-        config::FileFormat::Toml,
-    ));
+    let mut builder = config::Config::builder()
+        .add_source(config::File::from_str(defaults, config::FileFormat::Toml));
     if let Ok(path) = std::env::var(format!("{prefix}_CONFIG")) {
         builder = builder.add_source(config::File::with_name(&path));
     }
@@ -29,5 +27,7 @@ pub fn load<T: DeserializeOwned>(defaults: &str, prefix: &str) -> anyhow::Result
         )
         .build()
         .and_then(|c| c.try_deserialize())
-        .with_context(|| format!("invalid configuration (defaults, ${prefix}_CONFIG, {prefix}__* variables)"))
+        .with_context(|| {
+            format!("invalid configuration (defaults, ${prefix}_CONFIG, {prefix}__* variables)")
+        })
 }

@@ -18,7 +18,8 @@ pub enum LogFormat {
 
 /// Installs the global subscriber. Call once, from `main`.
 pub fn init(settings: &LogSettings) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&settings.level));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&settings.level));
     let builder = fmt().with_env_filter(filter).with_target(true);
     match settings.format {
         LogFormat::Json => builder.json().flatten_event(true).init(),

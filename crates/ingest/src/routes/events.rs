@@ -2,7 +2,9 @@
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
-use insightflow_model::{parse_batch, BatchOutcome, BodyError, RawBody, Rejection, RequestClock, Text};
+use insightflow_model::{
+    parse_batch, BatchOutcome, BodyError, RawBody, Rejection, RequestClock, Text,
+};
 use serde::Serialize;
 
 use crate::body;
@@ -58,8 +60,11 @@ pub(crate) async fn read_json_body(
 }
 
 pub(crate) fn utf8(body: &[u8]) -> Result<&str, IngestError> {
-    std::str::from_utf8(body)
-        .map_err(|e| IngestError::InvalidBody(BodyError::Malformed(format!("body is not valid UTF-8: {e}"))))
+    std::str::from_utf8(body).map_err(|e| {
+        IngestError::InvalidBody(BodyError::Malformed(format!(
+            "body is not valid UTF-8: {e}"
+        )))
+    })
 }
 
 /// Publishes the accepted events and answers: 200 with the report once Kafka holds every
@@ -88,7 +93,11 @@ pub(crate) async fn publish(
         return Err(IngestError::NoValidEvents(Box::new(report)));
     }
     if let Err(e) = state.producer.publish(&outcome.accepted).await {
-        state.metrics.unavailable.with_label_values(&[e.cause()]).inc();
+        state
+            .metrics
+            .unavailable
+            .with_label_values(&[e.cause()])
+            .inc();
         return Err(IngestError::Unavailable {
             cause: e.cause(),
             retry_after_seconds: state.retry_after_seconds,

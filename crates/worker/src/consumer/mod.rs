@@ -1,0 +1,503 @@
+//! The consume loop: read a batch, dead-letter what cannot be used, write MySQL then Redis,
+//! and only then store the batch's offsets. A failing store pauses the assigned partitions and
+//! retries with capped exponential backoff, polling all the while so the group keeps us.
+
+mod context;
+pub mod dead_letter;
+
+use std::collections::{BTreeMap, HashSet};
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use insightflow_model::Event;
+use rand::Rng;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::message::OwnedMessage;
+use rdkafka::{Message, Offset, TopicPartitionList};
+use tokio_util::sync::CancellationToken;
+
+use self::context::WorkerContext;
+use self::dead_letter::{DeadLetters, Reason};
+use crate::metrics::WorkerMetrics;
+use crate::settings::{BackoffSettings, KafkaSettings};
+use crate::store::mysql::MysqlStore;
+use crate::store::redis::{Position, RedisStore};
+use crate::store::StoreError;
+
+/// Whether the consumer is keeping up: false while a dependency is failing (`/ready`).
+#[derive(Clone, Default)]
+pub struct ConsumerHealth(Arc<AtomicBool>);
+
+impl ConsumerHealth {
+    pub fn healthy() -> Self {
+        Self(Arc::new(AtomicBool::new(true)))
+    }
+    pub fn is_healthy(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+    fn set(&self, healthy: bool) {
+        self.0.store(healthy, Ordering::Relaxed);
+    }
+}
+
+/// The loop stopped because shutdown was requested while a batch could not be finished.
+struct Stopped;
+
+pub struct EventConsumer {
+    consumer: StreamConsumer<WorkerContext>,
+    dead_letters: DeadLetters,
+    mysql: MysqlStore,
+    redis: RedisStore,
+    metrics: WorkerMetrics,
+    health: ConsumerHealth,
+    topic: String,
+    batch_max_events: usize,
+    batch_max_wait: Duration,
+    backoff: BackoffSettings,
+    /// Messages that arrived while a batch was being retried; they start the next batch.
+    carried_over: Vec<OwnedMessage>,
+}
+
+impl EventConsumer {
+    pub fn new(
+        settings: &KafkaSettings,
+        backoff: BackoffSettings,
+        mysql: MysqlStore,
+        redis: RedisStore,
+        metrics: WorkerMetrics,
+        health: ConsumerHealth,
+    ) -> anyhow::Result<Self> {
+        let consumer: StreamConsumer<WorkerContext> = settings
+            .connection()
+            .client_config()
+            .set("group.id", &settings.group_id)
+            .set("enable.auto.commit", "true")
+            .set("auto.commit.interval.ms", "1000")
+            // Offsets are stored by hand, after the writes: auto-commit only ever commits those.
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("enable.partition.eof", "false")
+            .set(
+                "session.timeout.ms",
+                settings.session_timeout_ms.to_string(),
+            )
+            .set(
+                "statistics.interval.ms",
+                settings.statistics_interval_ms.to_string(),
+            )
+            .create_with_context(WorkerContext::new(metrics.clone()))
+            .context("cannot create the Kafka consumer")?;
+        consumer
+            .subscribe(&[&settings.topic.name])
+            .context("cannot subscribe to the events topic")?;
+        Ok(Self {
+            consumer,
+            dead_letters: DeadLetters::new(&settings.connection(), &settings.dead_letter_topic)?,
+            mysql,
+            redis,
+            metrics,
+            health,
+            topic: settings.topic.name.clone(),
+            batch_max_events: settings.batch_max_events.max(1),
+            batch_max_wait: Duration::from_millis(settings.batch_max_wait_ms),
+            backoff,
+            carried_over: Vec::new(),
+        })
+    }
+
+    /// Consumes until `shutdown`, then finishes the batch in hand if its stores answer, and
+    /// commits the stored offsets synchronously.
+    pub async fn run(mut self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        tracing::info!(topic = %self.topic, "consumer started");
+        let mut batch: Vec<OwnedMessage> = Vec::with_capacity(self.batch_max_events);
+        let mut deadline: Option<tokio::time::Instant> = None;
+        loop {
+            batch.append(&mut self.carried_over);
+            if !batch.is_empty() && deadline.is_none() {
+                deadline = Some(tokio::time::Instant::now() + self.batch_max_wait);
+            }
+            self.drop_revoked(&mut batch);
+            let due = deadline.is_some_and(|d| tokio::time::Instant::now() >= d);
+            if !batch.is_empty() && (batch.len() >= self.batch_max_events || due) {
+                if self.process(&batch, &shutdown).await.is_err() {
+                    break;
+                }
+                batch.clear();
+                deadline = None;
+                continue;
+            }
+            tokio::select! {
+                biased;
+                () = shutdown.cancelled() => break,
+                received = self.consumer.recv() => match received {
+                    Ok(message) => {
+                        self.metrics.messages_consumed.inc();
+                        if batch.is_empty() {
+                            deadline = Some(tokio::time::Instant::now() + self.batch_max_wait);
+                        }
+                        batch.push(message.detach());
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "Kafka consumer error");
+                        self.metrics.dependency_errors.with_label_values(&["kafka"]).inc();
+                    }
+                },
+                () = sleep_until(deadline) => {}
+            }
+        }
+        batch.append(&mut self.carried_over);
+        self.drop_revoked(&mut batch);
+        if !batch.is_empty() && self.process(&batch, &shutdown).await.is_err() {
+            tracing::warn!(
+                messages = batch.len(),
+                "stopped with an unwritten batch; it will be redelivered"
+            );
+        }
+        match self.consumer.commit_consumer_state(CommitMode::Sync) {
+            Ok(()) => tracing::info!("final offsets committed"),
+            // Nothing stored since the last commit, or no assignment: nothing to lose.
+            Err(e) => tracing::info!(error = %e, "final commit skipped"),
+        }
+        tracing::info!("consumer stopped");
+        Ok(())
+    }
+
+    /// Messages of partitions revoked since they were read belong to their new owner, which
+    /// will read them again from the last committed offset.
+    fn drop_revoked(&self, batch: &mut Vec<OwnedMessage>) {
+        let revoked = self.consumer.context().take_revoked();
+        if revoked.is_empty() {
+            return;
+        }
+        let before = batch.len();
+        batch.retain(|m| !revoked.contains(&(m.topic().to_owned(), m.partition())));
+        if batch.len() != before {
+            tracing::info!(
+                dropped = before - batch.len(),
+                "dropped in-flight messages of revoked partitions"
+            );
+        }
+    }
+
+    async fn process(
+        &mut self,
+        batch: &[OwnedMessage],
+        shutdown: &CancellationToken,
+    ) -> Result<(), Stopped> {
+        self.metrics.batch_size.observe(batch.len() as f64);
+        let mut events: Vec<(Event, &OwnedMessage)> = Vec::with_capacity(batch.len());
+        for message in batch {
+            match decode(message) {
+                Ok(event) => events.push((event, message)),
+                Err((reason, error)) => self.dead_letter(message, reason, &error, shutdown).await?,
+            }
+        }
+        let refused = self.write_mysql(&events, shutdown).await?;
+        let applicable: Vec<&Event> = events
+            .iter()
+            .filter(|(e, _)| !refused.contains(e.event_id().as_str()))
+            .map(|(e, _)| e)
+            .collect();
+        let positions = next_offsets(batch);
+        let started = Instant::now();
+        let redis = self.redis.clone();
+        let applied = self
+            .with_retry("redis", shutdown, || redis.apply(&applicable, &positions))
+            .await?;
+        self.metrics
+            .write_duration
+            .with_label_values(&["redis"])
+            .observe(started.elapsed().as_secs_f64());
+        self.metrics
+            .events_written
+            .with_label_values(&["redis"])
+            .inc_by(applied as u64);
+        self.metrics
+            .duplicates_skipped
+            .with_label_values(&["redis"])
+            .inc_by((applicable.len() - applied.min(applicable.len())) as u64);
+        self.store_offsets(&positions);
+        Ok(())
+    }
+
+    /// Writes the batch to MySQL. Returns the ids of events MySQL refused as data (each of
+    /// them dead-lettered), which must not reach Redis either.
+    async fn write_mysql(
+        &mut self,
+        events: &[(Event, &OwnedMessage)],
+        shutdown: &CancellationToken,
+    ) -> Result<HashSet<String>, Stopped> {
+        let all: Vec<&Event> = events.iter().map(|(e, _)| e).collect();
+        let started = Instant::now();
+        let mysql = self.mysql.clone();
+        let mut refused = HashSet::new();
+        match self
+            .with_retry("mysql", shutdown, || mysql.write(&all))
+            .await
+        {
+            Ok(outcome) => self.count_mysql(outcome.inserted, outcome.duplicates),
+            Err(RetryError::Stopped) => return Err(Stopped),
+            Err(RetryError::Data(e)) => {
+                // One bad row must not block the partition: write one by one, dead-letter the
+                // events MySQL refuses.
+                tracing::warn!(error = %e, "MySQL refused the batch; writing its events one by one");
+                for (event, message) in events {
+                    let single = [event];
+                    match self
+                        .with_retry("mysql", shutdown, || mysql.write(&single))
+                        .await
+                    {
+                        Ok(outcome) => self.count_mysql(outcome.inserted, outcome.duplicates),
+                        Err(RetryError::Stopped) => return Err(Stopped),
+                        Err(RetryError::Data(e)) => {
+                            self.dead_letter(message, Reason::Refused, &format!("{e:#}"), shutdown)
+                                .await?;
+                            refused.insert(event.event_id().as_str().to_owned());
+                        }
+                    }
+                }
+            }
+        }
+        self.metrics
+            .write_duration
+            .with_label_values(&["mysql"])
+            .observe(started.elapsed().as_secs_f64());
+        Ok(refused)
+    }
+
+    fn count_mysql(&self, inserted: usize, duplicates: usize) {
+        self.metrics
+            .events_written
+            .with_label_values(&["mysql"])
+            .inc_by(inserted as u64);
+        self.metrics
+            .duplicates_skipped
+            .with_label_values(&["mysql"])
+            .inc_by(duplicates as u64);
+    }
+
+    async fn dead_letter(
+        &mut self,
+        message: &OwnedMessage,
+        reason: Reason,
+        error: &str,
+        shutdown: &CancellationToken,
+    ) -> Result<(), Stopped> {
+        tracing::warn!(
+            partition = message.partition(),
+            offset = message.offset(),
+            reason = reason.as_str(),
+            error,
+            "dead-lettering a message"
+        );
+        let result = {
+            let send = || async {
+                self.dead_letters
+                    .send(message, reason, error)
+                    .await
+                    .map_err(StoreError::Transient)
+            };
+            retry_loop(
+                &self.consumer,
+                &self.metrics,
+                &self.health,
+                &self.backoff,
+                &mut self.carried_over,
+                "kafka_dead_letter",
+                shutdown,
+                send,
+            )
+            .await
+        };
+        match result {
+            Ok(()) => {
+                self.metrics
+                    .dead_lettered
+                    .with_label_values(&[reason.as_str()])
+                    .inc();
+                Ok(())
+            }
+            Err(_) => Err(Stopped),
+        }
+    }
+
+    async fn with_retry<T, F, Fut>(
+        &mut self,
+        dependency: &'static str,
+        shutdown: &CancellationToken,
+        op: F,
+    ) -> Result<T, RetryError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, StoreError>>,
+    {
+        retry_loop(
+            &self.consumer,
+            &self.metrics,
+            &self.health,
+            &self.backoff,
+            &mut self.carried_over,
+            dependency,
+            shutdown,
+            op,
+        )
+        .await
+    }
+
+    /// Stores (for the next auto-commit) the offset after each partition's last message.
+    fn store_offsets(&self, positions: &[Position]) {
+        let mut list = TopicPartitionList::new();
+        for p in positions {
+            if let Err(e) =
+                list.add_partition_offset(&p.topic, p.partition, Offset::Offset(p.next_offset))
+            {
+                tracing::error!(error = %e, "cannot build the offset list");
+                return;
+            }
+        }
+        if let Err(e) = self.consumer.store_offsets(&list) {
+            // The partitions were revoked while the batch was written: the writes are
+            // idempotent and the new owner re-reads from the last commit.
+            tracing::info!(error = %e, "offsets not stored (partitions revoked mid-batch)");
+        }
+    }
+}
+
+enum RetryError {
+    Stopped,
+    Data(anyhow::Error),
+}
+
+impl From<RetryError> for Stopped {
+    fn from(_: RetryError) -> Self {
+        Stopped
+    }
+}
+
+/// Runs `op` until it succeeds. On a transient error: pause the assigned partitions, report
+/// not-ready, wait with capped exponential backoff (polling the consumer meanwhile so the group
+/// does not evict us; messages of newly assigned partitions are carried over), then retry.
+#[allow(clippy::too_many_arguments)]
+async fn retry_loop<T, F, Fut>(
+    consumer: &StreamConsumer<WorkerContext>,
+    metrics: &WorkerMetrics,
+    health: &ConsumerHealth,
+    backoff: &BackoffSettings,
+    carried_over: &mut Vec<OwnedMessage>,
+    dependency: &'static str,
+    shutdown: &CancellationToken,
+    mut op: F,
+) -> Result<T, RetryError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, StoreError>>,
+{
+    let mut delay = Duration::from_millis(backoff.initial_ms);
+    let mut paused_at: Option<Instant> = None;
+    loop {
+        match op().await {
+            Ok(value) => {
+                if let Some(since) = paused_at {
+                    resume(consumer);
+                    health.set(true);
+                    metrics.paused_seconds.inc_by(since.elapsed().as_secs());
+                    tracing::info!(dependency, paused_for = ?since.elapsed(), "dependency back; consuming again");
+                }
+                return Ok(value);
+            }
+            Err(StoreError::Data(e)) => {
+                if paused_at.is_some() {
+                    resume(consumer);
+                    health.set(true);
+                }
+                return Err(RetryError::Data(e));
+            }
+            Err(StoreError::Transient(e)) => {
+                metrics
+                    .dependency_errors
+                    .with_label_values(&[dependency])
+                    .inc();
+                if paused_at.is_none() {
+                    tracing::error!(dependency, error = %format!("{e:#}"), "write failed; pausing consumption");
+                    pause(consumer);
+                    health.set(false);
+                    paused_at = Some(Instant::now());
+                } else {
+                    tracing::warn!(dependency, error = %format!("{e:#}"), retry_in = ?delay, "still failing");
+                }
+                if shutdown.is_cancelled() {
+                    return Err(RetryError::Stopped);
+                }
+                let jittered = delay.mul_f64(rand::rng().random_range(0.8..1.2));
+                let wake = tokio::time::Instant::now() + jittered;
+                loop {
+                    tokio::select! {
+                        () = shutdown.cancelled() => return Err(RetryError::Stopped),
+                        () = tokio::time::sleep_until(wake) => break,
+                        received = consumer.recv() => {
+                            if let Ok(message) = received {
+                                metrics.messages_consumed.inc();
+                                carried_over.push(message.detach());
+                            }
+                        }
+                    }
+                }
+                delay = (delay * 2).min(Duration::from_millis(backoff.max_ms));
+            }
+        }
+    }
+}
+
+fn pause(consumer: &StreamConsumer<WorkerContext>) {
+    if let Err(e) = consumer.assignment().and_then(|a| consumer.pause(&a)) {
+        tracing::warn!(error = %e, "cannot pause partitions");
+    }
+}
+
+fn resume(consumer: &StreamConsumer<WorkerContext>) {
+    if let Err(e) = consumer.assignment().and_then(|a| consumer.resume(&a)) {
+        tracing::warn!(error = %e, "cannot resume partitions");
+    }
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// A message's event, or why it is poison.
+fn decode(message: &OwnedMessage) -> Result<Event, (Reason, String)> {
+    let payload = message
+        .payload()
+        .ok_or((Reason::Undecodable, "message has no payload".to_owned()))?;
+    serde_json::from_slice::<Event>(payload).map_err(|e| {
+        let text = e.to_string();
+        let reason = if text.contains("unknown schema version") {
+            Reason::UnknownSchema
+        } else {
+            Reason::Undecodable
+        };
+        (reason, text)
+    })
+}
+
+/// The offset after the last message of each partition in the batch.
+fn next_offsets(batch: &[OwnedMessage]) -> Vec<Position> {
+    let mut last: BTreeMap<(&str, i32), i64> = BTreeMap::new();
+    for m in batch {
+        let entry = last.entry((m.topic(), m.partition())).or_insert(m.offset());
+        *entry = (*entry).max(m.offset());
+    }
+    last.into_iter()
+        .map(|((topic, partition), offset)| Position {
+            topic: topic.to_owned(),
+            partition,
+            next_offset: offset + 1,
+        })
+        .collect()
+}

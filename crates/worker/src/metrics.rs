@@ -1,0 +1,127 @@
+//! Every metric the worker exports, on a registry the caller owns.
+
+use prometheus::{
+    exponential_buckets, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    IntGaugeVec, Opts, Registry,
+};
+
+#[derive(Clone)]
+pub struct WorkerMetrics {
+    pub messages_consumed: IntCounter,
+    pub events_written: IntCounterVec,
+    pub duplicates_skipped: IntCounterVec,
+    pub dead_lettered: IntCounterVec,
+    pub batch_size: Histogram,
+    pub write_duration: HistogramVec,
+    pub consumer_lag: IntGaugeVec,
+    pub rebalances: IntCounterVec,
+    pub dependency_errors: IntCounterVec,
+    pub paused_seconds: IntCounter,
+    pub http_requests: IntCounterVec,
+    pub http_duration: HistogramVec,
+    pub retention_deleted: IntCounter,
+}
+
+impl WorkerMetrics {
+    pub fn register(registry: &Registry) -> prometheus::Result<Self> {
+        let m = Self {
+            messages_consumed: IntCounter::new(
+                "worker_messages_consumed_total",
+                "Kafka messages read",
+            )?,
+            events_written: IntCounterVec::new(
+                Opts::new(
+                    "worker_events_written_total",
+                    "Events newly applied, per store",
+                ),
+                &["store"],
+            )?,
+            duplicates_skipped: IntCounterVec::new(
+                Opts::new(
+                    "worker_duplicates_skipped_total",
+                    "Events already applied before (redeliveries, client retries), per store",
+                ),
+                &["store"],
+            )?,
+            dead_lettered: IntCounterVec::new(
+                Opts::new(
+                    "worker_dead_lettered_total",
+                    "Messages sent to the dead-letter topic, by reason",
+                ),
+                &["reason"],
+            )?,
+            batch_size: Histogram::with_opts(
+                HistogramOpts::new("worker_batch_size_messages", "Messages per processed batch")
+                    .buckets(vec![
+                        1.0, 10.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0,
+                    ]),
+            )?,
+            write_duration: HistogramVec::new(
+                HistogramOpts::new(
+                    "worker_write_duration_seconds",
+                    "Time to write one batch, per store",
+                )
+                .buckets(exponential_buckets(0.0005, 2.0, 16)?),
+                &["store"],
+            )?,
+            consumer_lag: IntGaugeVec::new(
+                Opts::new(
+                    "worker_consumer_lag_messages",
+                    "Messages behind the partition's end (librdkafka statistics)",
+                ),
+                &["topic", "partition"],
+            )?,
+            rebalances: IntCounterVec::new(
+                Opts::new(
+                    "worker_rebalances_total",
+                    "Consumer group rebalances, by kind",
+                ),
+                &["kind"],
+            )?,
+            dependency_errors: IntCounterVec::new(
+                Opts::new(
+                    "worker_dependency_errors_total",
+                    "Failed writes or calls, per dependency",
+                ),
+                &["dependency"],
+            )?,
+            paused_seconds: IntCounter::new(
+                "worker_paused_seconds_total",
+                "Seconds consumption was paused waiting for a dependency",
+            )?,
+            http_requests: IntCounterVec::new(
+                Opts::new(
+                    "worker_http_requests_total",
+                    "Stats API requests by route template and status",
+                ),
+                &["route", "method", "status"],
+            )?,
+            http_duration: HistogramVec::new(
+                HistogramOpts::new(
+                    "worker_http_request_duration_seconds",
+                    "Stats API request duration",
+                )
+                .buckets(exponential_buckets(0.0002, 2.0, 16)?),
+                &["route", "method"],
+            )?,
+            retention_deleted: IntCounter::new(
+                "worker_retention_deleted_events_total",
+                "Raw events deleted by the retention job",
+            )?,
+        };
+        registry.register(Box::new(m.messages_consumed.clone()))?;
+        registry.register(Box::new(m.events_written.clone()))?;
+        registry.register(Box::new(m.duplicates_skipped.clone()))?;
+        registry.register(Box::new(m.dead_lettered.clone()))?;
+        registry.register(Box::new(m.batch_size.clone()))?;
+        registry.register(Box::new(m.write_duration.clone()))?;
+        registry.register(Box::new(m.consumer_lag.clone()))?;
+        registry.register(Box::new(m.rebalances.clone()))?;
+        registry.register(Box::new(m.dependency_errors.clone()))?;
+        registry.register(Box::new(m.paused_seconds.clone()))?;
+        registry.register(Box::new(m.http_requests.clone()))?;
+        registry.register(Box::new(m.http_duration.clone()))?;
+        registry.register(Box::new(m.retention_deleted.clone()))?;
+        Ok(m)
+    }
+}

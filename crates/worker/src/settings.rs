@@ -1,0 +1,117 @@
+use std::collections::HashMap;
+
+use insightflow_runtime::kafka::{KafkaConnection, TopicSpec};
+use insightflow_runtime::telemetry::LogSettings;
+use serde::Deserialize;
+
+const DEFAULTS: &str = include_str!("../config/default.toml");
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Settings {
+    pub http: HttpSettings,
+    pub kafka: KafkaSettings,
+    pub mysql: MysqlSettings,
+    pub redis: RedisSettings,
+    pub aggregates: AggregateSettings,
+    pub retention: RetentionSettings,
+    pub backoff: BackoffSettings,
+    pub stats: StatsSettings,
+    pub log: LogSettings,
+}
+
+impl Settings {
+    /// Defaults, then `$WORKER_CONFIG`, then `WORKER__*` variables.
+    pub fn load() -> anyhow::Result<Self> {
+        insightflow_runtime::settings::load(DEFAULTS, "WORKER")
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct HttpSettings {
+    pub host: String,
+    pub port: u16,
+    pub workers: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct KafkaSettings {
+    pub brokers: String,
+    #[serde(default)]
+    pub extra: HashMap<String, String>,
+    pub group_id: String,
+    pub topic: TopicSpec,
+    pub dead_letter_topic: String,
+    pub batch_max_events: usize,
+    pub batch_max_wait_ms: u64,
+    pub session_timeout_ms: u32,
+    pub statistics_interval_ms: u32,
+}
+
+impl KafkaSettings {
+    pub fn connection(&self) -> KafkaConnection {
+        KafkaConnection {
+            brokers: self.brokers.clone(),
+            extra: self.extra.clone(),
+        }
+    }
+
+    /// The topics the worker owns: the events topic (created here too, so a worker can start
+    /// before any gateway) and the dead-letter topic.
+    pub fn topics(&self) -> Vec<TopicSpec> {
+        vec![
+            self.topic.clone(),
+            TopicSpec {
+                name: self.dead_letter_topic.clone(),
+                partitions: 1,
+                replication_factor: self.topic.replication_factor,
+            },
+        ]
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct MysqlSettings {
+    pub url: String,
+    pub max_connections: u32,
+    pub acquire_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct RedisSettings {
+    pub url: String,
+    pub key_prefix: String,
+    pub pool_size: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct AggregateSettings {
+    pub dedupe_ttl_seconds: u64,
+    pub online_keep_seconds: u64,
+    pub session_ttl_seconds: u64,
+    pub minute_retention_hours: u64,
+    pub hour_retention_days: u64,
+    pub day_retention_days: u64,
+    pub recent_path_length: u64,
+    pub recent_path_ttl_days: u64,
+    pub hot_pages_total_max: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct RetentionSettings {
+    pub raw_event_days: u64,
+    pub interval_seconds: u64,
+    pub chunk_rows: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct BackoffSettings {
+    pub initial_ms: u64,
+    pub max_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct StatsSettings {
+    pub rate_limit_per_second: u32,
+    pub rate_limit_burst: u32,
+    pub api_keys: Vec<String>,
+}

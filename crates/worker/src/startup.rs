@@ -1,0 +1,199 @@
+use std::net::TcpListener;
+use std::time::{Duration, Instant};
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{Server, ServiceRequest, ServiceResponse};
+use actix_web::middleware::{from_fn, Next};
+use actix_web::{web, App, HttpServer};
+use anyhow::Context;
+use insightflow_runtime::kafka::{ensure_topics, BrokerProbe};
+use prometheus::Registry;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{self, ApiState};
+use crate::consumer::{ConsumerHealth, EventConsumer};
+use crate::metrics::WorkerMetrics;
+use crate::retention;
+use crate::settings::Settings;
+use crate::store::mysql::MysqlStore;
+use crate::store::redis::RedisStore;
+
+/// What this process does. Operators scale consumers and API replicas independently.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Consume and serve the stats API (the default).
+    All,
+    /// Consume only (no HTTP server but `/health`, `/ready`, `/metrics` are still served).
+    Consume,
+    /// Serve the stats API only.
+    Serve,
+}
+
+impl Role {
+    fn consumes(self) -> bool {
+        matches!(self, Self::All | Self::Consume)
+    }
+}
+
+pub struct Application {
+    port: u16,
+    server: Server,
+    tasks: Vec<JoinHandle<anyhow::Result<()>>>,
+    shutdown: CancellationToken,
+}
+
+impl Application {
+    pub async fn build(
+        settings: Settings,
+        role: Role,
+        registry: Registry,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<Self> {
+        let address = (settings.http.host.as_str(), settings.http.port);
+        let listener = TcpListener::bind(address)
+            .with_context(|| format!("cannot listen on {}:{}", address.0, address.1))?;
+        Self::build_with_listener(settings, role, listener, registry, shutdown).await
+    }
+
+    /// Connects to MySQL, Redis and Kafka (failing with the unreachable one's address), starts
+    /// the consumer and retention job when the role consumes, and the HTTP server.
+    pub async fn build_with_listener(
+        settings: Settings,
+        role: Role,
+        listener: TcpListener,
+        registry: Registry,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<Self> {
+        let port = listener.local_addr()?.port();
+        let metrics = WorkerMetrics::register(&registry)?;
+        let mysql = MysqlStore::connect(&settings.mysql).await?;
+        let redis = RedisStore::connect(&settings.redis, &settings.aggregates).await?;
+        ensure_topics(&settings.kafka.connection(), &settings.kafka.topics()).await?;
+        let (kafka, probe_task) = BrokerProbe::spawn(
+            &settings.kafka.connection(),
+            &settings.kafka.topic.name,
+            Duration::from_secs(2),
+            shutdown.child_token(),
+        )?;
+        let mut tasks: Vec<JoinHandle<anyhow::Result<()>>> = vec![tokio::spawn(async move {
+            probe_task.await?;
+            Ok(())
+        })];
+        let consumer_health = if role.consumes() {
+            let health = ConsumerHealth::healthy();
+            let consumer = EventConsumer::new(
+                &settings.kafka,
+                settings.backoff.clone(),
+                mysql.clone(),
+                redis.clone(),
+                metrics.clone(),
+                health.clone(),
+            )?;
+            tasks.push(tokio::spawn(consumer.run(shutdown.child_token())));
+            let job = retention::run(
+                settings.retention.clone(),
+                mysql.clone(),
+                redis.clone(),
+                metrics.clone(),
+                shutdown.child_token(),
+            );
+            tasks.push(tokio::spawn(async move {
+                job.await;
+                Ok(())
+            }));
+            Some(health)
+        } else {
+            None
+        };
+        let state = web::Data::new(ApiState {
+            mysql,
+            redis,
+            metrics,
+            registry,
+            consumer: consumer_health,
+            kafka,
+        });
+        let workers = match settings.http.workers {
+            0 => std::thread::available_parallelism().map_or(2, usize::from),
+            n => n,
+        };
+        let serve_stats = role != Role::Consume;
+        let server = HttpServer::new(move || {
+            let app = App::new()
+                .app_data(state.clone())
+                .wrap(from_fn(record_request));
+            if serve_stats {
+                app.configure(api::configure)
+            } else {
+                app.configure(api::configure_operational)
+            }
+        })
+        .workers(workers)
+        .disable_signals()
+        .shutdown_timeout(10)
+        .listen(listener)?
+        .run();
+        Ok(Self {
+            port,
+            server,
+            tasks,
+            shutdown,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Runs until the shutdown token fires, then stops the HTTP server and waits for the
+    /// consumer to finish its batch and commit.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        let handle = self.server.handle();
+        let shutdown = self.shutdown.clone();
+        let stopper = tokio::spawn(async move {
+            shutdown.cancelled().await;
+            handle.stop(true).await;
+        });
+        let served = self.server.await;
+        self.shutdown.cancel();
+        let _ = stopper.await;
+        for task in self.tasks {
+            match task.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::error!(error = %format!("{e:#}"), "a worker task failed"),
+                Err(e) => tracing::error!(error = %e, "a worker task panicked"),
+            }
+        }
+        tracing::info!("worker stopped");
+        served.context("HTTP server failed")
+    }
+}
+
+/// Counts and times every request by route template.
+async fn record_request(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let metrics = req
+        .app_data::<web::Data<ApiState>>()
+        .map(|s| s.metrics.clone());
+    let route = req
+        .match_pattern()
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let method = req.method().as_str().to_owned();
+    let started = Instant::now();
+    let response = next.call(req).await?;
+    if let Some(metrics) = metrics {
+        let status = response.status().as_u16().to_string();
+        metrics
+            .http_requests
+            .with_label_values(&[route.as_str(), method.as_str(), status.as_str()])
+            .inc();
+        metrics
+            .http_duration
+            .with_label_values(&[route.as_str(), method.as_str()])
+            .observe(started.elapsed().as_secs_f64());
+    }
+    Ok(response)
+}

@@ -1,0 +1,571 @@
+//! Raw events, users, sessions and rollups in MySQL: one transaction per batch, and every
+//! derived row computed only from events that were not in `user_events` before the
+//! transaction, so a replayed batch changes nothing.
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::Duration;
+
+use anyhow::Context;
+use chrono::{DateTime, DurationRound, NaiveDateTime, TimeDelta, Utc};
+use insightflow_model::Event;
+use sqlx::mysql::{MySqlConnectOptions, MySqlPoolOptions};
+use sqlx::{MySql, MySqlPool, QueryBuilder, Transaction};
+
+use super::{stored_path, StoreError};
+use crate::settings::MysqlSettings;
+
+/// Rows per multi-row statement (MySQL allows 65,535 placeholders; user_events has 33 columns).
+const ROWS_PER_STATEMENT: usize = 500;
+/// A batch that loses an insert race or a deadlock is retried this many times at once before
+/// the error goes back to the caller's backoff.
+const RACE_RETRIES: usize = 3;
+
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations");
+
+#[derive(Clone)]
+pub struct MysqlStore {
+    pool: MySqlPool,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct MysqlOutcome {
+    pub inserted: usize,
+    pub duplicates: usize,
+}
+
+fn naive(t: DateTime<Utc>) -> NaiveDateTime {
+    t.naive_utc()
+}
+
+fn classify(e: sqlx::Error) -> StoreError {
+    let data_error = match &e {
+        sqlx::Error::Database(db) => {
+            // SQLSTATE class 22 (data exception), 23 other than duplicates, and MySQL's
+            // "incorrect value" family: the data is at fault, not the server.
+            let state = db.code().unwrap_or_default();
+            let duplicate = state == "23000" && db.message().contains("Duplicate entry");
+            (state.starts_with("22") || state == "HY000" && db.message().contains("Incorrect"))
+                || (state.starts_with("23") && !duplicate)
+        }
+        _ => false,
+    };
+    if data_error {
+        StoreError::Data(e.into())
+    } else {
+        StoreError::Transient(e.into())
+    }
+}
+
+impl MysqlStore {
+    /// Connects, creating the database when it is missing. Fails with the address when MySQL
+    /// cannot be reached.
+    pub async fn connect(settings: &MysqlSettings) -> anyhow::Result<Self> {
+        let options: MySqlConnectOptions = settings
+            .url
+            .parse()
+            .context("mysql.url is not a valid MySQL URL")?;
+        let pool = MySqlPoolOptions::new()
+            .max_connections(settings.max_connections)
+            .acquire_timeout(Duration::from_millis(settings.acquire_timeout_ms))
+            .connect_with(options)
+            .await
+            .with_context(|| format!("cannot connect to MySQL at {}", redact(&settings.url)))?;
+        Ok(Self { pool })
+    }
+
+    /// Creates the database if needed and applies every migration (`worker migrate`).
+    pub async fn migrate(settings: &MysqlSettings) -> anyhow::Result<()> {
+        use sqlx::migrate::MigrateDatabase;
+        if !MySql::database_exists(&settings.url)
+            .await
+            .with_context(|| format!("cannot reach MySQL at {}", redact(&settings.url)))?
+        {
+            MySql::create_database(&settings.url).await?;
+            tracing::info!("created database");
+        }
+        let store = Self::connect(settings).await?;
+        MIGRATOR
+            .run(&store.pool)
+            .await
+            .context("migration failed")?;
+        Ok(())
+    }
+
+    pub fn pool(&self) -> &MySqlPool {
+        &self.pool
+    }
+
+    pub async fn ping(&self) -> bool {
+        sqlx::query("SELECT 1").execute(&self.pool).await.is_ok()
+    }
+
+    /// Writes a batch exactly once. Events already stored (replays, client retries) are
+    /// counted as duplicates and change nothing.
+    pub async fn write(&self, events: &[&Event]) -> Result<MysqlOutcome, StoreError> {
+        let mut attempt = 0;
+        loop {
+            match self.write_once(events).await {
+                Err(StoreError::Transient(e)) if attempt < RACE_RETRIES && is_race(&e) => {
+                    attempt += 1;
+                    tracing::debug!(error = %e, attempt, "batch lost a race; retrying");
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn write_once(&self, events: &[&Event]) -> Result<MysqlOutcome, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(classify)?;
+        let existing = existing_event_ids(&mut tx, events)
+            .await
+            .map_err(classify)?;
+        let mut seen = HashSet::with_capacity(events.len());
+        let fresh: Vec<&Event> = events
+            .iter()
+            .copied()
+            .filter(|e| {
+                let key = (e.project().as_str(), e.event_id().as_str());
+                !existing.contains(&(key.0.to_owned(), key.1.to_owned())) && seen.insert(key)
+            })
+            .collect();
+        let outcome = MysqlOutcome {
+            inserted: fresh.len(),
+            duplicates: events.len() - fresh.len(),
+        };
+        if fresh.is_empty() {
+            tx.commit().await.map_err(classify)?;
+            return Ok(outcome);
+        }
+        insert_events(&mut tx, &fresh).await?;
+        let opened_sessions = upsert_sessions(&mut tx, &fresh).await.map_err(classify)?;
+        upsert_users(&mut tx, &fresh, &opened_sessions)
+            .await
+            .map_err(classify)?;
+        upsert_rollups(&mut tx, &fresh).await.map_err(classify)?;
+        tx.commit().await.map_err(classify)?;
+        Ok(outcome)
+    }
+}
+
+/// A duplicate key (another writer stored the same event first) or a deadlock.
+fn is_race(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<sqlx::Error>()
+        .and_then(|e| e.as_database_error())
+        .and_then(|db| db.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>())
+        .is_some_and(|db| matches!(db.number(), 1062 | 1213 | 1205))
+}
+
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}://***@{}", &url[..scheme], &url[at + 1..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+async fn existing_event_ids(
+    tx: &mut Transaction<'_, MySql>,
+    events: &[&Event],
+) -> Result<HashSet<(String, String)>, sqlx::Error> {
+    let mut by_project: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for e in events {
+        by_project
+            .entry(e.project().as_str())
+            .or_default()
+            .push(e.event_id().as_str());
+    }
+    let mut existing = HashSet::new();
+    for (project, ids) in by_project {
+        for chunk in ids.chunks(ROWS_PER_STATEMENT) {
+            let mut q = QueryBuilder::<MySql>::new(
+                "SELECT project, event_id FROM user_events WHERE project = ",
+            );
+            q.push_bind(project).push(" AND event_id IN (");
+            let mut list = q.separated(", ");
+            for id in chunk {
+                list.push_bind(*id);
+            }
+            q.push(")");
+            let rows: Vec<(String, String)> = q.build_query_as().fetch_all(&mut **tx).await?;
+            existing.extend(rows);
+        }
+    }
+    Ok(existing)
+}
+
+async fn insert_events(
+    tx: &mut Transaction<'_, MySql>,
+    events: &[&Event],
+) -> Result<(), StoreError> {
+    for chunk in events.chunks(ROWS_PER_STATEMENT) {
+        let mut q = QueryBuilder::<MySql>::new(
+            "INSERT INTO user_events (project, event_id, event_type, event_name, user_id, anonymous_id, \
+             distinct_id, session_id, page_url, page_path, page_title, referrer, element_tag, element_id, \
+             element_classes, element_text, element_selector, click_x, click_y, properties, user_properties, \
+             context, user_agent, browser, browser_version, os, device_type, ip, event_time, client_time, \
+             timestamp_source, received_at) ",
+        );
+        q.push_values(chunk, |mut row, e| {
+            let page = e.page();
+            let element = e.element();
+            let client = e.client();
+            row.push_bind(e.project().as_str())
+                .push_bind(e.event_id().as_str())
+                .push_bind(e.event_type().as_str())
+                .push_bind(e.event_name())
+                .push_bind(e.user_id().map(|u| u.as_str()))
+                .push_bind(e.anonymous_id().map(|a| a.as_str()))
+                .push_bind(e.distinct_id())
+                .push_bind(e.session_id().map(|s| s.as_str()))
+                .push_bind(page.and_then(|p| p.url.as_deref()))
+                .push_bind(page.and_then(|p| p.path.as_deref()).map(stored_path))
+                .push_bind(page.and_then(|p| p.title.as_deref()))
+                .push_bind(page.and_then(|p| p.referrer.as_deref()))
+                .push_bind(element.and_then(|x| x.tag.as_deref()))
+                .push_bind(element.and_then(|x| x.id.as_deref()))
+                .push_bind(element.and_then(|x| x.classes.as_deref()))
+                .push_bind(element.and_then(|x| x.text.as_deref()))
+                .push_bind(element.and_then(|x| x.selector.as_deref()))
+                .push_bind(element.and_then(|x| x.x))
+                .push_bind(element.and_then(|x| x.y))
+                .push_bind(e.properties().map(|p| p.get()))
+                .push_bind(e.user_properties().map(|p| p.get()))
+                .push_bind(e.context().and_then(|c| serde_json::to_string(c).ok()))
+                .push_bind(client.user_agent.as_deref())
+                .push_bind(client.browser.as_deref())
+                .push_bind(client.browser_version.as_deref())
+                .push_bind(client.os.as_deref())
+                .push_bind(client.device_type.as_deref())
+                .push_bind(client.ip.as_deref())
+                .push_bind(naive(e.timestamp()))
+                .push_bind(e.client_timestamp().map(naive))
+                .push_bind(e.timestamp_source().as_str())
+                .push_bind(naive(e.received_at()));
+        });
+        let result = q.build().execute(&mut **tx).await.map_err(classify)?;
+        if result.rows_affected() != chunk.len() as u64 {
+            return Err(StoreError::Transient(anyhow::anyhow!(
+                "inserted {} of {} new events",
+                result.rows_affected(),
+                chunk.len()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Upserts the batch's sessions and returns, per (project, distinct id), how many sessions
+/// the batch opened (sessions not in the table before).
+async fn upsert_sessions<'e>(
+    tx: &mut Transaction<'_, MySql>,
+    events: &[&'e Event],
+) -> Result<BTreeMap<(&'e str, &'e str), u64>, sqlx::Error> {
+    struct Session<'a> {
+        distinct_id: &'a str,
+        started: DateTime<Utc>,
+        last: DateTime<Utc>,
+        events: u64,
+    }
+    let mut sessions: BTreeMap<(&str, &str), Session<'_>> = BTreeMap::new();
+    for e in events {
+        let Some(session_id) = e.session_id() else {
+            continue;
+        };
+        let s = sessions
+            .entry((e.project().as_str(), session_id.as_str()))
+            .or_insert(Session {
+                distinct_id: e.distinct_id(),
+                started: e.timestamp(),
+                last: e.timestamp(),
+                events: 0,
+            });
+        s.started = s.started.min(e.timestamp());
+        s.last = s.last.max(e.timestamp());
+        s.events += 1;
+    }
+    if sessions.is_empty() {
+        return Ok(BTreeMap::new());
+    }
+    let mut existing: HashSet<(String, String)> = HashSet::new();
+    let mut by_project: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for (project, session) in sessions.keys() {
+        by_project.entry(project).or_default().push(session);
+    }
+    for (project, ids) in by_project {
+        for chunk in ids.chunks(ROWS_PER_STATEMENT) {
+            let mut q = QueryBuilder::<MySql>::new(
+                "SELECT project, session_id FROM sessions WHERE project = ",
+            );
+            q.push_bind(project).push(" AND session_id IN (");
+            let mut list = q.separated(", ");
+            for id in chunk {
+                list.push_bind(*id);
+            }
+            // Locks the rows and the gaps: a concurrent batch carrying the same session (a user
+            // who identified mid-session is keyed to another partition) waits for this one, so
+            // a session is never counted as new twice.
+            q.push(") FOR UPDATE");
+            existing.extend(
+                q.build_query_as::<(String, String)>()
+                    .fetch_all(&mut **tx)
+                    .await?,
+            );
+        }
+    }
+    let rows: Vec<_> = sessions.iter().collect();
+    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+        let mut q = QueryBuilder::<MySql>::new(
+            "INSERT INTO sessions (project, session_id, distinct_id, started_at, last_seen, events) ",
+        );
+        q.push_values(chunk, |mut row, ((project, session_id), s)| {
+            row.push_bind(*project)
+                .push_bind(*session_id)
+                .push_bind(s.distinct_id)
+                .push_bind(naive(s.started))
+                .push_bind(naive(s.last))
+                .push_bind(s.events);
+        });
+        q.push(
+            " ON DUPLICATE KEY UPDATE started_at = LEAST(started_at, VALUES(started_at)), \
+             last_seen = GREATEST(last_seen, VALUES(last_seen)), events = events + VALUES(events)",
+        );
+        q.build().execute(&mut **tx).await?;
+    }
+    let mut opened = BTreeMap::new();
+    for ((project, session_id), s) in &sessions {
+        if !existing.contains(&((*project).to_owned(), (*session_id).to_owned())) {
+            *opened.entry((*project, s.distinct_id)).or_default() += 1;
+        }
+    }
+    Ok(opened)
+}
+
+async fn upsert_users(
+    tx: &mut Transaction<'_, MySql>,
+    events: &[&Event],
+    opened_sessions: &BTreeMap<(&str, &str), u64>,
+) -> Result<(), sqlx::Error> {
+    struct User<'a> {
+        user_id: Option<&'a str>,
+        anonymous_id: Option<&'a str>,
+        first: DateTime<Utc>,
+        last: DateTime<Utc>,
+        latest: &'a Event,
+        events: u64,
+        sessions: u64,
+        properties: Option<serde_json::Value>,
+    }
+    let mut users: BTreeMap<(&str, &str), User<'_>> = BTreeMap::new();
+    // Merge user properties in event-time order so the newest value of a key wins.
+    let mut ordered: Vec<&Event> = events.to_vec();
+    ordered.sort_by_key(|e| e.timestamp());
+    for e in ordered {
+        let u = users
+            .entry((e.project().as_str(), e.distinct_id()))
+            .or_insert(User {
+                user_id: None,
+                anonymous_id: None,
+                first: e.timestamp(),
+                last: e.timestamp(),
+                latest: e,
+                events: 0,
+                sessions: opened_sessions
+                    .get(&(e.project().as_str(), e.distinct_id()))
+                    .copied()
+                    .unwrap_or(0),
+                properties: None,
+            });
+        u.user_id = u.user_id.or(e.user_id().map(|x| x.as_str()));
+        u.anonymous_id = u.anonymous_id.or(e.anonymous_id().map(|x| x.as_str()));
+        u.first = u.first.min(e.timestamp());
+        if e.timestamp() >= u.last {
+            u.last = e.timestamp();
+            u.latest = e;
+        }
+        u.events += 1;
+        if let Some(props) = e.user_properties() {
+            if let Ok(patch) = serde_json::from_str::<serde_json::Value>(props.get()) {
+                merge_patch(
+                    u.properties.get_or_insert_with(|| serde_json::json!({})),
+                    patch,
+                );
+            }
+        }
+    }
+    let rows: Vec<_> = users.iter().collect();
+    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+        let mut q = QueryBuilder::<MySql>::new(
+            "INSERT INTO users (project, distinct_id, user_id, anonymous_id, first_seen, last_seen, \
+             total_events, total_sessions, device_type, browser, os, properties) ",
+        );
+        q.push_values(chunk, |mut row, ((project, distinct_id), u)| {
+            let client = u.latest.client();
+            row.push_bind(*project)
+                .push_bind(*distinct_id)
+                .push_bind(u.user_id)
+                .push_bind(u.anonymous_id)
+                .push_bind(naive(u.first))
+                .push_bind(naive(u.last))
+                .push_bind(u.events)
+                .push_bind(u.sessions)
+                .push_bind(client.device_type.as_deref())
+                .push_bind(client.browser.as_deref())
+                .push_bind(client.os.as_deref())
+                .push_bind(u.properties.as_ref().map(|p| p.to_string()));
+        });
+        // Assignments run left to right: device fields compare against the old last_seen.
+        q.push(
+            " ON DUPLICATE KEY UPDATE \
+             device_type = IF(VALUES(last_seen) >= last_seen, COALESCE(VALUES(device_type), device_type), device_type), \
+             browser = IF(VALUES(last_seen) >= last_seen, COALESCE(VALUES(browser), browser), browser), \
+             os = IF(VALUES(last_seen) >= last_seen, COALESCE(VALUES(os), os), os), \
+             user_id = COALESCE(user_id, VALUES(user_id)), \
+             anonymous_id = COALESCE(anonymous_id, VALUES(anonymous_id)), \
+             properties = IF(VALUES(properties) IS NULL, properties, \
+                 JSON_MERGE_PATCH(COALESCE(properties, '{}'), VALUES(properties))), \
+             first_seen = LEAST(first_seen, VALUES(first_seen)), \
+             last_seen = GREATEST(last_seen, VALUES(last_seen)), \
+             total_events = total_events + VALUES(total_events), \
+             total_sessions = total_sessions + VALUES(total_sessions)",
+        );
+        q.build().execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
+/// RFC 7396 JSON merge patch.
+fn merge_patch(target: &mut serde_json::Value, patch: serde_json::Value) {
+    match patch {
+        serde_json::Value::Object(fields) => {
+            if !target.is_object() {
+                *target = serde_json::json!({});
+            }
+            if let Some(map) = target.as_object_mut() {
+                for (k, v) in fields {
+                    if v.is_null() {
+                        map.remove(&k);
+                    } else {
+                        merge_patch(map.entry(k).or_insert(serde_json::Value::Null), v);
+                    }
+                }
+            }
+        }
+        other => *target = other,
+    }
+}
+
+async fn upsert_rollups(
+    tx: &mut Transaction<'_, MySql>,
+    events: &[&Event],
+) -> Result<(), sqlx::Error> {
+    let mut minutes: BTreeMap<(&str, NaiveDateTime, &str), u64> = BTreeMap::new();
+    let mut hours: BTreeMap<(&str, NaiveDateTime, &str), u64> = BTreeMap::new();
+    let mut pages: BTreeMap<(&str, NaiveDateTime, &str), u64> = BTreeMap::new();
+    for e in events {
+        let t = e.timestamp();
+        let minute = t
+            .duration_trunc(TimeDelta::minutes(1))
+            .unwrap_or(t)
+            .naive_utc();
+        let hour = t
+            .duration_trunc(TimeDelta::hours(1))
+            .unwrap_or(t)
+            .naive_utc();
+        let project = e.project().as_str();
+        *minutes
+            .entry((project, minute, e.event_type().as_str()))
+            .or_default() += 1;
+        *hours
+            .entry((project, hour, e.event_type().as_str()))
+            .or_default() += 1;
+        if e.event_type().is(insightflow_model::EventType::PAGE_VIEW) {
+            if let Some(path) = e.page().and_then(|p| p.path.as_deref()) {
+                *pages.entry((project, hour, stored_path(path))).or_default() += 1;
+            }
+        }
+    }
+    for (table, column, rows) in [
+        ("rollup_events_minute", "event_type", &minutes),
+        ("rollup_events_hour", "event_type", &hours),
+        ("rollup_page_views_hour", "page_path", &pages),
+    ] {
+        let counter = if table == "rollup_page_views_hour" {
+            "views"
+        } else {
+            "events"
+        };
+        let rows: Vec<_> = rows.iter().collect();
+        for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+            let mut q = QueryBuilder::<MySql>::new(format!(
+                "INSERT INTO {table} (project, bucket, {column}, {counter}) "
+            ));
+            q.push_values(chunk, |mut row, ((project, bucket, name), n)| {
+                row.push_bind(*project)
+                    .push_bind(*bucket)
+                    .push_bind(*name)
+                    .push_bind(**n);
+            });
+            q.push(format!(
+                " ON DUPLICATE KEY UPDATE {counter} = {counter} + VALUES({counter})"
+            ));
+            q.build().execute(&mut **tx).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Counts of the user_events table, for tests and the benchmark's loss check.
+pub async fn count_events(pool: &MySqlPool, project: &str) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT COUNT(*) FROM user_events WHERE project = ?")
+        .bind(project)
+        .fetch_one(pool)
+        .await
+}
+
+/// Deletes raw events older than `cutoff`, `chunk` rows at a time so no statement holds locks
+/// for long. Returns the rows deleted.
+pub async fn delete_older_than(
+    pool: &MySqlPool,
+    cutoff: DateTime<Utc>,
+    chunk: u64,
+) -> Result<u64, sqlx::Error> {
+    let mut deleted = 0;
+    loop {
+        let n =
+            sqlx::query("DELETE FROM user_events WHERE event_time < ? ORDER BY event_time LIMIT ?")
+                .bind(naive(cutoff))
+                .bind(chunk)
+                .execute(pool)
+                .await?
+                .rows_affected();
+        deleted += n;
+        if n < chunk {
+            return Ok(deleted);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn merge_patch_follows_rfc_7396() {
+        let mut target = serde_json::json!({"a": 1, "b": {"c": 2, "d": 3}});
+        merge_patch(
+            &mut target,
+            serde_json::json!({"a": null, "b": {"c": 5}, "e": [1]}),
+        );
+        assert_eq!(target, serde_json::json!({"b": {"c": 5, "d": 3}, "e": [1]}));
+    }
+
+    #[test]
+    fn credentials_are_redacted_from_urls() {
+        assert_eq!(
+            redact("mysql://root:secret@db:3306/x"),
+            "mysql://***@db:3306/x"
+        );
+        assert_eq!(redact("mysql://db/x"), "mysql://db/x");
+    }
+}
