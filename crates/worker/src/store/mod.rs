@@ -3,6 +3,9 @@
 
 pub mod mysql;
 pub mod redis;
+pub mod text;
+
+pub use text::DbText;
 
 /// How a failed write should be handled.
 #[derive(Debug, thiserror::Error)]

@@ -11,7 +11,7 @@ use insightflow_model::Event;
 use sqlx::mysql::{MySqlConnectOptions, MySqlPoolOptions};
 use sqlx::{MySql, MySqlPool, QueryBuilder, Transaction};
 
-use super::{stored_path, StoreError};
+use super::{stored_path, DbText, StoreError};
 use crate::settings::MysqlSettings;
 
 /// Rows per multi-row statement (MySQL allows 65,535 placeholders; user_events has 33 columns).
@@ -187,8 +187,8 @@ async fn existing_event_ids(
                 list.push_bind(*id);
             }
             q.push(")");
-            let rows: Vec<(String, String)> = q.build_query_as().fetch_all(&mut **tx).await?;
-            existing.extend(rows);
+            let rows: Vec<(DbText, DbText)> = q.build_query_as().fetch_all(&mut **tx).await?;
+            existing.extend(rows.into_iter().map(|(p, e)| (p.0, e.0)));
         }
     }
     Ok(existing)

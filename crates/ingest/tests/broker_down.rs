@@ -1,0 +1,157 @@
+//! The gateway answers 503 with Retry-After, promptly, when its Kafka broker goes away: never a
+//! 2xx for events Kafka does not hold, never a hang.
+//!
+//! Runs a private Tansu broker (the one `make deps` installs) on a free port, so stopping it
+//! disturbs no other test.
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use insightflow_ingest::{Application, Settings};
+use tokio_util::sync::CancellationToken;
+
+struct PrivateBroker {
+    child: Child,
+    port: u16,
+    _dir: TempDir,
+}
+
+struct TempDir(std::path::PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl Drop for PrivateBroker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn tansu_binary() -> std::path::PathBuf {
+    let home = std::env::var("HOME").unwrap_or_default();
+    let in_cargo = std::path::Path::new(&home).join(".cargo/bin/tansu");
+    if in_cargo.exists() {
+        return in_cargo;
+    }
+    let on_path = std::env::var("PATH")
+        .unwrap_or_default()
+        .split(':')
+        .map(|dir| std::path::Path::new(dir).join("tansu"))
+        .find(|p| p.exists());
+    on_path.unwrap_or_else(|| {
+        panic!("no tansu binary: run `make deps` (it installs Tansu with cargo install) before the tests")
+    })
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn start_broker() -> PrivateBroker {
+    let port = free_port();
+    let dir = std::env::temp_dir().join(format!(
+        "insightflow-tansu-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let url = format!("tcp://127.0.0.1:{port}");
+    let child = Command::new(tansu_binary())
+        .current_dir(&dir)
+        .args([
+            "broker",
+            "--storage-engine",
+            "sqlite://tansu.db",
+            "--listener-url",
+            &url,
+            "--advertised-listener-url",
+            &url,
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start tansu");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "private tansu did not open port {port}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    PrivateBroker {
+        child,
+        port,
+        _dir: TempDir(dir),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_answers_503_promptly_when_kafka_is_down() {
+    let mut broker = start_broker();
+    let mut settings = Settings::load().unwrap();
+    settings.kafka.brokers = format!("127.0.0.1:{}", broker.port);
+    settings.kafka.topic.name = "broker_down_events".to_owned();
+    settings.kafka.delivery_timeout_ms = 2000;
+    settings.http.workers = 1;
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port());
+    let shutdown = CancellationToken::new();
+    let app = Application::build_with_listener(
+        settings,
+        listener,
+        prometheus::Registry::new(),
+        shutdown.clone(),
+    )
+    .await
+    .expect("gateway starts while the broker is up");
+    let server = tokio::spawn(app.run_until_stopped());
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(15))
+        .build()
+        .unwrap();
+    let event = serde_json::json!({"event_type": "click", "user_id": "u1"});
+
+    let up = http
+        .post(format!("{address}/api/v1/events"))
+        .json(&event)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(up.status(), 200, "while the broker is up");
+
+    broker.child.kill().unwrap();
+    broker.child.wait().unwrap();
+
+    // Every answer from now on must be a 503 with Retry-After; the client's 15 s timeout turns
+    // a hang into a failure. The first requests may wait out the 2 s delivery timeout; once the
+    // broker probe notices, the gateway sheds at once.
+    for attempt in 0..3 {
+        let response = http
+            .post(format!("{address}/api/v1/events"))
+            .json(&event)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("attempt {attempt}: the gateway did not answer: {e}"));
+        assert_eq!(response.status(), 503, "attempt {attempt}");
+        assert!(
+            response.headers().contains_key("retry-after"),
+            "attempt {attempt}"
+        );
+        let body: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(body["error"], "unavailable", "{body}");
+    }
+    let ready = http.get(format!("{address}/ready")).send().await.unwrap();
+    assert_eq!(ready.status(), 503, "/ready reports the broker outage");
+
+    shutdown.cancel();
+    server.await.unwrap().unwrap();
+}

@@ -1,0 +1,366 @@
+//! Test harness: the real gateway and worker, in process on port 0, against the real Kafka
+//! (Tansu), MariaDB and Redis. Every pipeline gets its own topic, consumer group, database and
+//! Redis key prefix, so tests run in parallel without seeing each other's data.
+//!
+//! A test that cannot reach a service fails and says how to start it; it never skips.
+#![allow(dead_code)] // each test binary uses a different part of the harness
+
+use std::future::Future;
+use std::net::{TcpListener, TcpStream, ToSocketAddrs};
+use std::time::Duration;
+
+use insightflow_worker::store::mysql::MysqlStore;
+use insightflow_worker::{Application as WorkerApp, Role, Settings as WorkerSettings};
+use sqlx::MySqlPool;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub const KAFKA: &str = "127.0.0.1:9092";
+pub const MYSQL_SERVER: &str = "mysql://root@127.0.0.1:3306";
+pub const REDIS: &str = "redis://127.0.0.1:6379/0";
+
+fn env_or(name: &str, default: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| default.to_owned())
+}
+
+pub fn kafka_brokers() -> String {
+    env_or("TEST_KAFKA_BROKERS", KAFKA)
+}
+pub fn mysql_server() -> String {
+    env_or("TEST_MYSQL_URL", MYSQL_SERVER)
+}
+pub fn redis_url() -> String {
+    env_or("TEST_REDIS_URL", REDIS)
+}
+
+/// Panics with instructions when a service does not accept connections.
+pub fn require_services() {
+    let mysql = mysql_server();
+    let mysql_host = mysql
+        .trim_start_matches("mysql://")
+        .rsplit('@')
+        .next()
+        .unwrap_or("127.0.0.1:3306")
+        .split('/')
+        .next()
+        .unwrap_or("127.0.0.1:3306")
+        .to_owned();
+    let redis = redis_url();
+    let redis_host = redis
+        .trim_start_matches("redis://")
+        .split('/')
+        .next()
+        .unwrap_or("127.0.0.1:6379")
+        .to_owned();
+    for (name, address) in [
+        ("Kafka (Tansu)", kafka_brokers()),
+        ("MySQL", mysql_host),
+        ("Redis", redis_host),
+    ] {
+        let reachable = address
+            .to_socket_addrs()
+            .ok()
+            .and_then(|mut a| a.next())
+            .is_some_and(|a| TcpStream::connect_timeout(&a, Duration::from_secs(2)).is_ok());
+        assert!(
+            reachable,
+            "{name} is not reachable at {address}. Start the local services with `make deps` \
+             (scripts/deps.sh), or point TEST_KAFKA_BROKERS / TEST_MYSQL_URL / TEST_REDIS_URL at running ones."
+        );
+    }
+}
+
+pub fn unique(label: &str) -> String {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    format!("{label}_{}", &id[..12])
+}
+
+/// Polls `check` every 50 ms until it returns `Some`, or panics after `within` naming `what`.
+pub async fn eventually<T, F, Fut>(within: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {within:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A running gateway.
+pub struct TestIngest {
+    pub address: String,
+    pub shutdown: CancellationToken,
+    handle: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl TestIngest {
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        if let Some(handle) = self.handle.take() {
+            handle
+                .await
+                .expect("ingest task panicked")
+                .expect("ingest stopped with an error");
+        }
+    }
+}
+
+pub fn ingest_settings(topic: &str, brokers: &str) -> insightflow_ingest::Settings {
+    let mut settings = insightflow_ingest::Settings::load().expect("ingest default settings");
+    settings.kafka.brokers = brokers.to_owned();
+    settings.kafka.topic.name = topic.to_owned();
+    settings.http.workers = 1;
+    settings
+}
+
+pub async fn spawn_ingest_with(settings: insightflow_ingest::Settings) -> TestIngest {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind port 0");
+    let port = listener.local_addr().expect("local address").port();
+    let shutdown = CancellationToken::new();
+    let app = insightflow_ingest::Application::build_with_listener(
+        settings,
+        listener,
+        prometheus::Registry::new(),
+        shutdown.clone(),
+    )
+    .await
+    .expect("ingest failed to start");
+    TestIngest {
+        address: format!("http://127.0.0.1:{port}"),
+        shutdown,
+        handle: Some(tokio::spawn(app.run_until_stopped())),
+    }
+}
+
+pub async fn spawn_ingest(topic: &str) -> TestIngest {
+    require_services();
+    spawn_ingest_with(ingest_settings(topic, &kafka_brokers())).await
+}
+
+/// What a test worker writes to: its own database, key prefix, topic and group.
+#[derive(Clone, Debug)]
+pub struct WorkerTarget {
+    pub topic: String,
+    pub group_id: String,
+    pub database_url: String,
+    pub redis_prefix: String,
+}
+
+impl WorkerTarget {
+    /// A fresh database (migrated) and unique names.
+    pub async fn create() -> Self {
+        require_services();
+        let database = unique("if_test");
+        let target = Self {
+            topic: unique("it_events"),
+            group_id: unique("it_group"),
+            database_url: format!("{}/{database}", mysql_server()),
+            redis_prefix: unique("it"),
+        };
+        MysqlStore::migrate(&worker_settings(&target).mysql)
+            .await
+            .expect("cannot create and migrate the test database");
+        target
+    }
+
+    pub async fn pool(&self) -> MySqlPool {
+        MySqlPool::connect(&self.database_url)
+            .await
+            .expect("connect to the test database")
+    }
+
+    pub async fn redis(&self) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(redis_url())
+            .expect("redis url")
+            .get_multiplexed_async_connection()
+            .await
+            .expect("connect to Redis")
+    }
+
+    /// Drops the database and the Redis keys.
+    pub async fn cleanup(&self) {
+        let pool = self.pool().await;
+        let name = self
+            .database_url
+            .rsplit('/')
+            .next()
+            .unwrap_or_default()
+            .to_owned();
+        sqlx::query(&format!("DROP DATABASE IF EXISTS `{name}`"))
+            .execute(&pool)
+            .await
+            .expect("drop the test database");
+        let mut redis = self.redis().await;
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{}:*", self.redis_prefix))
+            .query_async(&mut redis)
+            .await
+            .expect("list test keys");
+        if !keys.is_empty() {
+            let _: () = redis::cmd("DEL")
+                .arg(keys)
+                .query_async(&mut redis)
+                .await
+                .expect("delete test keys");
+        }
+    }
+}
+
+pub fn worker_settings(target: &WorkerTarget) -> WorkerSettings {
+    let mut settings = WorkerSettings::load().expect("worker default settings");
+    settings.kafka.brokers = kafka_brokers();
+    settings.kafka.topic.name = target.topic.clone();
+    settings.kafka.dead_letter_topic = format!("{}.dlq", target.topic);
+    settings.kafka.group_id = target.group_id.clone();
+    settings.kafka.batch_max_wait_ms = 50;
+    settings.kafka.session_timeout_ms = 6000;
+    settings.mysql.url = target.database_url.clone();
+    settings.mysql.max_connections = 4;
+    settings.redis.url = redis_url();
+    settings.redis.key_prefix = target.redis_prefix.clone();
+    settings.redis.pool_size = 4;
+    settings.backoff.initial_ms = 100;
+    settings.backoff.max_ms = 1000;
+    settings.http.workers = 1;
+    settings
+}
+
+/// A running worker.
+pub struct TestWorker {
+    pub address: String,
+    pub shutdown: CancellationToken,
+    handle: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl TestWorker {
+    /// Graceful stop: finish the batch, commit offsets.
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        if let Some(handle) = self.handle.take() {
+            handle
+                .await
+                .expect("worker task panicked")
+                .expect("worker stopped with an error");
+        }
+    }
+
+    /// Abrupt stop: the task is dropped mid-flight, nothing is flushed or committed.
+    pub fn kill(mut self) {
+        if let Some(handle) = self.handle.take() {
+            handle.abort();
+        }
+    }
+}
+
+pub async fn spawn_worker_with(settings: WorkerSettings, role: Role) -> TestWorker {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind port 0");
+    let port = listener.local_addr().expect("local address").port();
+    let shutdown = CancellationToken::new();
+    let app = WorkerApp::build_with_listener(
+        settings,
+        role,
+        listener,
+        prometheus::Registry::new(),
+        shutdown.clone(),
+    )
+    .await
+    .expect("worker failed to start");
+    TestWorker {
+        address: format!("http://127.0.0.1:{port}"),
+        shutdown,
+        handle: Some(tokio::spawn(app.run_until_stopped())),
+    }
+}
+
+pub async fn spawn_worker(target: &WorkerTarget) -> TestWorker {
+    spawn_worker_with(worker_settings(target), Role::All).await
+}
+
+/// Gateway and worker on one topic.
+pub struct TestPipeline {
+    pub ingest: TestIngest,
+    pub worker: TestWorker,
+    pub target: WorkerTarget,
+    pub http: reqwest::Client,
+}
+
+impl TestPipeline {
+    pub async fn start() -> Self {
+        let target = WorkerTarget::create().await;
+        let worker = spawn_worker(&target).await;
+        let ingest = spawn_ingest(&target.topic).await;
+        Self {
+            ingest,
+            worker,
+            target,
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(20))
+                .build()
+                .expect("http client"),
+        }
+    }
+
+    /// Posts a JSON body to the gateway and returns status and JSON answer.
+    pub async fn post(&self, path: &str, body: &serde_json::Value) -> (u16, serde_json::Value) {
+        let response = self
+            .http
+            .post(format!("{}{path}", self.ingest.address))
+            .json(body)
+            .send()
+            .await
+            .expect("gateway answered");
+        let status = response.status().as_u16();
+        (
+            status,
+            response.json().await.unwrap_or(serde_json::Value::Null),
+        )
+    }
+
+    /// GETs a stats API path and returns status and JSON answer.
+    pub async fn get(&self, path: &str) -> (u16, serde_json::Value) {
+        let response = self
+            .http
+            .get(format!("{}{path}", self.worker.address))
+            .send()
+            .await
+            .expect("worker answered");
+        let status = response.status().as_u16();
+        (
+            status,
+            response.json().await.unwrap_or(serde_json::Value::Null),
+        )
+    }
+
+    /// Waits until MySQL holds `n` events for the project.
+    pub async fn wait_for_events(&self, project: &str, n: i64) {
+        let pool = self.target.pool().await;
+        eventually(
+            Duration::from_secs(30),
+            &format!("{n} events in MySQL"),
+            || {
+                let pool = pool.clone();
+                async move {
+                    let count = insightflow_worker::store::mysql::count_events(&pool, project)
+                        .await
+                        .ok()?;
+                    (count >= n).then_some(())
+                }
+            },
+        )
+        .await;
+    }
+
+    pub async fn stop(self) {
+        self.ingest.stop().await;
+        self.worker.stop().await;
+        self.target.cleanup().await;
+    }
+}
