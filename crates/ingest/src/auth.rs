@@ -11,6 +11,13 @@ use insightflow_model::ProjectId;
 
 use crate::error::IngestError;
 
+/// Who is writing: the project, and the key that proved it.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub project: ProjectId,
+    pub write_key: Option<String>,
+}
+
 pub struct WriteKeys {
     keys: HashMap<String, ProjectId>,
     default_project: ProjectId,
@@ -31,19 +38,33 @@ impl WriteKeys {
         req: &HttpRequest,
         body_key: Option<&str>,
     ) -> Result<ProjectId, IngestError> {
-        if self.keys.is_empty() {
-            return Ok(self.default_project.clone());
-        }
+        self.identify(req, body_key).map(|caller| caller.project)
+    }
+
+    /// The project and the write key presented (if any), for per-key rate limiting.
+    pub fn identify(
+        &self,
+        req: &HttpRequest,
+        body_key: Option<&str>,
+    ) -> Result<Caller, IngestError> {
         let key = header_key(req)
             .or_else(|| query_key(req))
             .or(body_key.map(str::to_owned));
+        if self.keys.is_empty() {
+            return Ok(Caller {
+                project: self.default_project.clone(),
+                write_key: key,
+            });
+        }
         match key {
             None => Err(IngestError::Unauthorized("a write key is required")),
-            Some(key) => self
-                .keys
-                .get(&key)
-                .cloned()
-                .ok_or(IngestError::Unauthorized("unknown write key")),
+            Some(key) => match self.keys.get(&key) {
+                Some(project) => Ok(Caller {
+                    project: project.clone(),
+                    write_key: Some(key),
+                }),
+                None => Err(IngestError::Unauthorized("unknown write key")),
+            },
         }
     }
 }

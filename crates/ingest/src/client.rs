@@ -74,7 +74,7 @@ impl ClientResolver {
 
     /// The socket peer, or the right-most untrusted address of X-Forwarded-For when the peer
     /// is a trusted proxy (left-most entries are client-controlled and cannot be believed).
-    fn client_ip(&self, req: &HttpRequest) -> Option<IpAddr> {
+    pub fn client_ip(&self, req: &HttpRequest) -> Option<IpAddr> {
         let peer = req.peer_addr()?.ip();
         if !self.is_trusted(peer) {
             return Some(peer);

@@ -5,6 +5,7 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 use insightflow_model::BodyError;
 use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::routes::events::BatchReport;
 
@@ -34,16 +35,21 @@ pub enum IngestError {
     Internal(#[source] anyhow::Error),
 }
 
-#[derive(Serialize)]
-struct ErrorBody<'a> {
-    error: &'a str,
-    field: &'a str,
-    reason: String,
+/// Every error answer: a stable code, the field at fault (empty when none) and a reason
+/// written for the SDK developer.
+#[derive(Serialize, ToSchema)]
+pub struct ErrorBody<'a> {
+    /// `invalid_body`, `no_valid_events`, `payload_too_large`, `unsupported_media_type`,
+    /// `unauthorized`, `rate_limited`, `unavailable` or `internal`.
+    pub error: &'a str,
+    pub field: &'a str,
+    pub reason: String,
 }
 
 impl IngestError {
     fn code(&self) -> &'static str {
         match self {
+            Self::InvalidBody(BodyError::TooManyEvents { .. }) => "payload_too_large",
             Self::InvalidBody(_) => "invalid_body",
             Self::NoValidEvents(_) => "no_valid_events",
             Self::PayloadTooLarge { .. } => "payload_too_large",
@@ -69,6 +75,7 @@ impl IngestError {
 impl ResponseError for IngestError {
     fn status_code(&self) -> StatusCode {
         match self {
+            Self::InvalidBody(BodyError::TooManyEvents { .. }) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::InvalidBody(_) | Self::NoValidEvents(_) => StatusCode::BAD_REQUEST,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,

@@ -14,6 +14,7 @@ pub struct Settings {
     pub http: HttpSettings,
     pub kafka: KafkaSettings,
     pub limits: Limits,
+    pub rate_limit: RateLimitSettings,
     pub auth: AuthSettings,
     pub log: LogSettings,
 }
@@ -32,6 +33,18 @@ pub struct HttpSettings {
     pub workers: usize,
     pub retry_after_seconds: u32,
     pub trusted_proxies: Vec<IpNet>,
+    /// Origins allowed to post from a browser; `*` allows any.
+    pub cors_allowed_origins: Vec<String>,
+    pub cors_max_age_seconds: usize,
+}
+
+/// Token buckets per client IP and per write key; a rate of 0 disables that limiter.
+#[derive(Debug, Clone, Deserialize)]
+pub struct RateLimitSettings {
+    pub per_ip_per_second: f64,
+    pub per_ip_burst: u32,
+    pub per_write_key_per_second: f64,
+    pub per_write_key_burst: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]

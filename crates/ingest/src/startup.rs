@@ -2,11 +2,14 @@ use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use actix_cors::Cors;
 use actix_web::body::MessageBody;
 use actix_web::dev::{Server, ServiceRequest, ServiceResponse};
+use actix_web::http::header::{self, HeaderName};
 use actix_web::middleware::{from_fn, Next};
 use actix_web::{web, App, HttpServer};
 use anyhow::Context;
+use bytes::Bytes;
 use insightflow_model::{Limits, ProjectId};
 use prometheus::Registry;
 use tokio::task::JoinHandle;
@@ -16,8 +19,9 @@ use crate::auth::WriteKeys;
 use crate::client::ClientResolver;
 use crate::metrics::IngestMetrics;
 use crate::producer::EventProducer;
+use crate::rate_limit::RateLimits;
 use crate::routes;
-use crate::settings::Settings;
+use crate::settings::{HttpSettings, Settings};
 
 /// Everything a request handler needs, built once.
 pub struct AppState {
@@ -28,6 +32,9 @@ pub struct AppState {
     pub metrics: IngestMetrics,
     pub registry: Registry,
     pub retry_after_seconds: u32,
+    pub rate_limits: Arc<RateLimits>,
+    /// `/openapi.json`, rendered once.
+    pub openapi: Bytes,
 }
 
 pub struct Application {
@@ -35,6 +42,7 @@ pub struct Application {
     server: Server,
     producer: Arc<EventProducer>,
     broker_watch: JoinHandle<()>,
+    rate_limit_housekeeping: JoinHandle<()>,
     shutdown: CancellationToken,
 }
 
@@ -74,6 +82,13 @@ impl Application {
         );
         let default_project = ProjectId::parse(settings.auth.default_project.clone())
             .context("auth.default_project is not a valid project name")?;
+        let rate_limits = Arc::new(RateLimits::new(&settings.rate_limit)?);
+        let rate_limit_housekeeping = tokio::spawn(
+            rate_limits
+                .clone()
+                .housekeeping(Duration::from_secs(60), shutdown.child_token()),
+        );
+        let cors = settings.http.clone();
         let state = web::Data::new(AppState {
             producer: producer.clone(),
             keys: WriteKeys::new(settings.auth.key_map()?, default_project),
@@ -82,6 +97,8 @@ impl Application {
             metrics,
             registry,
             retry_after_seconds: settings.http.retry_after_seconds,
+            rate_limits,
+            openapi: Bytes::from(crate::openapi::document()?),
         });
         let workers = match settings.http.workers {
             0 => std::thread::available_parallelism().map_or(2, usize::from),
@@ -90,6 +107,7 @@ impl Application {
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
+                .wrap(cors_policy(&cors))
                 .wrap(from_fn(record_request))
                 .configure(routes::configure)
         })
@@ -103,6 +121,7 @@ impl Application {
             server,
             producer,
             broker_watch,
+            rate_limit_housekeeping,
             shutdown,
         })
     }
@@ -125,11 +144,35 @@ impl Application {
         self.shutdown.cancel();
         let _ = stopper.await;
         let _ = self.broker_watch.await;
+        let _ = self.rate_limit_housekeeping.await;
         let producer = self.producer;
         tokio::task::spawn_blocking(move || producer.flush(Duration::from_secs(10))).await?;
         tracing::info!("ingest: stopped");
         served.context("HTTP server failed")
     }
+}
+
+/// Browsers may post from the configured origins; preflights are answered by the middleware
+/// and cached for `cors_max_age_seconds`.
+fn cors_policy(http: &HttpSettings) -> Cors {
+    let mut cors = Cors::default()
+        .allowed_methods(["GET", "POST", "OPTIONS"])
+        .allowed_headers([
+            header::CONTENT_TYPE,
+            header::CONTENT_ENCODING,
+            header::AUTHORIZATION,
+            HeaderName::from_static("x-write-key"),
+        ])
+        .expose_headers([header::RETRY_AFTER])
+        .max_age(http.cors_max_age_seconds);
+    if http.cors_allowed_origins.iter().any(|o| o == "*") {
+        cors = cors.allow_any_origin();
+    } else {
+        for origin in &http.cors_allowed_origins {
+            cors = cors.allowed_origin(origin);
+        }
+    }
+    cors
 }
 
 /// Counts and times every request by route template (never the raw path).

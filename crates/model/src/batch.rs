@@ -7,7 +7,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use crate::raw::{RawEvent, Text};
+use crate::raw::Text;
+use crate::shape::{Canonical, EventShape};
 use crate::{parse_timestamp, ClientInfo, Event, FieldError, Limits, ProjectId, RequestClock};
 
 /// Why a whole request body was refused (per-event problems are [`Rejection`]s instead).
@@ -57,6 +58,19 @@ struct BatchShape<'a> {
     write_key: Option<Text<'a>>,
 }
 
+/// Segment's envelope: `{"batch": [..], "sentAt", "writeKey"}` or one message, which may
+/// carry `sentAt` and `writeKey` itself.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SegmentEnvelope<'a> {
+    #[serde(borrow, default)]
+    batch: Option<Vec<&'a RawValue>>,
+    #[serde(borrow, default)]
+    sent_at: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    write_key: Option<Text<'a>>,
+}
+
 impl<'a> RawBody<'a> {
     /// Accepts one event, `{"sent_at": .., "events": [..]}` or a bare array of events.
     pub fn parse(body: &'a str, limits: &Limits) -> Result<Self, BodyError> {
@@ -87,6 +101,54 @@ impl<'a> RawBody<'a> {
                 });
             }
         };
+        parsed.check_count(limits)
+    }
+
+    /// Segment's `/v1/batch` body or one Segment message (`/v1/track`, `/v1/page` ...).
+    /// Batches from analytics.js may carry `sentAt` and `writeKey` on their messages only: the
+    /// first message's are used then (a batch is sent at one instant, with one key).
+    pub fn parse_segment(body: &'a str, limits: &Limits) -> Result<Self, BodyError> {
+        let envelope: SegmentEnvelope<'a> = match body.trim_start().as_bytes().first() {
+            Some(b'{') => {
+                serde_json::from_str(body).map_err(|e| BodyError::Malformed(e.to_string()))?
+            }
+            _ => {
+                return Err(match serde_json::from_str::<serde::de::IgnoredAny>(body) {
+                    Ok(_) => BodyError::NotAnObjectOrArray,
+                    Err(e) => BodyError::Malformed(e.to_string()),
+                })
+            }
+        };
+        let parsed = match envelope.batch {
+            None => Self {
+                sent_at: envelope.sent_at,
+                write_key: envelope.write_key,
+                events: vec![
+                    serde_json::from_str(body).map_err(|e| BodyError::Malformed(e.to_string()))?
+                ],
+            },
+            Some(events) => {
+                let first: Option<SegmentEnvelope<'a>> =
+                    match (&envelope.sent_at, &envelope.write_key) {
+                        (Some(_), Some(_)) => None,
+                        _ => events
+                            .first()
+                            .and_then(|m| serde_json::from_str(m.get()).ok()),
+                    };
+                let (first_sent_at, first_key) =
+                    first.map_or((None, None), |f| (f.sent_at, f.write_key));
+                Self {
+                    sent_at: envelope.sent_at.or(first_sent_at),
+                    write_key: envelope.write_key.or(first_key),
+                    events,
+                }
+            }
+        };
+        parsed.check_count(limits)
+    }
+
+    fn check_count(self, limits: &Limits) -> Result<Self, BodyError> {
+        let parsed = self;
         if parsed.events.is_empty() {
             return Err(BodyError::Empty);
         }
@@ -109,6 +171,7 @@ impl<'a> RawBody<'a> {
 
 /// One refused event of a batch.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Rejection {
     /// Position in the request's event list, from 0.
     pub index: usize,
@@ -124,12 +187,24 @@ pub struct BatchOutcome {
     pub rejected: Vec<Rejection>,
 }
 
-/// Validates every event of a body. Valid events are accepted even when others are not;
-/// a repeated `event_id` within the batch is dropped and reported.
+/// Validates every canonical event of a body; see [`parse_batch_as`].
+pub fn parse_batch(
+    body: &RawBody<'_>,
+    project: &ProjectId,
+    clock: &RequestClock,
+    limits: &Limits,
+    client_for: impl FnMut(Option<&str>) -> Arc<ClientInfo>,
+) -> BatchOutcome {
+    parse_batch_as(&Canonical, body, project, clock, limits, client_for)
+}
+
+/// Validates every event of a body read in `shape`. Valid events are accepted even when
+/// others are not; a repeated `event_id` within the batch is dropped and reported.
 ///
 /// `client_for` maps an event's `context.user_agent` (if any) to the sender description,
 /// so the caller can parse and cache user agents.
-pub fn parse_batch(
+pub fn parse_batch_as(
+    shape: &impl EventShape,
     body: &RawBody<'_>,
     project: &ProjectId,
     clock: &RequestClock,
@@ -143,7 +218,7 @@ pub fn parse_batch(
         let reject = |event_id: Option<String>, e: FieldError| Rejection {
             index,
             event_id,
-            field: e.field,
+            field: shape.client_field(&e.field).into_owned(),
             reason: e.reason,
         };
         let json = raw.get();
@@ -161,20 +236,10 @@ pub fn parse_batch(
             ));
             continue;
         }
-        let mut de = serde_json::Deserializer::from_str(json);
-        let raw_event: RawEvent<'_> = match serde_path_to_error::deserialize(&mut de) {
+        let raw_event = match shape.decode(json) {
             Ok(e) => e,
             Err(e) => {
-                let path = e.path().to_string();
-                let field = if path == "." {
-                    "event".to_owned()
-                } else {
-                    path
-                };
-                rejected.push(reject(
-                    None,
-                    FieldError::new(field, without_position(e.into_inner())),
-                ));
+                rejected.push(reject(None, e));
                 continue;
             }
         };
@@ -201,16 +266,6 @@ pub fn parse_batch(
         }
     }
     BatchOutcome { accepted, rejected }
-}
-
-/// serde_json's message without " at line 1 column 17", which means nothing to a client
-/// looking at one event of a batch.
-fn without_position(e: serde_json::Error) -> String {
-    let message = e.to_string();
-    match message.rfind(" at line ") {
-        Some(i) => message[..i].to_owned(),
-        None => message,
-    }
 }
 
 #[cfg(test)]

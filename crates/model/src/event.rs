@@ -1,3 +1,4 @@
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -420,8 +421,8 @@ impl Event {
             .transpose()?;
         let (timestamp, timestamp_source) = clock.event_time(client_timestamp);
         for (field, value) in [
-            ("properties", raw.properties),
-            ("user_properties", raw.user_properties),
+            ("properties", raw.properties.as_deref()),
+            ("user_properties", raw.user_properties.as_deref()),
         ] {
             if let Some(v) = value {
                 check_object(v.get(), field, limits.max_properties_depth)?;
@@ -446,8 +447,8 @@ impl Event {
                 .map(|e| element(e, limits))
                 .transpose()?
                 .flatten(),
-            properties: raw.properties.map(ToOwned::to_owned),
-            user_properties: raw.user_properties.map(ToOwned::to_owned),
+            properties: raw.properties.map(Cow::into_owned),
+            user_properties: raw.user_properties.map(Cow::into_owned),
             context: raw
                 .context
                 .map(|c| context(c, limits))

@@ -13,9 +13,10 @@ mod event_type;
 mod ids;
 mod limits;
 mod raw;
+pub mod shape;
 mod time;
 
-pub use batch::{parse_batch, BatchOutcome, BodyError, RawBody, Rejection};
+pub use batch::{parse_batch, parse_batch_as, BatchOutcome, BodyError, RawBody, Rejection};
 pub use error::FieldError;
 pub use event::{ClientInfo, Context, Element, Event, Library, Page, Screen};
 pub use event_type::EventType;

@@ -3,6 +3,7 @@ use serde::{Deserialize, Serialize};
 /// Input limits, all configurable (the gateway's `limits` settings) and published at
 /// `GET /api/v1/limits`. Defaults are documented in the README.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(default)]
 pub struct Limits {
     /// Request body size after decompression (413 beyond).

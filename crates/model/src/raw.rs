@@ -71,7 +71,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for IdText<'a> {
             .deserialize_any(TextVisitor {
                 accept_integers: true,
             })
-            .map(|c| IdText(c))
+            .map(IdText)
     }
 }
 
@@ -115,12 +115,26 @@ pub struct RawEvent<'a> {
     pub page: Option<RawPage<'a>>,
     #[serde(borrow, default)]
     pub element: Option<RawElement<'a>>,
-    #[serde(borrow, default)]
-    pub properties: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    pub user_properties: Option<&'a RawValue>,
+    /// Borrowed from the body, or built by an adapter that gathers loose fields into it.
+    #[serde(borrow, default, deserialize_with = "borrowed_json")]
+    pub properties: Option<Cow<'a, RawValue>>,
+    #[serde(borrow, default, deserialize_with = "borrowed_json")]
+    pub user_properties: Option<Cow<'a, RawValue>>,
     #[serde(borrow, default)]
     pub context: Option<RawContext<'a>>,
+    /// `{"type": .., "data": {..}}`, the reference collector's shape, is recognised by these
+    /// two fields when `event_type` is absent.
+    #[serde(borrow, default, rename = "type")]
+    pub legacy_type: Option<Text<'a>>,
+    #[serde(borrow, default, rename = "data")]
+    pub legacy_data: Option<&'a RawValue>,
+}
+
+/// A JSON value borrowed from the body (serde's `Cow` support would copy it).
+fn borrowed_json<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Cow<'de, RawValue>>, D::Error> {
+    Option::<&'de RawValue>::deserialize(deserializer).map(|v| v.map(Cow::Borrowed))
 }
 
 #[derive(Debug, Default, Deserialize)]

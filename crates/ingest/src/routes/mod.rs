@@ -1,13 +1,75 @@
 pub mod events;
 pub mod health;
+pub mod reference;
+pub mod segment;
 
-use actix_web::web;
+use actix_web::{web, HttpResponse, Route};
+
+/// One registered route. The table below is the only place routes are registered, and the
+/// OpenAPI test checks that `/openapi.json` documents every entry.
+pub struct Endpoint {
+    pub method: &'static str,
+    pub path: &'static str,
+    route: fn() -> Route,
+}
+
+macro_rules! endpoint {
+    (GET $path:literal => $handler:path) => {
+        Endpoint {
+            method: "get",
+            path: $path,
+            route: || web::get().to($handler),
+        }
+    };
+    (POST $path:literal => $handler:path) => {
+        Endpoint {
+            method: "post",
+            path: $path,
+            route: || web::post().to($handler),
+        }
+    };
+}
+
+pub const ENDPOINTS: &[Endpoint] = &[
+    endpoint!(GET "/health" => health::health),
+    endpoint!(GET "/ready" => health::ready),
+    endpoint!(GET "/metrics" => health::metrics),
+    endpoint!(GET "/openapi.json" => openapi_json),
+    endpoint!(GET "/api/v1/limits" => events::limits),
+    endpoint!(POST "/api/v1/events" => events::ingest),
+    endpoint!(POST "/api/v1/events/batch" => events::ingest_batch),
+    endpoint!(POST "/v1/batch" => segment::batch),
+    endpoint!(POST "/v1/track" => segment::track),
+    endpoint!(POST "/v1/identify" => segment::identify),
+    endpoint!(POST "/v1/page" => segment::page),
+    endpoint!(POST "/v1/screen" => segment::screen),
+    endpoint!(POST "/v1/group" => segment::group),
+    endpoint!(POST "/v1/alias" => segment::alias),
+    endpoint!(POST "/v1/b" => segment::batch_short),
+    endpoint!(POST "/v1/t" => segment::track_short),
+    endpoint!(POST "/v1/i" => segment::identify_short),
+    endpoint!(POST "/v1/p" => segment::page_short),
+    endpoint!(POST "/v1/s" => segment::screen_short),
+    endpoint!(POST "/v1/g" => segment::group_short),
+    endpoint!(POST "/v1/a" => segment::alias_short),
+    endpoint!(POST "/api/v1/track" => reference::track),
+    endpoint!(POST "/api/v1/track/batch" => reference::track_batch),
+    endpoint!(POST "/api/v1/page-view" => reference::page_view),
+    endpoint!(POST "/api/v1/product-view" => reference::product_view),
+    endpoint!(POST "/api/v1/purchase" => reference::purchase),
+];
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/health", web::get().to(health::health))
-        .route("/ready", web::get().to(health::ready))
-        .route("/metrics", web::get().to(health::metrics))
-        .route("/api/v1/events", web::post().to(events::ingest))
-        .route("/api/v1/events/batch", web::post().to(events::ingest))
-        .route("/api/v1/limits", web::get().to(events::limits));
+    for endpoint in ENDPOINTS {
+        cfg.route(endpoint.path, (endpoint.route)());
+    }
+}
+
+/// This gateway's OpenAPI 3 document, generated from the handlers and types.
+#[utoipa::path(get, path = "/openapi.json", tag = "operations",
+    responses((status = 200, description = "OpenAPI 3 document", content_type = "application/json")))]
+pub async fn openapi_json(state: web::Data<crate::startup::AppState>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body(state.openapi.clone())
 }
