@@ -113,6 +113,8 @@ impl Application {
             registry,
             consumer: consumer_health,
             kafka,
+            access: api::auth::StatsAccess::from_settings(&settings.stats)?,
+            shutdown: shutdown.clone(),
         });
         let workers = match settings.http.workers {
             0 => std::thread::available_parallelism().map_or(2, usize::from),

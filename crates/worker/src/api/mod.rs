@@ -1,17 +1,37 @@
 //! The stats API served by the worker for backend-for-frontend services.
+//!
+//! Which store answers: live windows (online now, all-time counters, hot pages of recent
+//! hours, the live stream) come from Redis; ranges come from MySQL (rollups for counts,
+//! `user_events` for people, sessions, funnels, breakdowns and heatmaps). Both are written
+//! from the same events exactly once, MySQL first, so every figure is exact and `as_of`
+//! (read before the query) is a lower bound of what the answer includes.
 
+pub mod auth;
+pub mod dashboard;
+pub mod funnels;
 pub mod health;
+pub mod live;
+pub mod openapi;
+pub mod pages;
+pub mod params;
 pub mod stats;
+pub mod summary;
+pub mod timeseries;
+pub mod users;
 
-use actix_web::web;
+use actix_web::{web, HttpResponse};
 use deadpool_redis::Pool;
 use insightflow_runtime::kafka::BrokerProbe;
 use prometheus::Registry;
+use tokio_util::sync::CancellationToken;
 
 use crate::consumer::ConsumerHealth;
+use crate::keys::Keys;
 use crate::metrics::WorkerMetrics;
 use crate::store::mysql::MysqlStore;
 use crate::store::redis::RedisStore;
+use auth::{Project, StatsAccess};
+use stats::{unavailable, ApiError, AsOf};
 
 pub struct ApiState {
     pub mysql: MysqlStore,
@@ -21,11 +41,34 @@ pub struct ApiState {
     /// Present when this process consumes: `/ready` then also reflects the consumer.
     pub consumer: Option<ConsumerHealth>,
     pub kafka: BrokerProbe,
+    /// Stats API keys and their rate limits.
+    pub access: StatsAccess,
+    /// Fires on shutdown: ends live streams so the server can stop.
+    pub shutdown: CancellationToken,
 }
 
 impl ApiState {
     pub fn redis_pool(&self) -> &Pool {
         self.redis.pool()
+    }
+
+    pub fn keys(&self, project: &Project) -> Keys {
+        Keys::new(self.redis.prefix(), project.as_str())
+    }
+
+    pub async fn redis_conn(&self) -> Result<deadpool_redis::Connection, ApiError> {
+        self.redis.pool().get().await.map_err(unavailable)
+    }
+
+    pub fn db(&self) -> &sqlx::MySqlPool {
+        self.mysql.pool()
+    }
+
+    /// Freshness of the project's data, read before a MySQL query so the answer includes at
+    /// least everything it names.
+    pub async fn as_of(&self, project: &Project) -> Result<AsOf, ApiError> {
+        let mut conn = self.redis_conn().await?;
+        stats::as_of(&mut conn, self.redis.prefix(), &self.keys(project)).await
     }
 }
 
@@ -39,5 +82,69 @@ pub fn configure_operational(cfg: &mut web::ServiceConfig) {
 /// Everything: operational endpoints and the stats API.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     configure_operational(cfg);
-    cfg.route("/api/v1/stats/events", web::get().to(stats::event_counts));
+    cfg.app_data(
+        web::QueryConfig::default()
+            .error_handler(|e, _| ApiError::bad("query", e.to_string()).into()),
+    )
+    .app_data(
+        web::PathConfig::default()
+            .error_handler(|e, _| ApiError::bad("path", e.to_string()).into()),
+    )
+    .app_data(
+        web::JsonConfig::default()
+            .limit(64 * 1024)
+            .error_handler(|e, _| ApiError::bad("body", e.to_string()).into()),
+    )
+    .route("/openapi.json", web::get().to(openapi::document))
+    .service(web::scope("/api/v1/projects/{project}").configure(project_routes))
+    .service(
+        web::scope("/api/v1")
+            .configure(project_routes)
+            .configure(reference_routes),
+    )
+    .default_service(web::to(not_found));
+}
+
+/// Routes that read one project, named in the scope's path or in `?project=`.
+fn project_routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/stats/events", web::get().to(stats::event_counts))
+        .route("/online", web::get().to(summary::online))
+        .route("/summary", web::get().to(summary::summary))
+        .route("/counts", web::get().to(summary::counts))
+        .route("/events", web::get().to(summary::recent_events))
+        .route("/timeseries", web::get().to(timeseries::timeseries))
+        .route("/pages/hot", web::get().to(pages::hot_pages))
+        .route("/breakdown", web::get().to(pages::breakdown))
+        .route("/heatmap", web::get().to(pages::heatmap))
+        .route("/conversion", web::get().to(funnels::conversion))
+        .route("/dashboard", web::get().to(dashboard::dashboard))
+        .route("/users/{distinct_id}", web::get().to(users::profile))
+        .route("/users/{distinct_id}/events", web::get().to(users::path))
+        .route("/funnels", web::get().to(funnels::list))
+        .route("/funnels", web::post().to(funnels::create))
+        .route("/funnels/{funnel}", web::get().to(funnels::get))
+        .route("/funnels/{funnel}", web::put().to(funnels::update))
+        .route("/funnels/{funnel}", web::delete().to(funnels::delete))
+        .route(
+            "/funnels/{funnel}/analysis",
+            web::get().to(funnels::analysis),
+        )
+        .route("/live", web::get().to(live::stream));
+}
+
+/// The reference services' routes, kept working.
+fn reference_routes(cfg: &mut web::ServiceConfig) {
+    cfg.route(
+        "/events/{event_type}/count",
+        web::get().to(summary::type_count),
+    )
+    .route("/stats", web::get().to(summary::overall))
+    .route("/stats/", web::get().to(summary::overall))
+    .route("/stats/{event_type}", web::get().to(summary::type_stats));
+}
+
+async fn not_found() -> HttpResponse {
+    HttpResponse::NotFound().json(serde_json::json!({
+        "error": "not_found", "field": "path", "reason": "no such endpoint; see /openapi.json",
+    }))
 }

@@ -3,10 +3,10 @@
 use std::collections::BTreeMap;
 
 use actix_web::{web, HttpResponse};
-use deadpool_redis::redis::{self, AsyncCommands};
-use insightflow_model::ProjectId;
+use deadpool_redis::redis;
 use serde::{Deserialize, Serialize};
 
+use super::auth::Project;
 use super::ApiState;
 use crate::keys::{self, Keys};
 
@@ -14,14 +14,32 @@ use crate::keys::{self, Keys};
 pub enum ApiError {
     #[error("{field}: {reason}")]
     BadRequest { field: &'static str, reason: String },
+    #[error("missing or unknown API key")]
+    Unauthorized,
+    #[error("the key does not grant access to project {0}")]
+    Forbidden(String),
+    #[error("rate limit exceeded")]
+    RateLimited { retry_after_seconds: u64 },
     #[error("a dependency is unavailable")]
     Unavailable(#[source] anyhow::Error),
+}
+
+impl ApiError {
+    pub fn bad(field: &'static str, reason: impl Into<String>) -> Self {
+        Self::BadRequest {
+            field,
+            reason: reason.into(),
+        }
+    }
 }
 
 impl actix_web::ResponseError for ApiError {
     fn status_code(&self) -> actix_web::http::StatusCode {
         match self {
             Self::BadRequest { .. } => actix_web::http::StatusCode::BAD_REQUEST,
+            Self::Unauthorized => actix_web::http::StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => actix_web::http::StatusCode::FORBIDDEN,
+            Self::RateLimited { .. } => actix_web::http::StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable(_) => actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -33,6 +51,24 @@ impl actix_web::ResponseError for ApiError {
                     "error": "invalid_parameter", "field": field, "reason": reason,
                 }))
             }
+            Self::Unauthorized => HttpResponse::Unauthorized()
+                .insert_header(("WWW-Authenticate", "Bearer"))
+                .json(serde_json::json!({
+                    "error": "unauthorized", "field": "authorization",
+                    "reason": "send a stats API key as `Authorization: Bearer <key>`",
+                })),
+            Self::Forbidden(project) => HttpResponse::Forbidden().json(serde_json::json!({
+                "error": "forbidden", "field": "project",
+                "reason": format!("the key does not grant access to project {project}"),
+            })),
+            Self::RateLimited {
+                retry_after_seconds,
+            } => HttpResponse::TooManyRequests()
+                .insert_header(("Retry-After", retry_after_seconds.to_string()))
+                .json(serde_json::json!({
+                    "error": "rate_limited", "field": "",
+                    "reason": format!("too many requests for this key; retry in {retry_after_seconds} s"),
+                })),
             Self::Unavailable(e) => {
                 tracing::error!(error = %format!("{e:#}"), "stats query failed");
                 HttpResponse::ServiceUnavailable()
@@ -43,7 +79,7 @@ impl actix_web::ResponseError for ApiError {
     }
 }
 
-fn unavailable(e: impl Into<anyhow::Error>) -> ApiError {
+pub fn unavailable(e: impl Into<anyhow::Error>) -> ApiError {
     ApiError::Unavailable(e.into())
 }
 
@@ -52,18 +88,10 @@ pub struct ProjectQuery {
     pub project: Option<String>,
 }
 
-pub fn project(query: &ProjectQuery) -> Result<ProjectId, ApiError> {
-    ProjectId::parse(
-        query
-            .project
-            .clone()
-            .unwrap_or_else(|| "default".to_owned()),
-    )
-    .map_err(|e| ApiError::BadRequest {
-        field: "project",
-        reason: e.reason,
-    })
-}
+/// A Redis hash of counters (event type -> count).
+pub type Counters = BTreeMap<String, u64>;
+/// The `meta` or positions hash, as read for `as_of`.
+pub type Meta = BTreeMap<String, i64>;
 
 /// How fresh an answer is: the newest event time applied, and the consumer's position.
 #[derive(Debug, Serialize)]
@@ -78,39 +106,51 @@ pub async fn as_of(
     prefix: &str,
     keys: &Keys,
 ) -> Result<AsOf, ApiError> {
-    let meta: BTreeMap<String, i64> = conn.hgetall(keys.meta()).await.map_err(unavailable)?;
-    let positions: BTreeMap<String, i64> = conn
+    let (meta, positions): (BTreeMap<String, i64>, BTreeMap<String, i64>) = redis::pipe()
+        .hgetall(keys.meta())
         .hgetall(keys::positions(prefix))
+        .query_async(&mut **conn)
         .await
         .map_err(unavailable)?;
-    Ok(AsOf {
-        newest_event_time: meta
-            .get("newest_event_ms")
-            .and_then(|ms| chrono::DateTime::from_timestamp_millis(*ms)),
-        applied_events: meta.get("applied_events").copied().unwrap_or(0).max(0) as u64,
-        positions,
-    })
+    Ok(AsOf::from_parts(&meta, positions))
+}
+
+impl AsOf {
+    /// From the project's `meta` hash and the positions hash, read in the caller's pipeline.
+    pub fn from_parts(meta: &BTreeMap<String, i64>, positions: BTreeMap<String, i64>) -> Self {
+        Self {
+            newest_event_time: meta
+                .get("newest_event_ms")
+                .and_then(|ms| chrono::DateTime::from_timestamp_millis(*ms)),
+            applied_events: meta.get("applied_events").copied().unwrap_or(0).max(0) as u64,
+            positions,
+        }
+    }
 }
 
 /// `GET /api/v1/stats/events?project=`: all-time event counts by type (live, from Redis).
 pub async fn event_counts(
     state: web::Data<ApiState>,
-    query: web::Query<ProjectQuery>,
+    project: Project,
 ) -> Result<HttpResponse, ApiError> {
-    let project = project(&query)?;
-    let keys = Keys::new(state.redis.prefix(), project.as_str());
-    let mut conn = state.redis_pool().get().await.map_err(unavailable)?;
-    let counts: BTreeMap<String, u64> = redis::cmd("HGETALL")
-        .arg(keys.events_total())
+    let keys = state.keys(&project);
+    let mut conn = state.redis_conn().await?;
+    let (counts, meta, positions): (
+        BTreeMap<String, u64>,
+        BTreeMap<String, i64>,
+        BTreeMap<String, i64>,
+    ) = redis::pipe()
+        .hgetall(keys.events_total())
+        .hgetall(keys.meta())
+        .hgetall(keys::positions(state.redis.prefix()))
         .query_async(&mut *conn)
         .await
         .map_err(unavailable)?;
-    let as_of = as_of(&mut conn, state.redis.prefix(), &keys).await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({
         "project": project.as_str(),
         "total": counts.values().sum::<u64>(),
         "counts": counts,
         "exact": true,
-        "as_of": as_of,
+        "as_of": AsOf::from_parts(&meta, positions),
     })))
 }

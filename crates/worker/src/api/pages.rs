@@ -1,0 +1,383 @@
+//! Hot pages, property breakdowns and the click heatmap.
+
+use actix_web::{web, HttpResponse};
+use chrono::{DateTime, Duration, Utc};
+use deadpool_redis::redis;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::auth::Project;
+use super::params::{self, TimeRange};
+use super::stats::{unavailable, ApiError};
+use super::summary::{range_json, range_of};
+use super::ApiState;
+use crate::store::DbText;
+
+/// Redis answers hot pages for ranges starting at most this long ago: its hourly rankings
+/// live 8 days after their hour ends, so every hour of such a range is complete there.
+const LIVE_PAGES_HOURS: i64 = 7 * 24;
+
+#[derive(Debug, Deserialize)]
+pub struct HotPagesQuery {
+    pub from: Option<String>,
+    pub to: Option<String>,
+    pub tz: Option<String>,
+    pub limit: Option<String>,
+    pub source: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PageViews {
+    pub path: String,
+    pub views: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PagesSource {
+    Redis,
+    Mysql,
+}
+
+impl PagesSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Redis => "redis",
+            Self::Mysql => "mysql",
+        }
+    }
+}
+
+/// Hot pages work in whole UTC hours: `from` rounded down, `to` rounded up.
+pub fn hour_range(range: TimeRange) -> TimeRange {
+    let floor = |t: DateTime<Utc>| {
+        DateTime::from_timestamp(t.timestamp().div_euclid(3600) * 3600, 0).unwrap_or(t)
+    };
+    let to = if floor(range.to) == range.to {
+        range.to
+    } else {
+        floor(range.to) + Duration::hours(1)
+    };
+    TimeRange {
+        from: floor(range.from),
+        to,
+    }
+}
+
+/// The top pages by views in an hour-aligned range: the live Redis ranking for recent ranges,
+/// the MySQL hourly rollup for older ones (or as forced by `source`). Ties by path.
+pub async fn top_pages(
+    state: &ApiState,
+    project: &Project,
+    hours: TimeRange,
+    limit: u32,
+    source: Option<PagesSource>,
+) -> Result<(Vec<PageViews>, PagesSource), ApiError> {
+    let recent = hours.from >= Utc::now() - Duration::hours(LIVE_PAGES_HOURS);
+    let source = source.unwrap_or(if recent {
+        PagesSource::Redis
+    } else {
+        PagesSource::Mysql
+    });
+    let mut pages: Vec<PageViews> = match source {
+        PagesSource::Redis => {
+            if !recent {
+                return Err(ApiError::bad(
+                    "source",
+                    format!(
+                        "redis keeps hourly rankings for the last {LIVE_PAGES_HOURS} hours only"
+                    ),
+                ));
+            }
+            let keys = state.keys(project);
+            let (first, last) = (hours.from.timestamp() / 3600, hours.to.timestamp() / 3600);
+            let names: Vec<String> = (first..last).map(|h| keys.pages_hour(h)).collect();
+            let mut conn = state.redis_conn().await?;
+            let scored: Vec<(String, f64)> = redis::cmd("ZUNION")
+                .arg(names.len())
+                .arg(&names)
+                .arg("WITHSCORES")
+                .query_async(&mut *conn)
+                .await
+                .map_err(unavailable)?;
+            scored
+                .into_iter()
+                .map(|(path, views)| PageViews {
+                    path,
+                    views: views as i64,
+                })
+                .collect()
+        }
+        PagesSource::Mysql => {
+            let rows: Vec<(DbText, i64)> = sqlx::query_as(
+                "SELECT page_path, CAST(SUM(views) AS SIGNED) AS v FROM rollup_page_views_hour \
+                 WHERE project = ? AND bucket >= ? AND bucket < ? GROUP BY page_path \
+                 ORDER BY v DESC, page_path LIMIT ?",
+            )
+            .bind(project.as_str())
+            .bind(hours.from_naive())
+            .bind(hours.to_naive())
+            .bind(limit)
+            .fetch_all(state.db())
+            .await
+            .map_err(unavailable)?;
+            rows.into_iter()
+                .map(|(path, views)| PageViews {
+                    path: path.0,
+                    views,
+                })
+                .collect()
+        }
+    };
+    pages.sort_by(|a, b| b.views.cmp(&a.views).then_with(|| a.path.cmp(&b.path)));
+    pages.truncate(limit as usize);
+    Ok((pages, source))
+}
+
+/// `GET /pages/hot?from=&to=&limit=10`: top pages by views (default: the last 24 hours).
+pub async fn hot_pages(
+    state: web::Data<ApiState>,
+    project: Project,
+    query: web::Query<HotPagesQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let (range, _) = range_of(
+        query.from.as_deref(),
+        query.to.as_deref(),
+        query.tz.as_deref(),
+        Duration::hours(24),
+    )?;
+    let limit = params::limit("limit", query.limit.as_deref(), 10, 1000)?;
+    let source = match query.source.as_deref() {
+        None | Some("auto") => None,
+        Some("redis") => Some(PagesSource::Redis),
+        Some("mysql") => Some(PagesSource::Mysql),
+        Some(other) => {
+            return Err(ApiError::bad(
+                "source",
+                format!("{other:?} is not one of auto, redis, mysql"),
+            ))
+        }
+    };
+    let hours = hour_range(range);
+    let as_of = state.as_of(&project).await?;
+    let (pages, source) = top_pages(&state, &project, hours, limit, source).await?;
+    Ok(HttpResponse::Ok().json(json!({
+        "project": project.as_str(),
+        "range": range_json(hours),
+        "pages": pages,
+        "exact": true,
+        "source": source.as_str(),
+        "as_of": as_of,
+    })))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct BreakdownQuery {
+    pub event_type: Option<String>,
+    pub by: Option<String>,
+    pub by2: Option<String>,
+    pub from: Option<String>,
+    pub to: Option<String>,
+    pub tz: Option<String>,
+    pub limit: Option<String>,
+}
+
+/// A breakdown dimension: an event column (`$browser`, `$os`, `$device_type`, `$page_path`,
+/// `$event_name`) or a property (`plan`, nested `address.city`), as a SQL expression and the
+/// JSON path bound to it.
+fn dimension(field: &'static str, raw: &str) -> Result<(String, Option<String>), ApiError> {
+    if let Some(column) = raw.strip_prefix('$') {
+        return match column {
+            "browser" | "os" | "device_type" | "page_path" | "event_name" => {
+                Ok((column.to_owned(), None))
+            }
+            _ => Err(ApiError::bad(
+                field,
+                "columns are $browser, $os, $device_type, $page_path, $event_name",
+            )),
+        };
+    }
+    let path = super::funnels::property_path(field, raw)?;
+    Ok((String::new(), Some(path)))
+}
+
+fn push_dimension(
+    q: &mut sqlx::QueryBuilder<'_, sqlx::MySql>,
+    (expr, path): &(String, Option<String>),
+    alias: &str,
+) {
+    match path {
+        Some(path) => {
+            q.push("JSON_UNQUOTE(JSON_EXTRACT(properties, ")
+                .push_bind(path.clone())
+                .push("))");
+        }
+        None => {
+            q.push(expr.as_str());
+        }
+    }
+    q.push(format!(" AS {alias}, "));
+}
+
+/// `GET /breakdown?event_type=purchase&by=currency&by2=$device_type&limit=10`: the top values
+/// of one or two properties for an event type over a range, with events and unique users.
+pub async fn breakdown(
+    state: web::Data<ApiState>,
+    project: Project,
+    query: web::Query<BreakdownQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let event_type = params::event_type(
+        "event_type",
+        query
+            .event_type
+            .as_deref()
+            .ok_or_else(|| ApiError::bad("event_type", "is required"))?,
+    )?;
+    let by = query
+        .by
+        .as_deref()
+        .ok_or_else(|| ApiError::bad("by", "is required"))?;
+    let first = dimension("by", by)?;
+    let second = query
+        .by2
+        .as_deref()
+        .map(|raw| dimension("by2", raw))
+        .transpose()?;
+    let (range, _) = range_of(
+        query.from.as_deref(),
+        query.to.as_deref(),
+        query.tz.as_deref(),
+        Duration::hours(24),
+    )?;
+    let limit = params::limit("limit", query.limit.as_deref(), 10, 1000)?;
+    let as_of = state.as_of(&project).await?;
+
+    let mut q = sqlx::QueryBuilder::<sqlx::MySql>::new("SELECT ");
+    push_dimension(&mut q, &first, "v1");
+    match &second {
+        Some(d) => push_dimension(&mut q, d, "v2"),
+        None => {
+            q.push("NULL AS v2, ");
+        }
+    }
+    q.push("COUNT(*) AS n, COUNT(DISTINCT distinct_id) AS u FROM user_events WHERE project = ")
+        .push_bind(project.as_str())
+        .push(" AND event_type = ")
+        .push_bind(&event_type)
+        .push(" AND event_time >= ")
+        .push_bind(range.from_naive())
+        .push(" AND event_time < ")
+        .push_bind(range.to_naive())
+        .push(" GROUP BY v1, v2 ORDER BY n DESC, v1, v2 LIMIT ")
+        .push_bind(limit);
+    let rows: Vec<(Option<DbText>, Option<DbText>, i64, i64)> = q
+        .build_query_as()
+        .fetch_all(state.db())
+        .await
+        .map_err(unavailable)?;
+    let values: Vec<serde_json::Value> = rows
+        .into_iter()
+        .map(|(v1, v2, events, users)| {
+            let mut value = json!({"value": v1, "events": events, "unique_users": users});
+            if second.is_some() {
+                value["value2"] = json!(v2);
+            }
+            value
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({
+        "project": project.as_str(),
+        "event_type": event_type,
+        "by": by,
+        "by2": query.by2,
+        "range": range_json(range),
+        "values": values,
+        "exact": true,
+        "source": "mysql",
+        "as_of": as_of,
+    })))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct HeatmapQuery {
+    pub page: Option<String>,
+    pub from: Option<String>,
+    pub to: Option<String>,
+    pub tz: Option<String>,
+    pub limit: Option<String>,
+    pub cell: Option<String>,
+}
+
+/// `GET /heatmap?page=/pricing&cell=50&limit=20`: the page's most-clicked elements (selector,
+/// text, clicks, unique users) and the click density on a grid of `cell`-pixel squares.
+pub async fn heatmap(
+    state: web::Data<ApiState>,
+    project: Project,
+    query: web::Query<HeatmapQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let page = query
+        .page
+        .as_deref()
+        .filter(|p| !p.is_empty())
+        .ok_or_else(|| ApiError::bad("page", "is required (a page path such as /pricing)"))?;
+    if page.chars().count() > 512 {
+        return Err(ApiError::bad(
+            "page",
+            "a page path has at most 512 characters",
+        ));
+    }
+    let (range, _) = range_of(
+        query.from.as_deref(),
+        query.to.as_deref(),
+        query.tz.as_deref(),
+        Duration::hours(24),
+    )?;
+    let limit = params::limit("limit", query.limit.as_deref(), 20, 1000)?;
+    let cell = params::limit("cell", query.cell.as_deref(), 50, 2000)?;
+    let as_of = state.as_of(&project).await?;
+    let elements = sqlx::query_as::<_, (Option<DbText>, Option<DbText>, i64, i64)>(
+        "SELECT element_selector, MIN(element_text), COUNT(*) AS n, COUNT(DISTINCT distinct_id) \
+         FROM user_events WHERE project = ? AND page_path = ? AND event_type = 'click' \
+         AND event_time >= ? AND event_time < ? \
+         GROUP BY element_selector ORDER BY n DESC, element_selector LIMIT ?",
+    )
+    .bind(project.as_str())
+    .bind(page)
+    .bind(range.from_naive())
+    .bind(range.to_naive())
+    .bind(limit)
+    .fetch_all(state.db());
+    let grid = sqlx::query_as::<_, (i64, i64, i64)>(
+        "SELECT CAST(FLOOR(click_x / ?) AS SIGNED) AS gx, CAST(FLOOR(click_y / ?) AS SIGNED) AS gy, \
+         COUNT(*) FROM user_events WHERE project = ? AND page_path = ? AND event_type = 'click' \
+         AND event_time >= ? AND event_time < ? AND click_x IS NOT NULL AND click_y IS NOT NULL \
+         GROUP BY gx, gy ORDER BY gy, gx LIMIT 10000",
+    )
+    .bind(cell)
+    .bind(cell)
+    .bind(project.as_str())
+    .bind(page)
+    .bind(range.from_naive())
+    .bind(range.to_naive())
+    .fetch_all(state.db());
+    let (elements, grid) = tokio::try_join!(elements, grid).map_err(unavailable)?;
+    let elements: Vec<serde_json::Value> = elements
+        .into_iter()
+        .map(|(selector, text, clicks, users)| {
+            json!({"selector": selector, "text": text, "clicks": clicks, "unique_users": users})
+        })
+        .collect();
+    let cells: Vec<serde_json::Value> = grid
+        .into_iter()
+        .map(|(x, y, clicks)| json!({"x": x, "y": y, "clicks": clicks}))
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({
+        "project": project.as_str(),
+        "page": page,
+        "range": range_json(range),
+        "elements": elements,
+        "grid": {"cell_px": cell, "cells": cells},
+        "exact": true,
+        "source": "mysql",
+        "as_of": as_of,
+    })))
+}

@@ -1,0 +1,165 @@
+//! A user's profile and event path.
+
+use actix_web::{web, HttpResponse};
+use chrono::{Duration, NaiveDateTime};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::auth::Project;
+use super::params;
+use super::stats::{unavailable, ApiError};
+use super::summary::{page_of, range_of, Cursor, EventRow, EVENT_COLUMNS};
+use super::ApiState;
+use crate::store::DbText;
+
+type ProfileRow = (
+    DbText,
+    Option<DbText>,
+    Option<DbText>,
+    NaiveDateTime,
+    NaiveDateTime,
+    u64,
+    u64,
+    Option<DbText>,
+    Option<DbText>,
+    Option<DbText>,
+    Option<DbText>,
+);
+
+fn distinct_id(raw: &str) -> Result<&str, ApiError> {
+    if raw.is_empty() || raw.chars().count() > 255 {
+        return Err(ApiError::bad(
+            "distinct_id",
+            "must have 1 to 255 characters",
+        ));
+    }
+    Ok(raw)
+}
+
+/// `GET /users/{distinct_id}`: first and last seen, totals, latest device, merged properties.
+pub async fn profile(
+    state: web::Data<ApiState>,
+    project: Project,
+    path: web::Path<(String,)>,
+) -> Result<HttpResponse, ApiError> {
+    let who = distinct_id(&path.0)?;
+    let as_of = state.as_of(&project).await?;
+    let row: Option<ProfileRow> = sqlx::query_as(
+        "SELECT distinct_id, user_id, anonymous_id, first_seen, last_seen, total_events, \
+         total_sessions, device_type, browser, os, CAST(properties AS CHAR) \
+         FROM users WHERE project = ? AND distinct_id = ?",
+    )
+    .bind(project.as_str())
+    .bind(who)
+    .fetch_optional(state.db())
+    .await
+    .map_err(unavailable)?;
+    let Some((
+        id,
+        user_id,
+        anonymous_id,
+        first,
+        last,
+        events,
+        sessions,
+        device,
+        browser,
+        os,
+        props,
+    )) = row
+    else {
+        return Ok(HttpResponse::NotFound().json(json!({
+            "error": "not_found", "field": "distinct_id",
+            "reason": format!("no user {who:?} in project {}", project.as_str()),
+        })));
+    };
+    Ok(HttpResponse::Ok().json(json!({
+        "project": project.as_str(),
+        "distinct_id": id,
+        "user_id": user_id,
+        "anonymous_id": anonymous_id,
+        "first_seen": first.and_utc(),
+        "last_seen": last.and_utc(),
+        "total_events": events,
+        "total_sessions": sessions,
+        "device": {"device_type": device, "browser": browser, "os": os},
+        "properties": props.and_then(|p| serde_json::from_str::<serde_json::Value>(p.as_str()).ok()),
+        "exact": true,
+        "source": "mysql",
+        "as_of": as_of,
+    })))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct PathQuery {
+    pub event_type: Option<String>,
+    pub from: Option<String>,
+    pub to: Option<String>,
+    pub tz: Option<String>,
+    pub limit: Option<String>,
+    pub cursor: Option<String>,
+}
+
+/// `GET /users/{distinct_id}/events?event_type=&from=&to=&limit=&cursor=`: the user's events,
+/// newest first, cursor-paginated.
+pub async fn path(
+    state: web::Data<ApiState>,
+    project: Project,
+    path: web::Path<(String,)>,
+    query: web::Query<PathQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let who = distinct_id(&path.0)?;
+    let event_type = query
+        .event_type
+        .as_deref()
+        .map(|t| params::event_type("event_type", t))
+        .transpose()?;
+    let (range, _) = range_of(
+        query.from.as_deref(),
+        query.to.as_deref(),
+        query.tz.as_deref(),
+        Duration::days(params::MAX_RANGE_DAYS),
+    )?;
+    let limit = params::limit("limit", query.limit.as_deref(), 50, 500)?;
+    let cursor = Cursor::parse(query.cursor.as_deref())?;
+    let as_of = state.as_of(&project).await?;
+    let mut q = sqlx::QueryBuilder::<sqlx::MySql>::new(format!(
+        "SELECT {EVENT_COLUMNS} FROM user_events WHERE project = "
+    ));
+    q.push_bind(project.as_str())
+        .push(" AND distinct_id = ")
+        .push_bind(who)
+        .push(" AND event_time >= ")
+        .push_bind(range.from_naive())
+        .push(" AND event_time < ")
+        .push_bind(range.to_naive());
+    if let Some(t) = &event_type {
+        q.push(" AND event_type = ").push_bind(t);
+    }
+    if let Some(c) = cursor {
+        q.push(" AND (event_time < ")
+            .push_bind(c.time())
+            .push(" OR (event_time = ")
+            .push_bind(c.time())
+            .push(" AND id < ")
+            .push_bind(c.id)
+            .push("))");
+    }
+    q.push(" ORDER BY event_time DESC, id DESC LIMIT ")
+        .push_bind(limit + 1);
+    let rows: Vec<EventRow> = q
+        .build_query_as()
+        .fetch_all(state.db())
+        .await
+        .map_err(unavailable)?;
+    let (events, next_cursor) = page_of(rows, limit);
+    Ok(HttpResponse::Ok().json(json!({
+        "project": project.as_str(),
+        "distinct_id": who,
+        "range": super::summary::range_json(range),
+        "events": events,
+        "next_cursor": next_cursor,
+        "source": "mysql",
+        "as_of": as_of,
+    })))
+}

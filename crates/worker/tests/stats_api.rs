@@ -1,0 +1,495 @@
+//! Every stats endpoint against the real pipeline: auth, bad parameters, funnels CRUD, the
+//! dashboard's ETag and the live stream.
+
+mod stats_support;
+mod support;
+
+use std::time::Duration;
+
+use serde_json::json;
+use stats_support::{get_with, ingest, ok, pipeline_with_keys, send, wait_applied};
+use support::TestPipeline;
+
+fn shop_events() -> Vec<serde_json::Value> {
+    let mut events = Vec::new();
+    for (n, user) in ["u1", "u2", "u3"].iter().enumerate() {
+        let session = format!("s-{user}");
+        events.push(json!({"event_id": format!("pv-{user}"), "event_type": "page_view", "user_id": user,
+            "session_id": session, "page": {"url": "https://shop.example/pricing", "title": "Pricing"}}));
+        events.push(
+            json!({"event_id": format!("cl-{user}"), "event_type": "click", "user_id": user,
+            "session_id": session, "page": {"url": "https://shop.example/pricing"},
+            "element": {"selector": "#buy", "text": "Buy", "x": 10 + n * 60, "y": 20}}),
+        );
+        events.push(
+            json!({"event_id": format!("pr-{user}"), "event_type": "product_view", "user_id": user,
+            "session_id": session, "properties": {"sku": "A1"}}),
+        );
+        if n < 2 {
+            events.push(
+                json!({"event_id": format!("ca-{user}"), "event_type": "cart_add", "user_id": user,
+                "session_id": session, "properties": {"sku": "A1"}}),
+            );
+        }
+        if n == 0 {
+            events.push(
+                json!({"event_id": format!("pu-{user}"), "event_type": "purchase", "user_id": user,
+                "session_id": session, "properties": {"currency": "EUR", "amount": 10},
+                "user_properties": {"plan": "pro"}}),
+            );
+        }
+    }
+    events
+}
+
+async fn shop() -> TestPipeline {
+    let pipeline = TestPipeline::start().await;
+    let events = shop_events();
+    ingest(&pipeline, &events).await;
+    wait_applied(&pipeline, events.len() as u64).await;
+    pipeline
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_endpoint_answers_from_live_data() {
+    let p = shop().await;
+    for prefix in ["/api/v1", "/api/v1/projects/default"] {
+        let q = if prefix == "/api/v1" {
+            "project=default&"
+        } else {
+            ""
+        };
+        let online = ok(&p, &format!("{prefix}/online?{q}seconds=600")).await;
+        assert_eq!(online["online_users"], 3, "{online}");
+        let summary = ok(&p, &format!("{prefix}/summary?{q}compare=previous")).await;
+        assert_eq!(
+            summary["figures"],
+            json!({"events": 12, "page_views": 3, "unique_users": 3, "sessions": 3}),
+            "{summary}"
+        );
+        assert_eq!(summary["previous"]["figures"]["events"], 0, "{summary}");
+        let counts = ok(&p, &format!("{prefix}/counts?{q}")).await;
+        assert_eq!(
+            counts["counts"],
+            json!({"page_view": 3, "click": 3, "product_view": 3, "cart_add": 2, "purchase": 1}),
+            "{counts}"
+        );
+    }
+    let reference = ok(&p, "/api/v1/events/cart_add/count?project=default").await;
+    assert_eq!(reference["count"], 2, "{reference}");
+    let overall = ok(&p, "/api/v1/stats/?project=default").await;
+    assert_eq!(overall["total_events"], 12, "{overall}");
+    let one = ok(&p, "/api/v1/stats/click?project=default").await;
+    assert_eq!(
+        (
+            one["total"].as_u64(),
+            one["last_60_minutes"].as_u64(),
+            one["last_24_hours"].as_u64()
+        ),
+        (Some(3), Some(3), Some(3)),
+        "{one}"
+    );
+
+    let first = ok(
+        &p,
+        "/api/v1/events?project=default&event_type=click&limit=2",
+    )
+    .await;
+    assert_eq!(first["events"].as_array().map(Vec::len), Some(2), "{first}");
+    let cursor = first["next_cursor"]
+        .as_str()
+        .expect("a second page")
+        .to_owned();
+    let second = ok(
+        &p,
+        &format!("/api/v1/events?project=default&event_type=click&limit=2&cursor={cursor}"),
+    )
+    .await;
+    assert_eq!(
+        second["events"].as_array().map(Vec::len),
+        Some(1),
+        "{second}"
+    );
+    assert!(second["next_cursor"].is_null());
+
+    let series = ok(
+        &p,
+        "/api/v1/timeseries?project=default&bucket=minute&types=click,page_view&tz=Asia/Kolkata",
+    )
+    .await;
+    let buckets = series["buckets"].as_array().expect("buckets");
+    assert!(buckets.len() >= 60, "zero buckets are listed: {series}");
+    let clicks: i64 = buckets
+        .iter()
+        .map(|b| b["counts"]["click"].as_i64().unwrap_or(-1))
+        .sum();
+    assert_eq!(clicks, 3, "{series}");
+    assert!(
+        buckets[0]["start"]
+            .as_str()
+            .is_some_and(|s| s.ends_with("+05:30")),
+        "{series}"
+    );
+
+    for source in ["redis", "mysql"] {
+        let hot = ok(
+            &p,
+            &format!("/api/v1/pages/hot?project=default&source={source}"),
+        )
+        .await;
+        assert_eq!(
+            hot["pages"],
+            json!([{"path": "/pricing", "views": 3}]),
+            "{hot}"
+        );
+    }
+    let breakdown = ok(
+        &p,
+        "/api/v1/breakdown?project=default&event_type=product_view&by=sku&by2=$page_path",
+    )
+    .await;
+    assert_eq!(
+        breakdown["values"],
+        json!([{"value": "A1", "value2": null, "events": 3, "unique_users": 3}]),
+        "{breakdown}"
+    );
+    let heatmap = ok(&p, "/api/v1/heatmap?project=default&page=/pricing&cell=100").await;
+    assert_eq!(
+        heatmap["elements"],
+        json!([{"selector": "#buy", "text": "Buy", "clicks": 3, "unique_users": 3}]),
+        "{heatmap}"
+    );
+    assert_eq!(
+        heatmap["grid"]["cells"],
+        json!([{"x": 0, "y": 0, "clicks": 2}, {"x": 1, "y": 0, "clicks": 1}]),
+        "{heatmap}"
+    );
+    let conversion = ok(
+        &p,
+        "/api/v1/conversion?project=default&start_event=product_view&end_event=cart_add",
+    )
+    .await;
+    assert_eq!(
+        (
+            conversion["start_users"].as_u64(),
+            conversion["converted_users"].as_u64()
+        ),
+        (Some(3), Some(2)),
+        "{conversion}"
+    );
+
+    let user = ok(&p, "/api/v1/users/u1?project=default").await;
+    assert_eq!(user["total_events"], 5, "{user}");
+    assert_eq!(user["total_sessions"], 1, "{user}");
+    assert_eq!(user["properties"], json!({"plan": "pro"}), "{user}");
+    let path = ok(&p, "/api/v1/users/u1/events?project=default&limit=10").await;
+    let types: Vec<&str> = path["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter_map(|e| e["event_type"].as_str())
+        .collect();
+    assert_eq!(types.len(), 5, "{path}");
+    let (status, _) = p.get("/api/v1/users/nobody?project=default").await;
+    assert_eq!(status, 404);
+
+    let analysis = ok(&p, "/api/v1/funnels/purchase/analysis?project=default").await;
+    let users: Vec<u64> = analysis["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .filter_map(|s| s["users"].as_u64())
+        .collect();
+    assert_eq!(users, vec![3, 3, 2, 1], "{analysis}");
+    assert_eq!(analysis["steps"][2]["drop_off"], 1, "{analysis}");
+
+    let doc = p
+        .http
+        .get(format!("{}/openapi.json", p.worker.address))
+        .send()
+        .await
+        .expect("openapi");
+    let doc: serde_json::Value = doc.json().await.expect("openapi json");
+    assert!(
+        doc["paths"]["/api/v1/projects/{project}/funnels/{funnel}/analysis"]["get"].is_object()
+    );
+    assert!(doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.")));
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_authenticate_scope_and_rate_limit() {
+    let p = pipeline_with_keys(
+        &[
+            "sk_default_reader=default",
+            "sk_other_reader=other",
+            "sk_slow_reader=default",
+        ],
+        1,
+        2,
+    )
+    .await;
+    let path = "/api/v1/projects/default/online";
+    let missing = get_with(&p, path, None, &[]).await;
+    assert_eq!(missing.status, 401, "{}", missing.body);
+    assert_eq!(missing.body["field"], "authorization");
+    let wrong = get_with(&p, path, Some("sk_not_a_key"), &[]).await;
+    assert_eq!(wrong.status, 401);
+    let scoped = get_with(&p, path, Some("sk_other_reader"), &[]).await;
+    assert_eq!(scoped.status, 403, "{}", scoped.body);
+    assert_eq!(scoped.body["field"], "project");
+    let fine = get_with(&p, path, Some("sk_default_reader"), &[]).await;
+    assert_eq!(fine.status, 200, "{}", fine.body);
+    // The key's only project is implied when the request names none.
+    let implied = get_with(&p, "/api/v1/online", Some("sk_default_reader"), &[]).await;
+    assert_eq!(implied.body["project"], "default", "{}", implied.body);
+
+    let mut limited = None;
+    for _ in 0..10 {
+        let answer = get_with(&p, path, Some("sk_slow_reader"), &[]).await;
+        if answer.status == 429 {
+            limited = Some(answer);
+            break;
+        }
+    }
+    let limited = limited.expect("a burst of 2 at 1/s is limited within 10 requests");
+    assert!(limited.headers.get("retry-after").is_some());
+    assert_eq!(limited.body["error"], "rate_limited");
+    // Another key is not affected.
+    let other = get_with(
+        &p,
+        "/api/v1/projects/other/online",
+        Some("sk_other_reader"),
+        &[],
+    )
+    .await;
+    assert_eq!(other.status, 200, "{}", other.body);
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_parameters_get_a_clear_400() {
+    let p = TestPipeline::start().await;
+    let cases = [
+        ("/api/v1/timeseries?tz=Mars/Olympus", "tz"),
+        ("/api/v1/summary?from=2026-11-10&to=2026-11-01", "from"),
+        ("/api/v1/summary?from=not-a-time", "from"),
+        ("/api/v1/counts?from=2020-01-01&to=2026-01-01", "to"),
+        ("/api/v1/events?event_type=click&limit=100000", "limit"),
+        ("/api/v1/pages/hot?limit=0", "limit"),
+        ("/api/v1/online?seconds=3600", "seconds"),
+        ("/api/v1/timeseries?bucket=week", "bucket"),
+        (
+            "/api/v1/timeseries?bucket=minute&from=2026-01-01&to=2026-03-01",
+            "bucket",
+        ),
+        ("/api/v1/funnels/no_such_funnel/analysis", "funnel"),
+        ("/api/v1/funnels/424242", "funnel"),
+        ("/api/v1/funnels/purchase/analysis?mode=loose", "mode"),
+        ("/api/v1/breakdown?event_type=click&by=a%20b", "by"),
+        ("/api/v1/breakdown?event_type=click", "by"),
+        ("/api/v1/events", "event_type"),
+        ("/api/v1/counts?types=%21%21%21", "types"),
+        ("/api/v1/heatmap", "page"),
+        ("/api/v1/conversion?start_event=a", "end_event"),
+        ("/api/v1/users/u1/events?cursor=zzz", "cursor"),
+        ("/api/v1/online?project=Bad%20Project", "project"),
+        ("/api/v1/summary?compare=sideways", "compare"),
+    ];
+    for (path, field) in cases {
+        let (status, body) = p.get(path).await;
+        assert_eq!(status, 400, "GET {path}: {body}");
+        assert_eq!(body["error"], "invalid_parameter", "GET {path}: {body}");
+        assert_eq!(body["field"], field, "GET {path}: {body}");
+        assert!(
+            body["reason"].as_str().is_some_and(|r| !r.is_empty()),
+            "GET {path}: {body}"
+        );
+    }
+    let (status, body) = send(
+        &p,
+        reqwest::Method::POST,
+        "/api/v1/funnels",
+        Some(&json!({"name": "x", "steps": [{"event_type": "page_view"}]})),
+    )
+    .await;
+    assert_eq!(
+        (status, body["field"].as_str()),
+        (400, Some("steps")),
+        "{body}"
+    );
+    let (status, body) = send(&p, reqwest::Method::POST, "/api/v1/funnels", Some(&json!({"name": "x", "steps": [{"event_type": "a"}, {"event_type": "b"}], "window_seconds": 0}))).await;
+    assert_eq!(
+        (status, body["field"].as_str()),
+        (400, Some("window_seconds")),
+        "{body}"
+    );
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn funnels_are_created_read_updated_and_deleted() {
+    let p = shop().await;
+    let definition = json!({"name": "checkout", "window_seconds": 3600, "order_mode": "strict",
+        "steps": [{"event_type": "product_view"}, {"event_type": "cart_add"},
+                  {"event_type": "purchase", "property": "currency", "value": "EUR"}]});
+    let (status, created) = send(
+        &p,
+        reqwest::Method::POST,
+        "/api/v1/funnels",
+        Some(&definition),
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_u64().expect("id");
+    let (status, dup) = send(
+        &p,
+        reqwest::Method::POST,
+        "/api/v1/funnels",
+        Some(&definition),
+    )
+    .await;
+    assert_eq!(
+        (status, dup["field"].as_str()),
+        (400, Some("name")),
+        "{dup}"
+    );
+    let listed = ok(&p, "/api/v1/funnels").await;
+    assert_eq!(
+        listed["funnels"].as_array().map(Vec::len),
+        Some(2),
+        "the seeded one and ours: {listed}"
+    );
+    let by_name = ok(&p, "/api/v1/funnels/checkout").await;
+    assert_eq!(by_name["id"], id);
+
+    let strict = ok(&p, "/api/v1/funnels/checkout/analysis").await;
+    let users: Vec<u64> = strict["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .filter_map(|s| s["users"].as_u64())
+        .collect();
+    assert_eq!(users, vec![3, 2, 1], "{strict}");
+
+    let mut changed = definition.clone();
+    changed["steps"][2]["value"] = json!("USD");
+    let (status, updated) = send(
+        &p,
+        reqwest::Method::PUT,
+        &format!("/api/v1/funnels/{id}"),
+        Some(&changed),
+    )
+    .await;
+    assert_eq!(status, 200, "{updated}");
+    let after = ok(&p, &format!("/api/v1/funnels/{id}/analysis?mode=ordered")).await;
+    assert_eq!(after["steps"][2]["users"], 0, "{after}");
+    assert_eq!(after["mode"], "ordered");
+
+    let (status, _) = send(
+        &p,
+        reqwest::Method::DELETE,
+        &format!("/api/v1/funnels/{id}"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, gone) = p.get(&format!("/api/v1/funnels/{id}")).await;
+    assert_eq!(
+        (status, gone["field"].as_str()),
+        (400, Some("funnel")),
+        "{gone}"
+    );
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unchanged_dashboard_costs_a_304() {
+    let p = shop().await;
+    let path = "/api/v1/dashboard?project=default&tz=Europe/Paris";
+    let first = get_with(&p, path, None, &[]).await;
+    assert_eq!(first.status, 200, "{}", first.body);
+    assert_eq!(
+        first.body["summary"]["figures"]["events"], 12,
+        "{}",
+        first.body
+    );
+    assert_eq!(first.body["online"]["online_users"], 3);
+    assert_eq!(first.body["hot_pages"]["pages"][0]["path"], "/pricing");
+    assert_eq!(first.body["event_counts"]["total"], 12);
+    let etag = first
+        .headers
+        .get("etag")
+        .and_then(|v| v.to_str().ok())
+        .expect("etag")
+        .to_owned();
+
+    // The ETag names the minute: retry until two requests fall in the same one.
+    let not_modified = support::eventually(Duration::from_secs(130), "a 304", || {
+        let p = &p;
+        async move {
+            let fresh = get_with(p, path, None, &[]).await;
+            let tag = fresh
+                .headers
+                .get("etag")
+                .and_then(|v| v.to_str().ok())?
+                .to_owned();
+            let again = get_with(p, path, None, &[("If-None-Match", &tag)]).await;
+            (again.status == 304).then_some(tag)
+        }
+    })
+    .await;
+    assert!(!not_modified.is_empty());
+
+    // New data changes the ETag.
+    ingest(&p, &[json!({"event_id": "late-pv", "event_type": "page_view", "user_id": "u9", "page": {"path": "/new"}})]).await;
+    wait_applied(&p, 13).await;
+    let changed = get_with(&p, path, None, &[("If-None-Match", &etag)]).await;
+    assert_eq!(changed.status, 200);
+    assert_eq!(
+        changed.body["summary"]["figures"]["events"], 13,
+        "{}",
+        changed.body
+    );
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_live_stream_pushes_updates_every_second() {
+    let p = shop().await;
+    let response = p
+        .http
+        .get(format!("{}/api/v1/projects/default/live", p.worker.address))
+        .send()
+        .await
+        .expect("stream opened");
+    assert_eq!(response.status().as_u16(), 200);
+    assert_eq!(
+        response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok()),
+        Some("text/event-stream")
+    );
+    let mut response = response;
+    let mut text = String::new();
+    let updates = tokio::time::timeout(Duration::from_secs(30), async {
+        while text.matches("event: stats\n").count() < 2 {
+            let chunk = response.chunk().await.expect("chunk").expect("stream open");
+            text.push_str(&String::from_utf8_lossy(&chunk));
+        }
+        text.clone()
+    })
+    .await
+    .expect("two updates within 30 s");
+    let first_data = updates
+        .lines()
+        .find_map(|l| l.strip_prefix("data: "))
+        .expect("a data line");
+    let update: serde_json::Value = serde_json::from_str(first_data).expect("JSON update");
+    assert_eq!(update["online_users"], 3, "{update}");
+    assert_eq!(update["counts"]["click"], 3, "{update}");
+    assert!(update["as_of"]["applied_events"].as_u64() >= Some(12));
+    drop(response);
+    p.stop().await;
+}
