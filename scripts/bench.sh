@@ -1,0 +1,366 @@
+#!/usr/bin/env bash
+# `make bench`: measure InsightFlow against the physical limits of this machine, in one run.
+#
+# Every figure is a ratio against a baseline measured in the same run, back to back, over
+# several rounds, and the medians are quoted (docs/BENCHMARKS.md explains the method).
+# Writes bench/results/latest.json and bench/results/latest.md, and prints the table.
+# Fails (non-zero) if any phase lost or doubled an event.
+#
+# Knobs (environment):
+#   BENCH_QUICK=1          quick mode (the default unless BENCH_EVENTS is set): 50,000 events
+#   BENCH_EVENTS=N         events in the worker drain phase, e.g. 1000000 for the full run
+#   BENCH_ROUNDS=3         rounds of every baseline/subject pair
+#   BENCH_DURATION=S       measured seconds of each ingest and stats run (quick 5, full 15)
+#   BENCH_CONCURRENCY=32   concurrent HTTP clients / producer lanes at saturation
+#   BENCH_STATS_RATE=1000  requests/s for the Redis-backed stats endpoints
+#   BENCH_FUNNEL_RATE=2    requests/s for the funnel analysis (MySQL)
+#   BENCH_PHASES="ingest worker freshness stats"   which phases to run
+#   BENCH_KEEP=1           keep the run's databases and Redis keys
+#   BENCH_DELETE_TOPICS=1  also delete the run's topics at the end. Off by default: deleting a
+#                          topic stalls Tansu (sqlite storage) for minutes, for every client.
+set -euo pipefail
+# shellcheck source=scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+cd "$REPO"
+
+if [[ -n "${BENCH_EVENTS:-}" ]]; then
+  QUICK="${BENCH_QUICK:-0}"
+else
+  QUICK="${BENCH_QUICK:-1}"
+fi
+if [[ "$QUICK" == 1 ]]; then
+  EVENTS="${BENCH_EVENTS:-50000}"
+  DURATION="${BENCH_DURATION:-5}"
+  MODE=quick
+else
+  EVENTS="${BENCH_EVENTS:-1000000}"
+  DURATION="${BENCH_DURATION:-15}"
+  MODE=full
+fi
+ROUNDS="${BENCH_ROUNDS:-3}"
+CONCURRENCY="${BENCH_CONCURRENCY:-32}"
+STATS_RATE="${BENCH_STATS_RATE:-1000}"
+FUNNEL_RATE="${BENCH_FUNNEL_RATE:-2}"
+PHASES="${BENCH_PHASES:-ingest worker freshness stats}"
+SEED=42
+
+RUN_ID="$(date +%Y%m%d%H%M%S)$$"
+WORK="$DATA/bench/$RUN_ID"
+RESULTS="$WORK/results.jsonl"
+OUT_DIR="$REPO/bench/results"
+mkdir -p "$WORK" "$OUT_DIR"
+: >"$RESULTS"
+
+MYSQL_BASE="mysql://root@127.0.0.1:3306"
+REDIS_URL="redis://127.0.0.1:6379/0"
+BROKERS="127.0.0.1:9092"
+PREFIX_BASE="ifbench:$RUN_ID"
+CLK_TCK="$(getconf CLK_TCK 2>/dev/null || echo 100)"
+
+LG="$REPO/target/release/loadgen"
+INGEST_BIN="$REPO/target/release/ingest"
+WORKER_BIN="$REPO/target/release/worker"
+
+# Everything this run creates, for the cleanup.
+DATABASES=()
+TOPICS=()
+PIDS=()
+
+free_port() {
+  local p
+  while :; do
+    p=$((20000 + RANDOM % 20000))
+    port_open 127.0.0.1 "$p" || { echo "$p"; return; }
+  done
+}
+
+stop_pid() {
+  local pid="$1" i
+  kill -TERM "$pid" 2>/dev/null || return 0
+  for ((i = 0; i < 30; i++)); do
+    kill -0 "$pid" 2>/dev/null || return 0
+    sleep 0.5
+  done
+  warn "pid $pid did not stop within 15 s after SIGTERM; killing it"
+  kill -KILL "$pid" 2>/dev/null || true
+}
+
+cleanup() {
+  local status=$?
+  for pid in "${PIDS[@]}"; do stop_pid "$pid"; done
+  if [[ "${BENCH_KEEP:-0}" != 1 ]]; then
+    for db in "${DATABASES[@]}"; do
+      mariadb -h127.0.0.1 -uroot -e "DROP DATABASE IF EXISTS \`$db\`" 2>/dev/null || true
+    done
+    redis-cli --scan --pattern "$PREFIX_BASE:*" 2>/dev/null | xargs -r -n 500 redis-cli unlink >/dev/null 2>&1 || true
+    if [[ "${BENCH_DELETE_TOPICS:-0}" == 1 && ${#TOPICS[@]} -gt 0 && -x "$LG" ]]; then
+      "$LG" topic --brokers "$BROKERS" delete "${TOPICS[@]}" >/dev/null 2>&1 || true
+    fi
+  else
+    log "bench: kept databases ${DATABASES[*]:-}, Redis keys $PREFIX_BASE:*, topics ${TOPICS[*]:-}"
+  fi
+  if [[ "${BENCH_DELETE_TOPICS:-0}" != 1 && ${#TOPICS[@]} -gt 0 ]]; then
+    log "bench: left topics ${TOPICS[*]} in Kafka (BENCH_DELETE_TOPICS=1 deletes them)"
+  fi
+  if [[ $status -ne 0 ]]; then
+    warn "bench failed (exit $status); logs and partial results in $WORK"
+  fi
+  exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+lg() { "$LG" "$@" --out "$RESULTS"; }
+
+vm_field() { awk -v f="$2:" '$1 == f {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
+
+# record_memory PHASE PROCESS PID: the process's peak RSS so far, as a result line.
+record_memory() {
+  local hwm rss
+  hwm="$(vm_field "$3" VmHWM)"
+  rss="$(vm_field "$3" VmRSS)"
+  printf '{"phase":"memory","during":"%s","process":"%s","vmhwm_kb":%s,"vmrss_kb":%s}\n' \
+    "$1" "$2" "${hwm:-0}" "${rss:-0}" | tee -a "$RESULTS"
+}
+
+wait_ready() {
+  local name="$1" port="$2" pid="$3" log_file="$4" i
+  for ((i = 0; i < 120; i++)); do
+    if curl -fsS -o /dev/null "http://127.0.0.1:$port/ready" 2>/dev/null; then return 0; fi
+    kill -0 "$pid" 2>/dev/null || { show_log "$log_file" 40; die "$name exited during start-up"; }
+    sleep 0.5
+  done
+  show_log "$log_file" 40
+  die "$name not ready on port $port after 60 s"
+}
+
+# start_gateway TOPIC PORT: prints the pid.
+start_gateway() {
+  local log_file="$WORK/ingest-$2.log"
+  INGEST__HTTP__PORT="$2" INGEST__KAFKA__BROKERS="$BROKERS" INGEST__KAFKA__TOPIC__NAME="$1" \
+    INGEST__RATE_LIMIT__PER_IP_PER_SECOND=0 INGEST__RATE_LIMIT__PER_WRITE_KEY_PER_SECOND=0 \
+    INGEST__LOG__LEVEL=warn \
+    "$INGEST_BIN" >>"$log_file" 2>&1 </dev/null &
+  local pid=$!
+  PIDS+=("$pid")
+  wait_ready ingest "$2" "$pid" "$log_file"
+  GATEWAY_PID=$pid
+}
+
+worker_env() { # DB PREFIX TOPIC GROUP PORT
+  echo "WORKER__MYSQL__URL=$MYSQL_BASE/$1" "WORKER__REDIS__URL=$REDIS_URL" \
+    "WORKER__REDIS__KEY_PREFIX=$2" "WORKER__KAFKA__BROKERS=$BROKERS" \
+    "WORKER__KAFKA__TOPIC__NAME=$3" "WORKER__KAFKA__DEAD_LETTER_TOPIC=$3.dlq" \
+    "WORKER__KAFKA__GROUP_ID=$4" "WORKER__HTTP__PORT=$5" \
+    "WORKER__STATS__RATE_LIMIT_PER_SECOND=1000000" "WORKER__STATS__RATE_LIMIT_BURST=1000000" \
+    "WORKER__LOG__LEVEL=warn"
+}
+
+migrate_db() { # DB
+  DATABASES+=("$1")
+  # shellcheck disable=SC2046 # word splitting of the env list is intended
+  env $(worker_env "$1" x x x 0) "$WORKER_BIN" migrate >>"$WORK/migrate.log" 2>&1 ||
+    { show_log "$WORK/migrate.log" 30; die "worker migrate failed for $1"; }
+}
+
+# start_worker ROLE DB PREFIX TOPIC GROUP PORT: sets WORKER_PID.
+start_worker() {
+  local log_file="$WORK/worker-$6.log"
+  # shellcheck disable=SC2046
+  env $(worker_env "$2" "$3" "$4" "$5" "$6") "$WORKER_BIN" "$1" >>"$log_file" 2>&1 </dev/null &
+  WORKER_PID=$!
+  PIDS+=("$WORKER_PID")
+  wait_ready worker "$6" "$WORKER_PID" "$log_file"
+}
+
+stop_tracked() {
+  local pid="$1" keep=() p
+  stop_pid "$pid"
+  for p in "${PIDS[@]}"; do [[ "$p" == "$pid" ]] || keep+=("$p"); done
+  PIDS=("${keep[@]}")
+}
+
+sum_acknowledged() { # FILTER-REGEX: sums acknowledged_events of result lines matching
+  grep -E "$1" "$RESULTS" | grep -oE '"acknowledged_events":[0-9]+' | cut -d: -f2 |
+    awk '{s += $1} END {print s + 0}'
+}
+
+new_topic() {
+  TOPICS+=("$1" "$1.dlq")
+  "$LG" topic --brokers "$BROKERS" create "$1" --partitions 8
+}
+
+# --- 0. dependencies and build ---------------------------------------------------------
+"$REPO/scripts/deps.sh"
+log "bench: cargo build --release (ingest, worker, loadgen)"
+cargo build --release -p insightflow-ingest -p insightflow-worker -p insightflow-loadgen
+log "bench: run $RUN_ID, mode $MODE, $EVENTS events, $ROUNDS rounds, ${DURATION}s runs, results in $WORK"
+
+START_TS=$(date +%s)
+LOADAVG_START="$(cut -d' ' -f1-3 /proc/loadavg)"
+has_phase() { [[ " $PHASES " == *" $1 "* ]]; }
+
+# --- 1. ingest throughput: gateway vs raw producer -----------------------------------------
+if has_phase ingest; then
+  log "== phase 1: ingest throughput (gateway vs raw rdkafka producer)"
+  T_GW="ifbench.$RUN_ID.gateway"
+  T_RAW="ifbench.$RUN_ID.raw"
+  new_topic "$T_GW"
+  new_topic "$T_RAW"
+  PORT="$(free_port)"
+  start_gateway "$T_GW" "$PORT"
+  record_memory ingest-idle gateway "$GATEWAY_PID"
+  URL="http://127.0.0.1:$PORT/api/v1/events"
+  common=(--duration "$DURATION" --warmup 1 --concurrency "$CONCURRENCY" --seed "$SEED")
+  for batch in 50 1; do
+    for ((r = 1; r <= ROUNDS; r++)); do
+      tags=(--tag phase=ingest --tag "case=b$batch" --tag "round=$r" --tag load=saturation)
+      lg produce --brokers "$BROKERS" --topic "$T_RAW" --batch "$batch" "${common[@]}" \
+        "${tags[@]}" --tag kind=raw >/dev/null
+      lg http --url "$URL" --batch "$batch" "${common[@]}" "${tags[@]}" --tag kind=gateway >/dev/null
+      lg http --url "$URL" --batch "$batch" --gzip "${common[@]}" "${tags[@]}" \
+        --tag kind=gateway_gzip >/dev/null
+      tail -n 3 "$RESULTS" | grep -oE '"kind":"[a-z_]+"|"events_per_s":[0-9.]+|"p99_ms":[0-9.]+' |
+        paste -sd' ' | sed "s/^/  batch $batch round $r: /"
+    done
+    record_memory "ingest-saturation-b$batch" gateway "$GATEWAY_PID"
+    # Half of the median saturation rate, as a fixed request rate.
+    for kind in gateway gateway_gzip; do
+      eps="$(grep "\"case\":\"b$batch\"" "$RESULTS" | grep '"load":"saturation"' |
+        grep "\"kind\":\"$kind\"" | grep -oE '"events_per_s":[0-9.]+' | cut -d: -f2 | sort -n |
+        awk '{a[NR] = $1} END {print (NR ? a[int((NR + 1) / 2)] : 0)}')"
+      rate="$(awk -v e="$eps" -v b="$batch" 'BEGIN {r = e / 2 / b; printf "%.1f", (r < 1 ? 1 : r)}')"
+      gz=(); [[ "$kind" == gateway_gzip ]] && gz=(--gzip)
+      lg http --url "$URL" --batch "$batch" "${gz[@]}" --rate "$rate" --concurrency 1024 \
+        --duration "$DURATION" --warmup 1 --seed "$SEED" --tag phase=ingest --tag "case=b$batch" \
+        --tag round=1 --tag load=half --tag "kind=$kind" >/dev/null
+    done
+  done
+  record_memory ingest gateway "$GATEWAY_PID"
+  stop_tracked "$GATEWAY_PID"
+  gw_acked="$(sum_acknowledged '"phase":"ingest".*"kind":"gateway')"
+  raw_acked="$(sum_acknowledged '"phase":"ingest".*"kind":"raw"')"
+  lg check --brokers "$BROKERS" --topic "$T_GW" --expect "$gw_acked" --tag phase=check --tag of=ingest-gateway
+  lg check --brokers "$BROKERS" --topic "$T_RAW" --expect "$raw_acked" --tag phase=check --tag of=ingest-raw
+fi
+
+# --- 2 and 6. worker drain vs raw stores, 1 and 2 instances; growth -------------------------
+STATS_DB=""
+STATS_PREFIX=""
+if has_phase worker; then
+  log "== phase 2: worker drain of $EVENTS events vs raw stores (1 and 2 instances)"
+  T_FILL="ifbench.$RUN_ID.fill"
+  new_topic "$T_FILL"
+  lg produce --brokers "$BROKERS" --topic "$T_FILL" --fill "$EVENTS" --seed "$SEED" \
+    --tag phase=fill >/dev/null
+  for ((r = 1; r <= ROUNDS; r++)); do
+    for n in 1 2; do
+      # Raw stores, then the worker, back to back.
+      db="ifbench_${RUN_ID}_raw${n}_r$r"
+      prefix="$PREFIX_BASE:raw${n}r$r"
+      migrate_db "$db"
+      lg stores --mysql-url "$MYSQL_BASE/$db" --redis-url "$REDIS_URL" --prefix "$prefix" \
+        --events "$EVENTS" --lanes "$n" --seed "$SEED" \
+        --tag phase=worker --tag "kind=raw$n" --tag "round=$r" >/dev/null
+      lg check --mysql-url "$MYSQL_BASE/$db" --redis-url "$REDIS_URL" --prefix "$prefix" \
+        --expect "$EVENTS" --tag phase=check --tag "of=raw$n-r$r" >/dev/null
+
+      db="ifbench_${RUN_ID}_w${n}_r$r"
+      prefix="$PREFIX_BASE:w${n}r$r"
+      group="ifbench-$RUN_ID-w$n-r$r"
+      migrate_db "$db"
+      pids=()
+      for ((i = 1; i <= n; i++)); do
+        start_worker consume "$db" "$prefix" "$T_FILL" "$group" "$(free_port)"
+        pids+=("$WORKER_PID")
+      done
+      lg drain-wait --redis-url "$REDIS_URL" --prefix "$prefix" --expect "$EVENTS" \
+        --pids "$(IFS=,; echo "${pids[*]}")" --clk-tck "$CLK_TCK" \
+        --tag phase=worker --tag "kind=worker$n" --tag "round=$r" >/dev/null
+      # Let in-flight offsets commit, then make sure nothing more arrives (no doubles).
+      sleep 2
+      for i in "${!pids[@]}"; do
+        record_memory "worker-drain-$n" "worker$((i + 1))" "${pids[$i]}" >/dev/null
+        stop_tracked "${pids[$i]}"
+      done
+      lg check --mysql-url "$MYSQL_BASE/$db" --redis-url "$REDIS_URL" --prefix "$prefix" \
+        --expect "$EVENTS" --tag phase=check --tag "of=worker$n-r$r" >/dev/null
+      tail -n 40 "$RESULTS" | grep -E "\"round\":$r" | grep -E "\"kind\":\"(raw|worker)$n\"" |
+        grep -oE '"kind":"[a-z0-9]+"|"events_per_s":[0-9.]+' | paste -sd' ' | sed "s/^/  round $r: /"
+      if [[ $n == 1 ]]; then STATS_DB="$db"; STATS_PREFIX="$prefix"; fi
+    done
+  done
+fi
+
+# --- 3. freshness ---------------------------------------------------------------------------
+if has_phase freshness; then
+  log "== phase 3: freshness (gateway 2xx -> visible in the stats API)"
+  T_FRESH="ifbench.$RUN_ID.fresh"
+  new_topic "$T_FRESH"
+  db="ifbench_${RUN_ID}_fresh"
+  prefix="$PREFIX_BASE:fresh"
+  migrate_db "$db"
+  GW_PORT="$(free_port)"
+  start_gateway "$T_FRESH" "$GW_PORT"
+  W_PORT="$(free_port)"
+  start_worker all "$db" "$prefix" "$T_FRESH" "ifbench-$RUN_ID-fresh" "$W_PORT"
+  lg freshness --ingest-url "http://127.0.0.1:$GW_PORT/api/v1/events" \
+    --stats-url "http://127.0.0.1:$W_PORT/api/v1/stats/events?project=default" \
+    --rate 50 --batch 10 --markers-per-s 20 --duration "$((DURATION * 4))" --seed "$SEED" \
+    --tag phase=freshness --tag round=1 >/dev/null
+  tail -n 1 "$RESULTS"
+  sleep 2
+  record_memory freshness gateway "$GATEWAY_PID"
+  record_memory freshness worker "$WORKER_PID"
+  stop_tracked "$GATEWAY_PID"
+  acked="$(sum_acknowledged '"phase":"freshness"')"
+  # Wait for the tail of the load to be applied before counting.
+  "$LG" drain-wait --redis-url "$REDIS_URL" --prefix "$prefix" --expect "$acked" --timeout 60 >/dev/null ||
+    true
+  stop_tracked "$WORKER_PID"
+  lg check --mysql-url "$MYSQL_BASE/$db" --redis-url "$REDIS_URL" --prefix "$prefix" \
+    --expect "$acked" --tag phase=check --tag of=freshness >/dev/null
+fi
+
+# --- 4. stats API at a fixed rate -----------------------------------------------------------
+if has_phase stats; then
+  if [[ -z "$STATS_DB" ]]; then
+    log "== phase 4: skipped (needs the data set of the worker phase)"
+  else
+    log "== phase 4: stats API at $STATS_RATE req/s against the $EVENTS-event data set"
+    W_PORT="$(free_port)"
+    start_worker serve "$STATS_DB" "$STATS_PREFIX" "ifbench.$RUN_ID.fill" "ifbench-$RUN_ID-serve" "$W_PORT"
+    base="http://127.0.0.1:$W_PORT"
+    for ((r = 1; r <= ROUNDS; r++)); do
+      lg stats --base "$base" --health-baseline --discover --rate "$STATS_RATE" --concurrency 256 \
+        --duration "$DURATION" --warmup 1 \
+        --endpoint 'events=/api/v1/stats/events?project={project}' \
+        --endpoint 'online=/api/v1/online?project={project}|/api/v1/stats/online?project={project}' \
+        --endpoint 'dashboard=/api/v1/dashboard?project={project}|/api/v1/stats/dashboard?project={project}' \
+        --tag phase=stats --tag "round=$r" >/dev/null
+      lg stats --base "$base" --health-baseline --rate "$FUNNEL_RATE" --concurrency 64 \
+        --duration "$((DURATION * 2))" --warmup 1 \
+        --endpoint 'funnel=/api/v1/funnels/purchase/analysis?project={project}|/api/v1/funnels/1/analysis?project={project}' \
+        --tag phase=stats --tag "round=$r" --tag set=funnel >/dev/null
+    done
+    record_memory stats worker "$WORKER_PID"
+    stop_tracked "$WORKER_PID"
+  fi
+fi
+
+# --- report ---------------------------------------------------------------------------------
+ELAPSED=$(($(date +%s) - START_TS))
+"$LG" report --results "$RESULTS" --json-out "$OUT_DIR/latest.json" --markdown-out "$OUT_DIR/latest.md" \
+  --meta "date=$(date -u +%Y-%m-%dT%H:%M:%SZ)" --meta "mode=$MODE" --meta "events=$EVENTS" \
+  --meta "rounds=$ROUNDS" --meta "run_seconds=$ELAPSED" --meta "duration_s=$DURATION" \
+  --meta "concurrency=$CONCURRENCY" --meta "stats_rate=$STATS_RATE" \
+  --meta "commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet 2>/dev/null || echo '+dirty')" \
+  --meta "cpu=$(nproc) x $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)" \
+  --meta "memory=$(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo)" \
+  --meta "load_average_at_start=$LOADAVG_START" \
+  --meta "load_average_at_end=$(cut -d' ' -f1-3 /proc/loadavg)"
+cp "$RESULTS" "$OUT_DIR/latest.jsonl"
+if grep '"phase":"check"' "$RESULTS" | grep -q '"ok":false'; then
+  die "events were lost or doubled (see the checks above)"
+fi
+log "bench: done in ${ELAPSED}s; bench/results/latest.json and latest.md written"
