@@ -507,8 +507,11 @@ pub fn summarize(
         .collect()
 }
 
-/// Loads the hits of the analysis: the step events (ordered mode), or every event of the
-/// users who entered (strict mode), from `from` to the horizon.
+/// Loads the hits of the analysis: the step events (ordered mode), or every event (strict
+/// mode), from `from` to the horizon, in one scan of the covering index
+/// `(project, event_type, event_time, distinct_id)` (no row lookups). Steps with a property
+/// filter add one query each for the ids of the matching events of their type, the only
+/// rows whose properties are read.
 pub async fn load_hits(
     db: &MySqlPool,
     project: &str,
@@ -517,58 +520,107 @@ pub async fn load_hits(
     range: TimeRange,
     horizon: NaiveDateTime,
 ) -> Result<HashMap<String, Vec<Hit>>, ApiError> {
-    let mut q = sqlx::QueryBuilder::<sqlx::MySql>::new("SELECT distinct_id, id, event_time, CAST(");
-    for (i, step) in steps.iter().enumerate() {
-        if i > 0 {
-            q.push(" + ");
+    let mut types: Vec<&str> = Vec::new();
+    for step in steps {
+        if !types.contains(&step.event_type.as_str()) {
+            types.push(step.event_type.as_str());
         }
-        q.push(format!("{} * COALESCE(event_type = ", 1u32 << i))
-            .push_bind(step.event_type.clone());
-        if let (Some(property), Some(value)) = (&step.property, &step.value) {
-            q.push(" AND JSON_UNQUOTE(JSON_EXTRACT(properties, ")
-                .push_bind(property_path("steps", property)?)
-                .push(")) = ")
-                .push_bind(value_text(value).unwrap_or_default());
-        }
-        q.push(", 0)");
     }
-    q.push(" AS UNSIGNED) AS mask FROM user_events WHERE project = ")
+    // Per step: its type's position in `types` (1-based, as FIELD() answers) and the query
+    // for the ids its property filter accepts; these run concurrently with the scan.
+    let codes: Vec<i64> = steps
+        .iter()
+        .map(|step| {
+            types
+                .iter()
+                .position(|t| *t == step.event_type)
+                .map_or(0, |i| i as i64 + 1)
+        })
+        .collect();
+    let mut filters = Vec::new();
+    for (n, step) in steps.iter().enumerate() {
+        if let (Some(property), Some(value)) = (&step.property, &step.value) {
+            let query = sqlx::query_scalar::<_, u64>(
+                "SELECT id FROM user_events FORCE INDEX (ix_user_events_type_time) \
+                 WHERE project = ? AND event_type = ? AND event_time >= ? AND event_time < ? \
+                 AND JSON_UNQUOTE(JSON_EXTRACT(properties, ?)) = ?",
+            )
+            .bind(project.to_owned())
+            .bind(step.event_type.clone())
+            .bind(range.from_naive())
+            .bind(horizon)
+            .bind(property_path("steps", property)?)
+            .bind(value_text(value).unwrap_or_default())
+            .fetch_all(db);
+            filters.push(async move {
+                query.await.map(|ids| {
+                    (
+                        n,
+                        ids.into_iter().collect::<std::collections::HashSet<u64>>(),
+                    )
+                })
+            });
+        }
+    }
+
+    let mut q = sqlx::QueryBuilder::<sqlx::MySql>::new(
+        "SELECT distinct_id, id, event_time, CAST(FIELD(event_type",
+    );
+    for t in &types {
+        q.push(", ").push_bind(t.to_string());
+    }
+    q.push(") AS SIGNED) FROM user_events FORCE INDEX (ix_user_events_type_time_user) WHERE project = ")
         .push_bind(project.to_owned())
         .push(" AND event_time >= ")
         .push_bind(range.from_naive())
         .push(" AND event_time < ")
         .push_bind(horizon);
-    match mode {
-        OrderMode::Ordered => {
-            q.push(" AND event_type IN (");
-            let mut list = q.separated(", ");
-            for step in steps {
-                list.push_bind(step.event_type.clone());
-            }
-            q.push(")");
+    if mode == OrderMode::Ordered {
+        q.push(" AND event_type IN (");
+        let mut list = q.separated(", ");
+        for t in &types {
+            list.push_bind(t.to_string());
         }
-        OrderMode::Strict => {
-            q.push(" AND distinct_id IN (SELECT distinct_id FROM user_events WHERE project = ")
-                .push_bind(project.to_owned())
-                .push(" AND event_type = ")
-                .push_bind(steps[0].event_type.clone())
-                .push(" AND event_time >= ")
-                .push_bind(range.from_naive())
-                .push(" AND event_time < ")
-                .push_bind(range.to_naive())
-                .push(")");
-        }
+        q.push(")");
     }
-    let mut users: HashMap<String, Vec<Hit>> = HashMap::new();
-    let mut rows = q
-        .build_query_as::<(DbText, u64, NaiveDateTime, u64)>()
-        .fetch(db);
-    while let Some((who, id, at, mask)) = rows.try_next().await.map_err(unavailable)? {
-        users.entry(who.0).or_default().push(Hit {
-            time_ms: at.and_utc().timestamp_millis(),
-            id,
-            steps: mask as u32,
-        });
+    let scan = async {
+        let mut users: HashMap<String, Vec<Hit>> = HashMap::new();
+        let mut rows = q
+            .build_query_as::<(DbText, u64, NaiveDateTime, i64)>()
+            .fetch(db);
+        while let Some((who, id, at, code)) = rows.try_next().await? {
+            // The type code for now; turned into the step mask once the filters are in.
+            users.entry(who.0).or_default().push(Hit {
+                time_ms: at.and_utc().timestamp_millis(),
+                id,
+                steps: code as u32,
+            });
+        }
+        Ok::<_, sqlx::Error>(users)
+    };
+    let (mut users, accepted) =
+        tokio::try_join!(scan, futures::future::try_join_all(filters)).map_err(unavailable)?;
+    let mut accepts: Vec<Option<std::collections::HashSet<u64>>> = vec![None; steps.len()];
+    for (n, ids) in accepted {
+        accepts[n] = Some(ids);
+    }
+    for hits in users.values_mut() {
+        for hit in hits.iter_mut() {
+            let code = i64::from(hit.steps);
+            let mut mask = 0u32;
+            if code > 0 {
+                for (step, step_code) in codes.iter().enumerate() {
+                    if *step_code == code
+                        && accepts[step]
+                            .as_ref()
+                            .is_none_or(|ids| ids.contains(&hit.id))
+                    {
+                        mask |= 1 << step;
+                    }
+                }
+            }
+            hit.steps = mask;
+        }
     }
     Ok(users)
 }
