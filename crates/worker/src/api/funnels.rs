@@ -23,6 +23,8 @@ use crate::store::DbText;
 
 pub const MAX_STEPS: usize = 10;
 pub const MAX_WINDOW_SECONDS: u32 = 90 * 86_400;
+/// Concurrent slices of a funnel scan.
+const SCAN_SLICES: i32 = 2;
 
 /// One step: an event type, optionally only events whose property equals a value.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -563,38 +565,63 @@ pub async fn load_hits(
         }
     }
 
-    let mut q = sqlx::QueryBuilder::<sqlx::MySql>::new(
-        "SELECT distinct_id, id, event_time, CAST(FIELD(event_type",
-    );
-    for t in &types {
-        q.push(", ").push_bind(t.to_string());
-    }
-    q.push(") AS SIGNED) FROM user_events FORCE INDEX (ix_user_events_type_time_user) WHERE project = ")
-        .push_bind(project.to_owned())
-        .push(" AND event_time >= ")
-        .push_bind(range.from_naive())
-        .push(" AND event_time < ")
-        .push_bind(horizon);
-    if mode == OrderMode::Ordered {
-        q.push(" AND event_type IN (");
-        let mut list = q.separated(", ");
+    // The scan is split in time slices read on separate connections: MySQL runs each query
+    // on one core, and decoding overlaps with reading.
+    let start = range.from_naive();
+    let span = horizon - start;
+    let bounds: Vec<NaiveDateTime> = (0..=SCAN_SLICES)
+        .map(|i| {
+            if i == SCAN_SLICES {
+                horizon
+            } else {
+                start + span / SCAN_SLICES * i
+            }
+        })
+        .collect();
+    let scans = bounds.windows(2).map(|slice| {
+        let mut q = sqlx::QueryBuilder::<sqlx::MySql>::new(
+            "SELECT distinct_id, id, event_time, CAST(FIELD(event_type",
+        );
         for t in &types {
-            list.push_bind(t.to_string());
+            q.push(", ").push_bind(t.to_string());
         }
-        q.push(")");
-    }
+        q.push(") AS SIGNED) FROM user_events FORCE INDEX (ix_user_events_type_time_user) WHERE project = ")
+            .push_bind(project.to_owned())
+            .push(" AND event_time >= ")
+            .push_bind(slice[0])
+            .push(" AND event_time < ")
+            .push_bind(slice[1]);
+        if mode == OrderMode::Ordered {
+            q.push(" AND event_type IN (");
+            let mut list = q.separated(", ");
+            for t in &types {
+                list.push_bind(t.to_string());
+            }
+            q.push(")");
+        }
+        async move {
+            let mut users: HashMap<String, Vec<Hit>> = HashMap::new();
+            let mut rows = q
+                .build_query_as::<(DbText, u64, NaiveDateTime, i64)>()
+                .fetch(db);
+            while let Some((who, id, at, code)) = rows.try_next().await? {
+                // The type code for now; turned into the step mask once the filters are in.
+                users.entry(who.0).or_default().push(Hit {
+                    time_ms: at.and_utc().timestamp_millis(),
+                    id,
+                    steps: code as u32,
+                });
+            }
+            Ok::<_, sqlx::Error>(users)
+        }
+    });
     let scan = async {
-        let mut users: HashMap<String, Vec<Hit>> = HashMap::new();
-        let mut rows = q
-            .build_query_as::<(DbText, u64, NaiveDateTime, i64)>()
-            .fetch(db);
-        while let Some((who, id, at, code)) = rows.try_next().await? {
-            // The type code for now; turned into the step mask once the filters are in.
-            users.entry(who.0).or_default().push(Hit {
-                time_ms: at.and_utc().timestamp_millis(),
-                id,
-                steps: code as u32,
-            });
+        let mut parts = futures::future::try_join_all(scans).await?.into_iter();
+        let mut users = parts.next().unwrap_or_default();
+        for part in parts {
+            for (who, hits) in part {
+                users.entry(who).or_default().extend(hits);
+            }
         }
         Ok::<_, sqlx::Error>(users)
     };
