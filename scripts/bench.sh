@@ -15,9 +15,9 @@
 #   BENCH_STATS_RATE=1000  requests/s for the Redis-backed stats endpoints
 #   BENCH_FUNNEL_RATE=2    requests/s for the funnel analysis (MySQL)
 #   BENCH_PHASES="ingest worker freshness stats"   which phases to run
-#   BENCH_KEEP=1           keep the run's databases and Redis keys
-#   BENCH_DELETE_TOPICS=1  also delete the run's topics at the end. Off by default: deleting a
-#                          topic stalls Tansu (sqlite storage) for minutes, for every client.
+#   BENCH_KEEP=1           keep the run's databases, Redis keys and broker data
+#   BENCH_BROKERS=h:p      use this Kafka cluster instead of a private Tansu started for the run
+#                          (its topics are then left in place: deleting a topic stalls Tansu)
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -53,7 +53,10 @@ mkdir -p "$WORK" "$OUT_DIR"
 
 MYSQL_BASE="mysql://root@127.0.0.1:3306"
 REDIS_URL="redis://127.0.0.1:6379/0"
-BROKERS="127.0.0.1:9092"
+# A private Tansu per run (same storage engine as scripts/deps.sh), so other engineers' tests
+# on the shared broker (topic deletions stall Tansu for minutes) cannot skew or break a run.
+# BENCH_BROKERS=host:port uses an existing cluster instead.
+BROKERS="${BENCH_BROKERS:-}"
 PREFIX_BASE="ifbench:$RUN_ID"
 CLK_TCK="$(getconf CLK_TCK 2>/dev/null || echo 100)"
 
@@ -61,6 +64,7 @@ LG="$REPO/target/release/loadgen"
 INGEST_BIN="$REPO/target/release/ingest"
 WORKER_BIN="$REPO/target/release/worker"
 
+declare -A CPU_PIDS
 # Everything this run creates, for the cleanup.
 DATABASES=()
 TOPICS=()
@@ -93,14 +97,12 @@ cleanup() {
       mariadb -h127.0.0.1 -uroot -e "DROP DATABASE IF EXISTS \`$db\`" 2>/dev/null || true
     done
     redis-cli --scan --pattern "$PREFIX_BASE:*" 2>/dev/null | xargs -r -n 500 redis-cli unlink >/dev/null 2>&1 || true
-    if [[ "${BENCH_DELETE_TOPICS:-0}" == 1 && ${#TOPICS[@]} -gt 0 && -x "$LG" ]]; then
-      "$LG" topic --brokers "$BROKERS" delete "${TOPICS[@]}" >/dev/null 2>&1 || true
-    fi
+    rm -rf "$WORK"/tansu-*
   else
     log "bench: kept databases ${DATABASES[*]:-}, Redis keys $PREFIX_BASE:*, topics ${TOPICS[*]:-}"
   fi
-  if [[ "${BENCH_DELETE_TOPICS:-0}" != 1 && ${#TOPICS[@]} -gt 0 ]]; then
-    log "bench: left topics ${TOPICS[*]} in Kafka (BENCH_DELETE_TOPICS=1 deletes them)"
+  if [[ -n "$EXTERNAL_BROKERS" && ${#TOPICS[@]} -gt 0 ]]; then
+    log "bench: left topics ${TOPICS[*]} in $BROKERS"
   fi
   if [[ $status -ne 0 ]]; then
     warn "bench failed (exit $status); logs and partial results in $WORK"
@@ -111,6 +113,9 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 lg() { "$LG" "$@" --out "$RESULTS"; }
+# A lost or doubled event fails the run, but only after every phase ran and the report is out.
+FAILURES=()
+must() { "$@" || FAILURES+=("$*"); }
 
 vm_field() { awk -v f="$2:" '$1 == f {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
 
@@ -180,9 +185,15 @@ stop_tracked() {
   PIDS=("${keep[@]}")
 }
 
-sum_acknowledged() { # FILTER-REGEX: sums acknowledged_events of result lines matching
-  grep -E "$1" "$RESULTS" | grep -oE '"acknowledged_events":[0-9]+' | cut -d: -f2 |
-    awk '{s += $1} END {print s + 0}'
+# sum_acknowledged STRING...: acknowledged_events summed over result lines containing every
+# STRING (keys are printed in alphabetical order, so match them one by one).
+sum_acknowledged() {
+  local lines pattern
+  lines="$(cat "$RESULTS")"
+  for pattern in "$@"; do
+    lines="$(grep -F -- "$pattern" <<<"$lines" || true)"
+  done
+  grep -oE '"acknowledged_events":[0-9]+' <<<"$lines" | cut -d: -f2 | awk '{s += $1} END {print s + 0}'
 }
 
 new_topic() {
@@ -196,6 +207,66 @@ log "bench: cargo build --release (ingest, worker, loadgen)"
 cargo build --release -p insightflow-ingest -p insightflow-worker -p insightflow-loadgen
 log "bench: run $RUN_ID, mode $MODE, $EVENTS events, $ROUNDS rounds, ${DURATION}s runs, results in $WORK"
 
+# start_broker NAME: a fresh private Tansu for one phase (unless BENCH_BROKERS is set). Tansu's
+# sqlite storage slows down as its database grows (fetches and offset look-ups stall for
+# minutes once it holds a few hundred thousand records of other topics), so every phase gets
+# an empty one.
+EXTERNAL_BROKERS="$BROKERS"
+start_broker() {
+  if [[ -n "$EXTERNAL_BROKERS" ]]; then
+    BROKERS="$EXTERNAL_BROKERS"
+    return
+  fi
+  have tansu || die "tansu not found (scripts/deps.sh installs it)"
+  local port dir
+  port="$(free_port)"
+  dir="$WORK/tansu-$1"
+  mkdir -p "$dir"
+  (cd "$dir" && exec tansu broker --storage-engine "sqlite://tansu.db" \
+    --listener-url "tcp://127.0.0.1:$port" --advertised-listener-url "tcp://127.0.0.1:$port" \
+    >>"$dir/tansu.log" 2>&1 </dev/null) &
+  BROKER_PID=$!
+  PIDS+=("$BROKER_PID")
+  CPU_PIDS[broker]="$BROKER_PID"
+  wait_for 30 "private tansu" port_open 127.0.0.1 "$port" ||
+    { show_log "$dir/tansu.log" 30; die "private tansu did not start"; }
+  BROKERS="127.0.0.1:$port"
+  log "bench: private Tansu for $1 on $BROKERS (pid $BROKER_PID)"
+}
+stop_broker() {
+  if [[ -n "${BROKER_PID:-}" ]]; then
+    stop_tracked "$BROKER_PID"
+    unset 'CPU_PIDS[broker]'
+    BROKER_PID=""
+    [[ "${BENCH_KEEP:-0}" == 1 ]] || rm -rf "$WORK"/tansu-*
+  fi
+}
+
+# CPU seconds of the processes that can be the limit, per phase: which one ran out of CPU?
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
+declare -A CPU_START
+cpu_mark() {
+  local name pid
+  CPU_WALL_START=$(date +%s.%N)
+  for name in "${!CPU_PIDS[@]}"; do
+    pid="${CPU_PIDS[$name]}"
+    CPU_START[$name]="$(cpu_ticks "$pid")"
+  done
+}
+cpu_record() { # PHASE
+  local name pid now wall
+  wall="$(awk -v a="$CPU_WALL_START" -v b="$(date +%s.%N)" 'BEGIN {print b - a}')"
+  for name in "${!CPU_PIDS[@]}"; do
+    pid="${CPU_PIDS[$name]}"
+    now="$(cpu_ticks "$pid")"
+    printf '{"phase":"cpu","during":"%s","process":"%s","cpu_s":%s,"wall_s":%s}\n' "$1" "$name" \
+      "$(awk -v a="${CPU_START[$name]:-0}" -v b="$now" -v t="$CLK_TCK" 'BEGIN {print (b - a) / t}')" \
+      "$wall" >>"$RESULTS"
+  done
+}
+pid="$(pgrep -xo mariadbd || pgrep -xo mysqld || true)"; [[ -n "$pid" ]] && CPU_PIDS[mysql]="$pid"
+pid="$(pgrep -xo redis-server || true)"; [[ -n "$pid" ]] && CPU_PIDS[redis]="$pid"
+
 START_TS=$(date +%s)
 LOADAVG_START="$(cut -d' ' -f1-3 /proc/loadavg)"
 has_phase() { [[ " $PHASES " == *" $1 "* ]]; }
@@ -203,6 +274,7 @@ has_phase() { [[ " $PHASES " == *" $1 "* ]]; }
 # --- 1. ingest throughput: gateway vs raw producer -----------------------------------------
 if has_phase ingest; then
   log "== phase 1: ingest throughput (gateway vs raw rdkafka producer)"
+  start_broker ingest
   T_GW="ifbench.$RUN_ID.gateway"
   T_RAW="ifbench.$RUN_ID.raw"
   new_topic "$T_GW"
@@ -210,6 +282,8 @@ if has_phase ingest; then
   PORT="$(free_port)"
   start_gateway "$T_GW" "$PORT"
   record_memory ingest-idle gateway "$GATEWAY_PID"
+  CPU_PIDS[gateway]="$GATEWAY_PID"
+  cpu_mark
   URL="http://127.0.0.1:$PORT/api/v1/events"
   common=(--duration "$DURATION" --warmup 1 --concurrency "$CONCURRENCY" --seed "$SEED")
   for batch in 50 1; do
@@ -221,14 +295,14 @@ if has_phase ingest; then
       lg http --url "$URL" --batch "$batch" --gzip "${common[@]}" "${tags[@]}" \
         --tag kind=gateway_gzip >/dev/null
       tail -n 3 "$RESULTS" | grep -oE '"kind":"[a-z_]+"|"events_per_s":[0-9.]+|"p99_ms":[0-9.]+' |
-        paste -sd' ' | sed "s/^/  batch $batch round $r: /"
+        paste -sd' ' | sed "s/^/  batch $batch round $r: /" || true
     done
     record_memory "ingest-saturation-b$batch" gateway "$GATEWAY_PID"
     # Half of the median saturation rate, as a fixed request rate.
     for kind in gateway gateway_gzip; do
       eps="$(grep "\"case\":\"b$batch\"" "$RESULTS" | grep '"load":"saturation"' |
         grep "\"kind\":\"$kind\"" | grep -oE '"events_per_s":[0-9.]+' | cut -d: -f2 | sort -n |
-        awk '{a[NR] = $1} END {print (NR ? a[int((NR + 1) / 2)] : 0)}')"
+        awk '{a[NR] = $1} END {print (NR ? a[int((NR + 1) / 2)] : 0)}' || true)"
       rate="$(awk -v e="$eps" -v b="$batch" 'BEGIN {r = e / 2 / b; printf "%.1f", (r < 1 ? 1 : r)}')"
       gz=(); [[ "$kind" == gateway_gzip ]] && gz=(--gzip)
       lg http --url "$URL" --batch "$batch" "${gz[@]}" --rate "$rate" --concurrency 1024 \
@@ -237,11 +311,14 @@ if has_phase ingest; then
     done
   done
   record_memory ingest gateway "$GATEWAY_PID"
+  cpu_record ingest
+  unset 'CPU_PIDS[gateway]'
   stop_tracked "$GATEWAY_PID"
-  gw_acked="$(sum_acknowledged '"phase":"ingest".*"kind":"gateway')"
-  raw_acked="$(sum_acknowledged '"phase":"ingest".*"kind":"raw"')"
-  lg check --brokers "$BROKERS" --topic "$T_GW" --expect "$gw_acked" --tag phase=check --tag of=ingest-gateway
-  lg check --brokers "$BROKERS" --topic "$T_RAW" --expect "$raw_acked" --tag phase=check --tag of=ingest-raw
+  gw_acked="$(sum_acknowledged '"phase":"ingest"' '"kind":"gateway')"
+  raw_acked="$(sum_acknowledged '"phase":"ingest"' '"kind":"raw"')"
+  must lg check --brokers "$BROKERS" --topic "$T_GW" --expect "$gw_acked" --tag phase=check --tag of=ingest-gateway
+  must lg check --brokers "$BROKERS" --topic "$T_RAW" --expect "$raw_acked" --tag phase=check --tag of=ingest-raw
+  stop_broker
 fi
 
 # --- 2 and 6. worker drain vs raw stores, 1 and 2 instances; growth -------------------------
@@ -249,6 +326,7 @@ STATS_DB=""
 STATS_PREFIX=""
 if has_phase worker; then
   log "== phase 2: worker drain of $EVENTS events vs raw stores (1 and 2 instances)"
+  start_broker worker
   T_FILL="ifbench.$RUN_ID.fill"
   new_topic "$T_FILL"
   lg produce --brokers "$BROKERS" --topic "$T_FILL" --fill "$EVENTS" --seed "$SEED" \
@@ -259,10 +337,12 @@ if has_phase worker; then
       db="ifbench_${RUN_ID}_raw${n}_r$r"
       prefix="$PREFIX_BASE:raw${n}r$r"
       migrate_db "$db"
+      cpu_mark
       lg stores --mysql-url "$MYSQL_BASE/$db" --redis-url "$REDIS_URL" --prefix "$prefix" \
         --events "$EVENTS" --lanes "$n" --seed "$SEED" \
         --tag phase=worker --tag "kind=raw$n" --tag "round=$r" >/dev/null
-      lg check --mysql-url "$MYSQL_BASE/$db" --redis-url "$REDIS_URL" --prefix "$prefix" \
+      cpu_record "drain-raw$n"
+      must lg check --mysql-url "$MYSQL_BASE/$db" --redis-url "$REDIS_URL" --prefix "$prefix" \
         --expect "$EVENTS" --tag phase=check --tag "of=raw$n-r$r" >/dev/null
 
       db="ifbench_${RUN_ID}_w${n}_r$r"
@@ -273,53 +353,29 @@ if has_phase worker; then
       for ((i = 1; i <= n; i++)); do
         start_worker consume "$db" "$prefix" "$T_FILL" "$group" "$(free_port)"
         pids+=("$WORKER_PID")
+        CPU_PIDS[worker$i]="$WORKER_PID"
       done
-      lg drain-wait --redis-url "$REDIS_URL" --prefix "$prefix" --expect "$EVENTS" \
+      cpu_mark
+      must lg drain-wait --redis-url "$REDIS_URL" --prefix "$prefix" --expect "$EVENTS" \
+        --timeout "$((EVENTS / 500 + 120))" \
         --pids "$(IFS=,; echo "${pids[*]}")" --clk-tck "$CLK_TCK" \
         --tag phase=worker --tag "kind=worker$n" --tag "round=$r" >/dev/null
+      cpu_record "drain-worker$n"
+      for ((i = 1; i <= n; i++)); do unset "CPU_PIDS[worker$i]"; done
       # Let in-flight offsets commit, then make sure nothing more arrives (no doubles).
       sleep 2
       for i in "${!pids[@]}"; do
         record_memory "worker-drain-$n" "worker$((i + 1))" "${pids[$i]}" >/dev/null
         stop_tracked "${pids[$i]}"
       done
-      lg check --mysql-url "$MYSQL_BASE/$db" --redis-url "$REDIS_URL" --prefix "$prefix" \
+      must lg check --mysql-url "$MYSQL_BASE/$db" --redis-url "$REDIS_URL" --prefix "$prefix" \
         --expect "$EVENTS" --tag phase=check --tag "of=worker$n-r$r" >/dev/null
       tail -n 40 "$RESULTS" | grep -E "\"round\":$r" | grep -E "\"kind\":\"(raw|worker)$n\"" |
-        grep -oE '"kind":"[a-z0-9]+"|"events_per_s":[0-9.]+' | paste -sd' ' | sed "s/^/  round $r: /"
+        grep -oE '"kind":"[a-z0-9]+"|"events_per_s":[0-9.]+' | paste -sd' ' | sed "s/^/  round $r: /" ||
+        true
       if [[ $n == 1 ]]; then STATS_DB="$db"; STATS_PREFIX="$prefix"; fi
     done
   done
-fi
-
-# --- 3. freshness ---------------------------------------------------------------------------
-if has_phase freshness; then
-  log "== phase 3: freshness (gateway 2xx -> visible in the stats API)"
-  T_FRESH="ifbench.$RUN_ID.fresh"
-  new_topic "$T_FRESH"
-  db="ifbench_${RUN_ID}_fresh"
-  prefix="$PREFIX_BASE:fresh"
-  migrate_db "$db"
-  GW_PORT="$(free_port)"
-  start_gateway "$T_FRESH" "$GW_PORT"
-  W_PORT="$(free_port)"
-  start_worker all "$db" "$prefix" "$T_FRESH" "ifbench-$RUN_ID-fresh" "$W_PORT"
-  lg freshness --ingest-url "http://127.0.0.1:$GW_PORT/api/v1/events" \
-    --stats-url "http://127.0.0.1:$W_PORT/api/v1/stats/events?project=default" \
-    --rate 50 --batch 10 --markers-per-s 20 --duration "$((DURATION * 4))" --seed "$SEED" \
-    --tag phase=freshness --tag round=1 >/dev/null
-  tail -n 1 "$RESULTS"
-  sleep 2
-  record_memory freshness gateway "$GATEWAY_PID"
-  record_memory freshness worker "$WORKER_PID"
-  stop_tracked "$GATEWAY_PID"
-  acked="$(sum_acknowledged '"phase":"freshness"')"
-  # Wait for the tail of the load to be applied before counting.
-  "$LG" drain-wait --redis-url "$REDIS_URL" --prefix "$prefix" --expect "$acked" --timeout 60 >/dev/null ||
-    true
-  stop_tracked "$WORKER_PID"
-  lg check --mysql-url "$MYSQL_BASE/$db" --redis-url "$REDIS_URL" --prefix "$prefix" \
-    --expect "$acked" --tag phase=check --tag of=freshness >/dev/null
 fi
 
 # --- 4. stats API at a fixed rate -----------------------------------------------------------
@@ -348,6 +404,40 @@ if has_phase stats; then
   fi
 fi
 
+# --- 3. freshness ---------------------------------------------------------------------------
+if has_phase freshness; then
+  log "== phase 3: freshness (gateway 2xx -> visible in the stats API)"
+  stop_broker
+  start_broker freshness
+  T_FRESH="ifbench.$RUN_ID.fresh"
+  new_topic "$T_FRESH"
+  db="ifbench_${RUN_ID}_fresh"
+  prefix="$PREFIX_BASE:fresh"
+  migrate_db "$db"
+  GW_PORT="$(free_port)"
+  start_gateway "$T_FRESH" "$GW_PORT"
+  W_PORT="$(free_port)"
+  start_worker all "$db" "$prefix" "$T_FRESH" "ifbench-$RUN_ID-fresh" "$W_PORT"
+  lg freshness --ingest-url "http://127.0.0.1:$GW_PORT/api/v1/events" \
+    --stats-url "http://127.0.0.1:$W_PORT/api/v1/stats/events?project=default" \
+    --rate 50 --batch 10 --markers-per-s 20 --duration "$((DURATION * 4))" --seed "$SEED" \
+    --tag phase=freshness --tag round=1 >/dev/null
+  tail -n 1 "$RESULTS"
+  sleep 2
+  record_memory freshness gateway "$GATEWAY_PID"
+  record_memory freshness worker "$WORKER_PID"
+  stop_tracked "$GATEWAY_PID"
+  acked="$(sum_acknowledged '"phase":"freshness"')"
+  # Wait for the tail of the load to be applied before counting.
+  "$LG" drain-wait --redis-url "$REDIS_URL" --prefix "$prefix" --expect "$acked" --timeout 60 >/dev/null ||
+    true
+  stop_tracked "$WORKER_PID"
+  must lg check --mysql-url "$MYSQL_BASE/$db" --redis-url "$REDIS_URL" --prefix "$prefix" \
+    --expect "$acked" --tag phase=check --tag of=freshness >/dev/null
+fi
+
+stop_broker
+
 # --- report ---------------------------------------------------------------------------------
 ELAPSED=$(($(date +%s) - START_TS))
 "$LG" report --results "$RESULTS" --json-out "$OUT_DIR/latest.json" --markdown-out "$OUT_DIR/latest.md" \
@@ -360,7 +450,8 @@ ELAPSED=$(($(date +%s) - START_TS))
   --meta "load_average_at_start=$LOADAVG_START" \
   --meta "load_average_at_end=$(cut -d' ' -f1-3 /proc/loadavg)"
 cp "$RESULTS" "$OUT_DIR/latest.jsonl"
-if grep '"phase":"check"' "$RESULTS" | grep -q '"ok":false'; then
-  die "events were lost or doubled (see the checks above)"
+if [[ ${#FAILURES[@]} -gt 0 ]] || grep '"phase":"check"' "$RESULTS" | grep -q '"ok":false'; then
+  printf '  failed: %s\n' "${FAILURES[@]}" >&2
+  die "events were lost or doubled, or a drain did not complete (see above and $WORK)"
 fi
 log "bench: done in ${ELAPSED}s; bench/results/latest.json and latest.md written"

@@ -348,6 +348,39 @@ pub fn run(args: ReportArgs) -> anyhow::Result<()> {
     }
     summary.insert("memory".to_owned(), json!(memory));
 
+    // Which process used how much CPU (cores busy = CPU seconds / wall seconds).
+    let cpu = select("cpu", &|_| true);
+    let mut cores: BTreeMap<(String, String), Vec<f64>> = BTreeMap::new();
+    for r in &cpu {
+        if let (Some(during), Some(process), Some(c), Some(w)) = (
+            r["during"].as_str(),
+            r["process"].as_str(),
+            get(r, "cpu_s"),
+            get(r, "wall_s"),
+        ) {
+            if w > 0.0 {
+                cores
+                    .entry((during.to_owned(), process.to_owned()))
+                    .or_default()
+                    .push(c / w);
+            }
+        }
+    }
+    let _ = writeln!(
+        md,
+        "\n## Where the CPU went (cores busy, median over rounds; the machine has {})\n",
+        meta.get("cpu").and_then(Value::as_str).unwrap_or("?")
+    );
+    let _ = writeln!(md, "| phase | process | cores busy |");
+    let _ = writeln!(md, "|---|---|---|");
+    let mut cpu_rows = Vec::new();
+    for ((during, process), mut values) in cores {
+        let m = median(&mut values);
+        let _ = writeln!(md, "| {during} | {process} | {} |", fmt(m, 2));
+        cpu_rows.push(json!({"during": during, "process": process, "cores": m}));
+    }
+    summary.insert("cpu".to_owned(), json!(cpu_rows));
+
     // The exactly-once checks.
     let checks = select("check", &|_| true);
     let failed: Vec<&Value> = checks
