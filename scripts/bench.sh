@@ -16,6 +16,7 @@
 #   BENCH_FUNNEL_RATE=2    requests/s for the funnel analysis (MySQL)
 #   BENCH_PHASES="ingest worker freshness stats"   which phases to run
 #   BENCH_KEEP=1           keep the run's databases, Redis keys and broker data
+#   BENCH_BROKER_STORAGE   storage of the private Tansu (default memory://tansu/)
 #   BENCH_BROKERS=h:p      use this Kafka cluster instead of a private Tansu started for the run
 #                          (its topics are then left in place: deleting a topic stalls Tansu)
 set -euo pipefail
@@ -212,6 +213,10 @@ log "bench: run $RUN_ID, mode $MODE, $EVENTS events, $ROUNDS rounds, ${DURATION}
 # minutes once it holds a few hundred thousand records of other topics), so every phase gets
 # an empty one.
 EXTERNAL_BROKERS="$BROKERS"
+# Memory storage by default: with sqlite storage (what scripts/deps.sh runs) Tansu stalls for
+# minutes serving fetches once a topic holds some tens of thousands of records, so a drain
+# would measure sqlite, not us. BENCH_BROKER_STORAGE=sqlite://tansu.db measures that setup.
+BROKER_STORAGE="${BENCH_BROKER_STORAGE:-memory://tansu/}"
 start_broker() {
   if [[ -n "$EXTERNAL_BROKERS" ]]; then
     BROKERS="$EXTERNAL_BROKERS"
@@ -222,7 +227,7 @@ start_broker() {
   port="$(free_port)"
   dir="$WORK/tansu-$1"
   mkdir -p "$dir"
-  (cd "$dir" && exec tansu broker --storage-engine "sqlite://tansu.db" \
+  (cd "$dir" && exec tansu broker --storage-engine "$BROKER_STORAGE" \
     --listener-url "tcp://127.0.0.1:$port" --advertised-listener-url "tcp://127.0.0.1:$port" \
     >>"$dir/tansu.log" 2>&1 </dev/null) &
   BROKER_PID=$!
@@ -443,7 +448,7 @@ ELAPSED=$(($(date +%s) - START_TS))
 "$LG" report --results "$RESULTS" --json-out "$OUT_DIR/latest.json" --markdown-out "$OUT_DIR/latest.md" \
   --meta "date=$(date -u +%Y-%m-%dT%H:%M:%SZ)" --meta "mode=$MODE" --meta "events=$EVENTS" \
   --meta "rounds=$ROUNDS" --meta "run_seconds=$ELAPSED" --meta "duration_s=$DURATION" \
-  --meta "concurrency=$CONCURRENCY" --meta "stats_rate=$STATS_RATE" \
+  --meta "concurrency=$CONCURRENCY" --meta "broker=${EXTERNAL_BROKERS:-private Tansu 0.6, $BROKER_STORAGE}" --meta "stats_rate=$STATS_RATE" \
   --meta "commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet 2>/dev/null || echo '+dirty')" \
   --meta "cpu=$(nproc) x $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)" \
   --meta "memory=$(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo)" \
