@@ -1,8 +1,7 @@
-//! librdkafka callbacks: rebalances (logged, counted, remembered so the loop drops messages of
-//! partitions it no longer owns) and statistics (consumer lag per partition).
+//! librdkafka callbacks: rebalances (logged, counted, and numbered so the loop can drop
+//! messages received before a revocation) and statistics (consumer lag per partition).
 
-use std::collections::HashSet;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance};
 use rdkafka::{ClientContext, Statistics};
@@ -11,23 +10,22 @@ use crate::metrics::WorkerMetrics;
 
 pub struct WorkerContext {
     metrics: WorkerMetrics,
-    revoked: Mutex<HashSet<(String, i32)>>,
+    revocations: AtomicU64,
 }
 
 impl WorkerContext {
     pub fn new(metrics: WorkerMetrics) -> Self {
         Self {
             metrics,
-            revoked: Mutex::new(HashSet::new()),
+            revocations: AtomicU64::new(0),
         }
     }
 
-    /// Partitions revoked since the last call.
-    pub fn take_revoked(&self) -> HashSet<(String, i32)> {
-        self.revoked
-            .lock()
-            .map(|mut r| std::mem::take(&mut *r))
-            .unwrap_or_default()
+    /// How many revocations this consumer has seen. A message received when this was `n` is
+    /// stale once it is larger: with eager rebalancing every partition is revoked, and the
+    /// next owner (maybe this consumer again) re-fetches it from the committed offset.
+    pub fn revocations(&self) -> u64 {
+        self.revocations.load(Ordering::SeqCst)
     }
 }
 
@@ -58,9 +56,7 @@ impl ConsumerContext for WorkerContext {
                     .collect();
                 tracing::info!(partitions = ?list, "partitions revoked");
                 self.metrics.rebalances.with_label_values(&["revoke"]).inc();
-                if let Ok(mut revoked) = self.revoked.lock() {
-                    revoked.extend(list);
-                }
+                self.revocations.fetch_add(1, Ordering::SeqCst);
             }
             Rebalance::Assign(partitions) => {
                 let list: Vec<(String, i32)> = partitions

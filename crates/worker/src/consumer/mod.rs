@@ -58,7 +58,13 @@ pub struct EventConsumer {
     batch_max_wait: Duration,
     backoff: BackoffSettings,
     /// Messages that arrived while a batch was being retried; they start the next batch.
-    carried_over: Vec<OwnedMessage>,
+    carried_over: Vec<InFlight>,
+}
+
+/// A message read but not yet written, with the consumer's revocation count when it arrived.
+struct InFlight {
+    revocations: u64,
+    message: OwnedMessage,
 }
 
 impl EventConsumer {
@@ -75,11 +81,18 @@ impl EventConsumer {
             .client_config()
             .set("group.id", &settings.group_id)
             .set("enable.auto.commit", "true")
-            .set("auto.commit.interval.ms", "1000")
+            .set(
+                "auto.commit.interval.ms",
+                settings.auto_commit_interval_ms.to_string(),
+            )
             // Offsets are stored by hand, after the writes: auto-commit only ever commits those.
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
             .set("enable.partition.eof", "false")
+            // Eager rebalancing: a rebalance revokes every partition and the new assignment
+            // re-fetches from committed offsets, which is what makes dropping in-flight
+            // messages on revocation safe (see `drop_stale`).
+            .set("partition.assignment.strategy", "range,roundrobin")
             .set(
                 "session.timeout.ms",
                 settings.session_timeout_ms.to_string(),
@@ -112,21 +125,23 @@ impl EventConsumer {
     /// commits the stored offsets synchronously.
     pub async fn run(mut self, shutdown: CancellationToken) -> anyhow::Result<()> {
         tracing::info!(topic = %self.topic, "consumer started");
-        let mut batch: Vec<OwnedMessage> = Vec::with_capacity(self.batch_max_events);
+        let mut batch: Vec<InFlight> = Vec::with_capacity(self.batch_max_events);
         let mut deadline: Option<tokio::time::Instant> = None;
         loop {
             batch.append(&mut self.carried_over);
-            if !batch.is_empty() && deadline.is_none() {
+            self.drop_stale(&mut batch);
+            if batch.is_empty() {
+                deadline = None;
+            } else if deadline.is_none() {
                 deadline = Some(tokio::time::Instant::now() + self.batch_max_wait);
             }
-            self.drop_revoked(&mut batch);
             let due = deadline.is_some_and(|d| tokio::time::Instant::now() >= d);
             if !batch.is_empty() && (batch.len() >= self.batch_max_events || due) {
-                if self.process(&batch, &shutdown).await.is_err() {
+                let messages: Vec<OwnedMessage> = batch.drain(..).map(|f| f.message).collect();
+                deadline = None;
+                if self.process(&messages, &shutdown).await.is_err() {
                     break;
                 }
-                batch.clear();
-                deadline = None;
                 continue;
             }
             tokio::select! {
@@ -135,10 +150,10 @@ impl EventConsumer {
                 received = self.consumer.recv() => match received {
                     Ok(message) => {
                         self.metrics.messages_consumed.inc();
-                        if batch.is_empty() {
-                            deadline = Some(tokio::time::Instant::now() + self.batch_max_wait);
-                        }
-                        batch.push(message.detach());
+                        batch.push(InFlight {
+                            revocations: self.consumer.context().revocations(),
+                            message: message.detach(),
+                        });
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "Kafka consumer error");
@@ -149,10 +164,11 @@ impl EventConsumer {
             }
         }
         batch.append(&mut self.carried_over);
-        self.drop_revoked(&mut batch);
-        if !batch.is_empty() && self.process(&batch, &shutdown).await.is_err() {
+        self.drop_stale(&mut batch);
+        let messages: Vec<OwnedMessage> = batch.into_iter().map(|f| f.message).collect();
+        if !messages.is_empty() && self.process(&messages, &shutdown).await.is_err() {
             tracing::warn!(
-                messages = batch.len(),
+                messages = messages.len(),
                 "stopped with an unwritten batch; it will be redelivered"
             );
         }
@@ -165,19 +181,17 @@ impl EventConsumer {
         Ok(())
     }
 
-    /// Messages of partitions revoked since they were read belong to their new owner, which
-    /// will read them again from the last committed offset.
-    fn drop_revoked(&self, batch: &mut Vec<OwnedMessage>) {
-        let revoked = self.consumer.context().take_revoked();
-        if revoked.is_empty() {
-            return;
-        }
+    /// Drops messages received before the latest revocation: their partitions' new owner
+    /// (possibly this consumer, in the new generation) reads them again from the committed
+    /// offset. Messages received after it are kept: dropping those would skip them for good.
+    fn drop_stale(&self, batch: &mut Vec<InFlight>) {
+        let current = self.consumer.context().revocations();
         let before = batch.len();
-        batch.retain(|m| !revoked.contains(&(m.topic().to_owned(), m.partition())));
+        batch.retain(|f| f.revocations == current);
         if batch.len() != before {
             tracing::info!(
                 dropped = before - batch.len(),
-                "dropped in-flight messages of revoked partitions"
+                "dropped in-flight messages read before a rebalance"
             );
         }
     }
@@ -386,7 +400,7 @@ async fn retry_loop<T, F, Fut>(
     metrics: &WorkerMetrics,
     health: &ConsumerHealth,
     backoff: &BackoffSettings,
-    carried_over: &mut Vec<OwnedMessage>,
+    carried_over: &mut Vec<InFlight>,
     dependency: &'static str,
     shutdown: &CancellationToken,
     mut op: F,
@@ -440,7 +454,10 @@ where
                         received = consumer.recv() => {
                             if let Ok(message) = received {
                                 metrics.messages_consumed.inc();
-                                carried_over.push(message.detach());
+                                carried_over.push(InFlight {
+                                    revocations: consumer.context().revocations(),
+                                    message: message.detach(),
+                                });
                             }
                         }
                     }

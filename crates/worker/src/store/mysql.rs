@@ -306,11 +306,11 @@ async fn upsert_sessions<'e>(
             // who identified mid-session is keyed to another partition) waits for this one, so
             // a session is never counted as new twice.
             q.push(") FOR UPDATE");
-            existing.extend(
-                q.build_query_as::<(String, String)>()
-                    .fetch_all(&mut **tx)
-                    .await?,
-            );
+            let rows = q
+                .build_query_as::<(DbText, DbText)>()
+                .fetch_all(&mut **tx)
+                .await?;
+            existing.extend(rows.into_iter().map(|(p, s)| (p.0, s.0)));
         }
     }
     let rows: Vec<_> = sessions.iter().collect();
