@@ -1,16 +1,14 @@
 //! Publishing validated events to Kafka: idempotent producer, `acks=all`, a bounded wait for
 //! acknowledgement, and load shedding instead of unbounded queueing.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use insightflow_model::{headers, Event};
+use insightflow_runtime::kafka::BrokerProbe;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::util::Timeout;
-use tokio_util::sync::CancellationToken;
 
 use crate::metrics::IngestMetrics;
 use crate::settings::KafkaSettings;
@@ -43,12 +41,16 @@ pub struct EventProducer {
     /// Longest a request waits for its acknowledgements, a little over librdkafka's own timeout.
     request_deadline: Duration,
     shed_at_depth: usize,
-    broker_reachable: Arc<AtomicBool>,
+    broker: BrokerProbe,
     metrics: IngestMetrics,
 }
 
 impl EventProducer {
-    pub fn new(settings: &KafkaSettings, metrics: IngestMetrics) -> anyhow::Result<Self> {
+    pub fn new(
+        settings: &KafkaSettings,
+        broker: BrokerProbe,
+        metrics: IngestMetrics,
+    ) -> anyhow::Result<Self> {
         let producer: FutureProducer = settings
             .connection()
             .client_config()
@@ -77,7 +79,7 @@ impl EventProducer {
                 + Duration::from_secs(1),
             shed_at_depth: (f64::from(settings.queue_max_messages) * settings.shed_at_queue_fill)
                 as usize,
-            broker_reachable: Arc::new(AtomicBool::new(true)),
+            broker,
             metrics,
         })
     }
@@ -85,7 +87,7 @@ impl EventProducer {
     /// Enqueues every event and waits until Kafka acknowledged all of them. Any failure fails
     /// the whole call: the client retries the batch and event ids make the retry harmless.
     pub async fn publish(&self, events: &[Event]) -> Result<(), PublishError> {
-        if !self.broker_reachable.load(Ordering::Relaxed) {
+        if !self.broker.is_reachable() {
             return Err(PublishError::BrokerUnavailable);
         }
         let depth = self.queue_depth();
@@ -160,46 +162,7 @@ impl EventProducer {
 
     /// Ready when the cluster answered the last probe and the queue has room.
     pub fn is_ready(&self) -> bool {
-        self.broker_reachable.load(Ordering::Relaxed) && self.queue_depth() < self.shed_at_depth
-    }
-
-    /// Asks the cluster for the topic's metadata every `interval` until `shutdown`, so requests
-    /// are refused at once (503) while it is unreachable rather than waiting out a timeout.
-    pub async fn watch_broker(self: Arc<Self>, interval: Duration, shutdown: CancellationToken) {
-        loop {
-            let this = self.clone();
-            let reachable = tokio::task::spawn_blocking(move || {
-                this.producer
-                    .client()
-                    .fetch_metadata(
-                        Some(&this.topic),
-                        Timeout::After(interval.max(Duration::from_secs(1))),
-                    )
-                    .map(|m| {
-                        m.topics()
-                            .iter()
-                            .any(|t| t.error().is_none() && !t.partitions().is_empty())
-                    })
-                    .unwrap_or(false)
-            })
-            .await
-            .unwrap_or(false);
-            let was = self.broker_reachable.swap(reachable, Ordering::Relaxed);
-            if was != reachable {
-                if reachable {
-                    tracing::info!(topic = %self.topic, "Kafka reachable again");
-                } else {
-                    tracing::error!(topic = %self.topic, "Kafka unreachable: answering 503");
-                }
-            }
-            self.metrics
-                .producer_queue_depth
-                .set(self.queue_depth() as i64);
-            tokio::select! {
-                () = shutdown.cancelled() => return,
-                () = tokio::time::sleep(interval) => {}
-            }
-        }
+        self.broker.is_reachable() && self.queue_depth() < self.shed_at_depth
     }
 
     /// Waits (blocking) for queued events to be acknowledged; used on shutdown.

@@ -11,6 +11,7 @@ use actix_web::{web, App, HttpServer};
 use anyhow::Context;
 use bytes::Bytes;
 use insightflow_model::{Limits, ProjectId};
+use insightflow_runtime::kafka::BrokerProbe;
 use prometheus::Registry;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -74,12 +75,17 @@ impl Application {
         )
         .await?;
         let metrics = IngestMetrics::register(&registry)?;
-        let producer = Arc::new(EventProducer::new(&settings.kafka, metrics.clone())?);
-        let broker_watch = tokio::spawn(
-            producer
-                .clone()
-                .watch_broker(Duration::from_secs(1), shutdown.child_token()),
-        );
+        let (broker, broker_watch) = BrokerProbe::spawn(
+            &settings.kafka.connection(),
+            &settings.kafka.topic.name,
+            Duration::from_secs(1),
+            shutdown.child_token(),
+        )?;
+        let producer = Arc::new(EventProducer::new(
+            &settings.kafka,
+            broker,
+            metrics.clone(),
+        )?);
         let default_project = ProjectId::parse(settings.auth.default_project.clone())
             .context("auth.default_project is not a valid project name")?;
         let rate_limits = Arc::new(RateLimits::new(&settings.rate_limit)?);

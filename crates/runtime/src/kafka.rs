@@ -83,12 +83,17 @@ pub async fn ensure_topics(
     Ok(())
 }
 
-/// Whether the cluster answered the last metadata request for a topic; refreshed in the
-/// background, so `/ready` and load shedding read it without waiting on the network.
+/// Whether the cluster answers metadata requests for a topic; refreshed in the background, so
+/// `/ready` and load shedding read it without waiting on the network. One slow answer from a
+/// loaded broker does not count as an outage: the probe declares the cluster unreachable after
+/// `FAILURES_BEFORE_DOWN` failed probes in a row, and reachable again at the first success.
 #[derive(Clone)]
 pub struct BrokerProbe {
     reachable: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
+
+const FAILURES_BEFORE_DOWN: u32 = 2;
+const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 
 impl BrokerProbe {
     /// Probes every `interval` until `shutdown`. Starts optimistic: services only get here
@@ -110,10 +115,11 @@ impl BrokerProbe {
         let flag = probe.reachable.clone();
         let topic = topic.to_owned();
         let task = tokio::spawn(async move {
+            let mut failures = 0u32;
             loop {
                 let (client, name) = (client.clone(), topic.clone());
-                let timeout = interval.max(Duration::from_secs(1));
-                let reachable = tokio::task::spawn_blocking(move || {
+                let timeout = PROBE_TIMEOUT;
+                let answered = tokio::task::spawn_blocking(move || {
                     use rdkafka::consumer::Consumer;
                     client
                         .fetch_metadata(Some(&name), timeout)
@@ -126,6 +132,8 @@ impl BrokerProbe {
                 })
                 .await
                 .unwrap_or(false);
+                failures = if answered { 0 } else { failures + 1 };
+                let reachable = failures < FAILURES_BEFORE_DOWN;
                 let was = flag.swap(reachable, std::sync::atomic::Ordering::Relaxed);
                 if was != reachable {
                     if reachable {
