@@ -44,6 +44,7 @@ pub struct KafkaSettings {
     pub batch_max_events: usize,
     pub batch_max_wait_ms: u64,
     pub session_timeout_ms: u32,
+    pub auto_commit_interval_ms: u32,
     pub statistics_interval_ms: u32,
 }
 

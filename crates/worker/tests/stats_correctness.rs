@@ -326,8 +326,6 @@ fn expected_funnel(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "stalls until store/mysql.rs upsert_sessions reads (project, session_id) through DbText: \
-            a session spanning two batches fails to decode as String and the batch retries forever"]
 async fn every_figure_agrees_with_the_raw_events() {
     let p = TestPipeline::start().await;
     let now = Utc::now();

@@ -5,6 +5,10 @@
 //! A test that cannot reach a service fails and says how to start it; it never skips.
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
+pub mod kafka;
+pub mod proxy;
+pub mod state;
+
 use std::future::Future;
 use std::net::{TcpListener, TcpStream, ToSocketAddrs};
 use std::time::Duration;
@@ -33,8 +37,17 @@ pub fn redis_url() -> String {
     env_or("TEST_REDIS_URL", REDIS)
 }
 
+/// Logs of the apps under test, shown for failing tests; filtered with RUST_LOG.
+pub fn init_logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+}
+
 /// Panics with instructions when a service does not accept connections.
 pub fn require_services() {
+    init_logs();
     let mysql = mysql_server();
     let mysql_host = mysql
         .trim_start_matches("mysql://")
@@ -69,6 +82,9 @@ pub fn require_services() {
         );
     }
 }
+
+/// One text column read through `DbText` (identifier columns are binary-collated).
+pub type DbTextRow = insightflow_worker::store::DbText;
 
 pub fn unique(label: &str) -> String {
     let id = uuid::Uuid::new_v4().simple().to_string();
@@ -117,6 +133,9 @@ pub fn ingest_settings(topic: &str, brokers: &str) -> insightflow_ingest::Settin
     let mut settings = insightflow_ingest::Settings::load().expect("ingest default settings");
     settings.kafka.brokers = brokers.to_owned();
     settings.kafka.topic.name = topic.to_owned();
+    // Tansu on a small shared machine can take seconds to acknowledge a large batch while other
+    // tests load it; production keeps the 5 s default.
+    settings.kafka.delivery_timeout_ms = 15_000;
     settings.http.workers = 1;
     settings
 }
@@ -221,7 +240,7 @@ pub fn worker_settings(target: &WorkerTarget) -> WorkerSettings {
     settings.kafka.dead_letter_topic = format!("{}.dlq", target.topic);
     settings.kafka.group_id = target.group_id.clone();
     settings.kafka.batch_max_wait_ms = 50;
-    settings.kafka.session_timeout_ms = 6000;
+    settings.kafka.session_timeout_ms = 15_000;
     settings.mysql.url = target.database_url.clone();
     settings.mysql.max_connections = 4;
     settings.redis.url = redis_url();
