@@ -4,6 +4,9 @@
 //! Runs a private Tansu broker (the one `make deps` installs) on a free port, so stopping it
 //! disturbs no other test.
 
+// A test panics to fail: unwrapping in its helpers is how it reports.
+#![allow(clippy::unwrap_used)]
+
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};

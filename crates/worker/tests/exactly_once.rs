@@ -1,6 +1,9 @@
 //! Every acknowledged event ends up in MySQL and in every Redis aggregate exactly once,
 //! whatever happens to the worker: replays, crashes, two instances, failing stores, poison.
 
+// A test panics to fail: unwrapping in its helpers is how it reports.
+#![allow(clippy::unwrap_used)]
+
 mod support;
 
 use std::process::{Child, Command, Stdio};
