@@ -5,7 +5,7 @@ SHELL := /usr/bin/env bash
 
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
-.PHONY: help deps run down test bench fmt lint migrate clean-data
+.PHONY: help deps run down test bench fuzz fmt lint migrate clean-data
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -24,14 +24,21 @@ test: deps ## fmt check, clippy, tests and compose validation (what CI runs)
 	cargo fmt --all -- --check
 	@echo "==> cargo clippy"
 	cargo clippy --workspace --all-targets -- -D warnings
+	@echo "==> a fresh broker for the tests (scripts/test-broker.sh)"
+	scripts/test-broker.sh
 	@echo "==> cargo test"
-	RUST_BACKTRACE=1 cargo test --workspace
+	TEST_KAFKA_BROKERS=127.0.0.1:$${TEST_KAFKA_PORT:-19092} RUST_BACKTRACE=1 cargo test --workspace
+	@echo "==> the fuzz target builds"
+	cargo check --manifest-path fuzz/Cargo.toml
 	@echo "==> validate docker-compose.yml"
 	scripts/validate-compose.sh
 
 bench: ## run the benchmark (scripts/bench.sh)
 	@if [[ -x scripts/bench.sh ]]; then scripts/bench.sh; \
 	else echo "make bench: not yet implemented (issue 6)" >&2; exit 1; fi
+
+fuzz: ## fuzz the gateway's body parser for FUZZ_SECONDS (needs nightly and cargo-fuzz)
+	cargo +nightly fuzz run body_parser -- -max_total_time=$${FUZZ_SECONDS:-300}
 
 fmt: ## format all Rust code
 	cargo fmt --all

@@ -9,4 +9,5 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 stop_pidfile ingest "$DATA/run/ingest.pid" 20
 stop_pidfile worker "$DATA/run/worker.pid" 20
 stop_pidfile tansu "$DATA/tansu/tansu.pid" 20
+stop_pidfile tansu-test "$DATA/tansu-test/tansu.pid" 10
 log "mariadb, redis: left running (shared system services); data kept in $DATA"

@@ -164,6 +164,32 @@ pub async fn spawn_ingest(topic: &str) -> TestIngest {
     spawn_ingest_with(ingest_settings(topic, &kafka_brokers())).await
 }
 
+/// Every key under `prefix:`, with SCAN: KEYS would block a Redis holding millions of keys
+/// (a benchmark's, say) for longer than the client waits.
+pub async fn keys_with_prefix(
+    redis: &mut redis::aio::MultiplexedConnection,
+    prefix: &str,
+) -> Vec<String> {
+    let mut keys = Vec::new();
+    let mut cursor: u64 = 0;
+    loop {
+        let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(format!("{prefix}:*"))
+            .arg("COUNT")
+            .arg(10_000)
+            .query_async(redis)
+            .await
+            .expect("SCAN the test keys");
+        keys.extend(batch);
+        if next == 0 {
+            return keys;
+        }
+        cursor = next;
+    }
+}
+
 /// What a test worker writes to: its own database, key prefix, topic and group.
 #[derive(Clone, Debug)]
 pub struct WorkerTarget {
@@ -218,11 +244,7 @@ impl WorkerTarget {
             .await
             .expect("drop the test database");
         let mut redis = self.redis().await;
-        let keys: Vec<String> = redis::cmd("KEYS")
-            .arg(format!("{}:*", self.redis_prefix))
-            .query_async(&mut redis)
-            .await
-            .expect("list test keys");
+        let keys = keys_with_prefix(&mut redis, &self.redis_prefix).await;
         if !keys.is_empty() {
             let _: () = redis::cmd("DEL")
                 .arg(keys)

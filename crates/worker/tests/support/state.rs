@@ -52,11 +52,7 @@ pub async fn snapshot(target: &WorkerTarget) -> Snapshot {
         snap.insert(format!("mysql:{table}"), rows.join("\n"));
     }
     let mut redis = target.redis().await;
-    let mut keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{}:*", target.redis_prefix))
-        .query_async(&mut redis)
-        .await
-        .expect("list keys");
+    let mut keys = super::keys_with_prefix(&mut redis, &target.redis_prefix).await;
     keys.sort();
     // Locks are operational (a random holder token), not aggregates.
     keys.retain(|k| !k.contains(":lock:"));
