@@ -24,10 +24,10 @@ test: deps ## fmt check, clippy, tests and compose validation (what CI runs)
 	cargo fmt --all -- --check
 	@echo "==> cargo clippy"
 	cargo clippy --workspace --all-targets -- -D warnings
-	@echo "==> a fresh broker for the tests (scripts/test-broker.sh)"
+	@echo "==> cargo test, against a fresh broker (scripts/test-broker.sh)"
 	scripts/test-broker.sh
-	@echo "==> cargo test"
-	TEST_KAFKA_BROKERS=127.0.0.1:$${TEST_KAFKA_PORT:-19092} RUST_BACKTRACE=1 cargo test --workspace
+	TEST_KAFKA_BROKERS=127.0.0.1:$$(cat $${INSIGHTFLOW_DATA_DIR:-.data}/tansu-test/port) RUST_BACKTRACE=1 cargo test --workspace; \
+	  status=$$?; scripts/test-broker.sh stop; exit $$status
 	@echo "==> the fuzz target builds"
 	cargo check --manifest-path fuzz/Cargo.toml
 	@echo "==> validate docker-compose.yml"

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# A fresh Kafka-compatible broker for one `make test` run: Tansu on 127.0.0.1:${TEST_KAFKA_PORT:-19092}
-# with in-memory storage, restarted each run.
+# A fresh Kafka-compatible broker for one `make test` run: Tansu with in-memory storage on a
+# free port of 127.0.0.1 (or $TEST_KAFKA_PORT), written to .data/tansu-test/port.
+#   scripts/test-broker.sh        start it (stopping the previous one)
+#   scripts/test-broker.sh stop   stop it
 #
 # Why not the development broker on :9092: Tansu 0.6 with sqlite storage slows down as it
 # accumulates records and stalls while deleting topics (see docs/BENCHMARKS.md), so tests
@@ -11,18 +13,24 @@ set -euo pipefail
 # shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-PORT="${TEST_KAFKA_PORT:-19092}"
 DIR="$DATA/tansu-test"
 PID="$DIR/tansu.pid"
 LOG="$DIR/tansu.log"
 
-have tansu || die "tansu is not installed: run scripts/deps.sh (make deps) first"
 stop_pidfile tansu-test "$PID" 10 >/dev/null 2>&1 || true
+if [[ "${1:-}" == "stop" ]]; then
+  log "test broker: stopped"
+  exit 0
+fi
+
+have tansu || die "tansu is not installed: run scripts/deps.sh (make deps) first"
+PORT="${TEST_KAFKA_PORT:-$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')}"
 if port_open 127.0.0.1 "$PORT"; then
-  die "port $PORT is taken by something else; set TEST_KAFKA_PORT to a free port"
+  die "port $PORT is taken; set TEST_KAFKA_PORT to a free port"
 fi
 rm -rf "$DIR"
 mkdir -p "$DIR"
+echo "$PORT" >"$DIR/port"
 (
   cd "$DIR"
   start_bg tansu-test "$PID" "$LOG" \
