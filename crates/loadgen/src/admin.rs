@@ -75,7 +75,12 @@ pub async fn drain_wait(args: DrainWaitArgs) -> anyhow::Result<()> {
     // The first sample with progress opens the measured window (consumer-group join and
     // start-up are excluded); the window's first batch is therefore not counted.
     let first = samples.iter().find(|(_, n)| *n > 0).copied();
-    let last = samples.last().copied();
+    // The window closes at the first sample showing the final count, so a drain that stalls
+    // short of the target (a lost event) still gets the rate it had while it progressed.
+    let last = samples
+        .last()
+        .and_then(|(_, n)| samples.iter().find(|(_, m)| m == n))
+        .copied();
     let crossing = |target: u64| samples.iter().find(|(_, n)| *n >= target).map(|(t, _)| *t);
     let tenth = args.expect / 10;
     let per_event = |d: Duration, n: u64| d.as_secs_f64() * 1e6 / n.max(1) as f64;
@@ -98,7 +103,9 @@ pub async fn drain_wait(args: DrainWaitArgs) -> anyhow::Result<()> {
                 fields["first_tenth_us_per_event"] = json!(per_event(t - t0, tenth));
             }
             if let Some(t) = crossing(args.expect - tenth) {
-                fields["last_tenth_us_per_event"] = json!(per_event(t1 - t, tenth));
+                if applied >= args.expect {
+                    fields["last_tenth_us_per_event"] = json!(per_event(t1 - t, tenth));
+                }
             }
         }
     }

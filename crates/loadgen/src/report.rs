@@ -57,6 +57,25 @@ fn ratio(a: &[&Value], b: &[&Value], path: &str) -> Option<f64> {
     median(&mut ratios)
 }
 
+/// One line per failed check: what it checked and what was wrong.
+fn describe_failures(failed: &[&Value]) -> String {
+    failed
+        .iter()
+        .map(|r| {
+            let problems: Vec<&str> = r["problems"]
+                .as_array()
+                .map(|p| p.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
+            format!(
+                "- {}: {}",
+                r["of"].as_str().unwrap_or("?"),
+                problems.join("; ")
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// Median over records of last-tenth cost / first-tenth cost.
 fn growth_of(records: &[&Value]) -> Option<f64> {
     let mut r: Vec<f64> = records
@@ -396,7 +415,7 @@ pub fn run(args: ReportArgs) -> anyhow::Result<()> {
         if failed.is_empty() {
             String::new()
         } else {
-            format!(": FAILED {failed:?}")
+            format!(". **FAILED**:\n{}", describe_failures(&failed))
         }
     );
     summary.insert(
