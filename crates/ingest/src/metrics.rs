@@ -2,14 +2,12 @@
 //! gets its own). Labels are route templates and fixed reasons, never raw paths or ids.
 
 use prometheus::{
-    exponential_buckets, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
-    IntGauge, Opts, Registry,
+    exponential_buckets, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts,
+    Registry,
 };
 
 #[derive(Clone)]
 pub struct IngestMetrics {
-    pub requests: IntCounterVec,
-    pub request_duration: HistogramVec,
     pub events_accepted: IntCounter,
     pub events_rejected: IntCounterVec,
     pub batch_size: Histogram,
@@ -23,21 +21,6 @@ pub struct IngestMetrics {
 impl IngestMetrics {
     pub fn register(registry: &Registry) -> prometheus::Result<Self> {
         let m = Self {
-            requests: IntCounterVec::new(
-                Opts::new(
-                    "ingest_http_requests_total",
-                    "HTTP requests by route template and status",
-                ),
-                &["route", "method", "status"],
-            )?,
-            request_duration: HistogramVec::new(
-                HistogramOpts::new(
-                    "ingest_http_request_duration_seconds",
-                    "HTTP request duration",
-                )
-                .buckets(exponential_buckets(0.0005, 2.0, 16)?),
-                &["route", "method"],
-            )?,
             events_accepted: IntCounter::new(
                 "ingest_events_accepted_total",
                 "Events acknowledged by Kafka and reported accepted to the client",
@@ -78,8 +61,6 @@ impl IngestMetrics {
                 &["limiter"],
             )?,
         };
-        registry.register(Box::new(m.requests.clone()))?;
-        registry.register(Box::new(m.request_duration.clone()))?;
         registry.register(Box::new(m.events_accepted.clone()))?;
         registry.register(Box::new(m.events_rejected.clone()))?;
         registry.register(Box::new(m.batch_size.clone()))?;

@@ -1,16 +1,16 @@
 use std::net::TcpListener;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use actix_cors::Cors;
-use actix_web::body::MessageBody;
-use actix_web::dev::{Server, ServiceRequest, ServiceResponse};
+use actix_web::dev::Server;
 use actix_web::http::header::{self, HeaderName};
-use actix_web::middleware::{from_fn, Next};
+use actix_web::middleware::from_fn;
 use actix_web::{web, App, HttpServer};
 use anyhow::Context;
 use bytes::Bytes;
 use insightflow_model::{Limits, ProjectId};
+use insightflow_runtime::http::{self, HttpMetrics};
 use insightflow_runtime::kafka::BrokerProbe;
 use prometheus::Registry;
 use tokio::task::JoinHandle;
@@ -75,6 +75,7 @@ impl Application {
         )
         .await?;
         let metrics = IngestMetrics::register(&registry)?;
+        let http_metrics = web::Data::new(HttpMetrics::register(&registry, "ingest")?);
         let (broker, broker_watch) = BrokerProbe::spawn(
             &settings.kafka.connection(),
             &settings.kafka.topic.name,
@@ -114,7 +115,8 @@ impl Application {
             App::new()
                 .app_data(state.clone())
                 .wrap(cors_policy(&cors))
-                .wrap(from_fn(record_request))
+                .app_data(http_metrics.clone())
+                .wrap(from_fn(http::record_request))
                 .configure(routes::configure)
         })
         .workers(workers)
@@ -179,32 +181,4 @@ fn cors_policy(http: &HttpSettings) -> Cors {
         }
     }
     cors
-}
-
-/// Counts and times every request by route template (never the raw path).
-async fn record_request(
-    req: ServiceRequest,
-    next: Next<impl MessageBody>,
-) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    let metrics = req
-        .app_data::<web::Data<AppState>>()
-        .map(|s| s.metrics.clone());
-    let route = req
-        .match_pattern()
-        .unwrap_or_else(|| "unmatched".to_owned());
-    let method = req.method().as_str().to_owned();
-    let started = Instant::now();
-    let response = next.call(req).await?;
-    if let Some(metrics) = metrics {
-        let status = response.status().as_u16().to_string();
-        metrics
-            .requests
-            .with_label_values(&[route.as_str(), method.as_str(), status.as_str()])
-            .inc();
-        metrics
-            .request_duration
-            .with_label_values(&[route.as_str(), method.as_str()])
-            .observe(started.elapsed().as_secs_f64());
-    }
-    Ok(response)
 }

@@ -1,5 +1,6 @@
 //! Plumbing shared by the gateway and the worker. Nothing here knows about events.
 
+pub mod http;
 pub mod kafka;
 pub mod settings;
 pub mod shutdown;

@@ -17,8 +17,6 @@ pub struct WorkerMetrics {
     pub rebalances: IntCounterVec,
     pub dependency_errors: IntCounterVec,
     pub paused_seconds: IntCounter,
-    pub http_requests: IntCounterVec,
-    pub http_duration: HistogramVec,
     pub retention_deleted: IntCounter,
 }
 
@@ -89,21 +87,6 @@ impl WorkerMetrics {
                 "worker_paused_seconds_total",
                 "Seconds consumption was paused waiting for a dependency",
             )?,
-            http_requests: IntCounterVec::new(
-                Opts::new(
-                    "worker_http_requests_total",
-                    "Stats API requests by route template and status",
-                ),
-                &["route", "method", "status"],
-            )?,
-            http_duration: HistogramVec::new(
-                HistogramOpts::new(
-                    "worker_http_request_duration_seconds",
-                    "Stats API request duration",
-                )
-                .buckets(exponential_buckets(0.0002, 2.0, 16)?),
-                &["route", "method"],
-            )?,
             retention_deleted: IntCounter::new(
                 "worker_retention_deleted_events_total",
                 "Raw events deleted by the retention job",
@@ -119,8 +102,6 @@ impl WorkerMetrics {
         registry.register(Box::new(m.rebalances.clone()))?;
         registry.register(Box::new(m.dependency_errors.clone()))?;
         registry.register(Box::new(m.paused_seconds.clone()))?;
-        registry.register(Box::new(m.http_requests.clone()))?;
-        registry.register(Box::new(m.http_duration.clone()))?;
         registry.register(Box::new(m.retention_deleted.clone()))?;
         Ok(m)
     }

@@ -1,11 +1,11 @@
 use std::net::TcpListener;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use actix_web::body::MessageBody;
-use actix_web::dev::{Server, ServiceRequest, ServiceResponse};
-use actix_web::middleware::{from_fn, Next};
+use actix_web::dev::Server;
+use actix_web::middleware::from_fn;
 use actix_web::{web, App, HttpServer};
 use anyhow::Context;
+use insightflow_runtime::http::{self, HttpMetrics};
 use insightflow_runtime::kafka::{ensure_topics, BrokerProbe};
 use prometheus::Registry;
 use tokio::task::JoinHandle;
@@ -67,6 +67,7 @@ impl Application {
     ) -> anyhow::Result<Self> {
         let port = listener.local_addr()?.port();
         let metrics = WorkerMetrics::register(&registry)?;
+        let http_metrics = web::Data::new(HttpMetrics::register(&registry, "worker")?);
         let mysql = MysqlStore::connect(&settings.mysql).await?;
         let redis = RedisStore::connect(&settings.redis, &settings.aggregates).await?;
         ensure_topics(&settings.kafka.connection(), &settings.kafka.topics()).await?;
@@ -124,7 +125,8 @@ impl Application {
         let server = HttpServer::new(move || {
             let app = App::new()
                 .app_data(state.clone())
-                .wrap(from_fn(record_request));
+                .app_data(http_metrics.clone())
+                .wrap(from_fn(http::record_request));
             if serve_stats {
                 app.configure(api::configure)
             } else {
@@ -170,32 +172,4 @@ impl Application {
         tracing::info!("worker stopped");
         served.context("HTTP server failed")
     }
-}
-
-/// Counts and times every request by route template.
-async fn record_request(
-    req: ServiceRequest,
-    next: Next<impl MessageBody>,
-) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    let metrics = req
-        .app_data::<web::Data<ApiState>>()
-        .map(|s| s.metrics.clone());
-    let route = req
-        .match_pattern()
-        .unwrap_or_else(|| "unmatched".to_owned());
-    let method = req.method().as_str().to_owned();
-    let started = Instant::now();
-    let response = next.call(req).await?;
-    if let Some(metrics) = metrics {
-        let status = response.status().as_u16().to_string();
-        metrics
-            .http_requests
-            .with_label_values(&[route.as_str(), method.as_str(), status.as_str()])
-            .inc();
-        metrics
-            .http_duration
-            .with_label_values(&[route.as_str(), method.as_str()])
-            .observe(started.elapsed().as_secs_f64());
-    }
-    Ok(response)
 }

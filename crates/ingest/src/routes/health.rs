@@ -1,5 +1,4 @@
 use actix_web::{web, HttpResponse};
-use prometheus::{Encoder, TextEncoder};
 
 use crate::startup::AppState;
 
@@ -32,14 +31,5 @@ pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
 #[utoipa::path(get, path = "/metrics", tag = "operations", responses(
     (status = 200, description = "Prometheus text format", content_type = "text/plain")))]
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
-    let mut buffer = Vec::with_capacity(16 * 1024);
-    match TextEncoder::new().encode(&state.registry.gather(), &mut buffer) {
-        Ok(()) => HttpResponse::Ok()
-            .content_type(prometheus::TEXT_FORMAT)
-            .body(buffer),
-        Err(e) => {
-            tracing::error!(error = %e, "cannot encode metrics");
-            HttpResponse::InternalServerError().finish()
-        }
-    }
+    insightflow_runtime::http::metrics_response(&state.registry)
 }

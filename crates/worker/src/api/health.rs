@@ -1,5 +1,4 @@
 use actix_web::{web, HttpResponse};
-use prometheus::{Encoder, TextEncoder};
 
 use super::ApiState;
 
@@ -32,14 +31,5 @@ pub async fn ready(state: web::Data<ApiState>) -> HttpResponse {
 }
 
 pub async fn metrics(state: web::Data<ApiState>) -> HttpResponse {
-    let mut buffer = Vec::with_capacity(16 * 1024);
-    match TextEncoder::new().encode(&state.registry.gather(), &mut buffer) {
-        Ok(()) => HttpResponse::Ok()
-            .content_type(prometheus::TEXT_FORMAT)
-            .body(buffer),
-        Err(e) => {
-            tracing::error!(error = %e, "cannot encode metrics");
-            HttpResponse::InternalServerError().finish()
-        }
-    }
+    insightflow_runtime::http::metrics_response(&state.registry)
 }

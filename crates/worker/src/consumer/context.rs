@@ -1,7 +1,5 @@
-//! librdkafka callbacks: rebalances (logged, counted, and numbered so the loop can drop
-//! messages received before a revocation) and statistics (consumer lag per partition).
-
-use std::sync::atomic::{AtomicU64, Ordering};
+//! librdkafka callbacks: rebalances (logged and counted) and statistics (consumer lag per
+//! partition).
 
 use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance};
 use rdkafka::{ClientContext, Statistics};
@@ -10,22 +8,11 @@ use crate::metrics::WorkerMetrics;
 
 pub struct WorkerContext {
     metrics: WorkerMetrics,
-    revocations: AtomicU64,
 }
 
 impl WorkerContext {
     pub fn new(metrics: WorkerMetrics) -> Self {
-        Self {
-            metrics,
-            revocations: AtomicU64::new(0),
-        }
-    }
-
-    /// How many revocations this consumer has seen. A message received when this was `n` is
-    /// stale once it is larger: with eager rebalancing every partition is revoked, and the
-    /// next owner (maybe this consumer again) re-fetches it from the committed offset.
-    pub fn revocations(&self) -> u64 {
-        self.revocations.load(Ordering::SeqCst)
+        Self { metrics }
     }
 }
 
@@ -56,7 +43,6 @@ impl ConsumerContext for WorkerContext {
                     .collect();
                 tracing::info!(partitions = ?list, "partitions revoked");
                 self.metrics.rebalances.with_label_values(&["revoke"]).inc();
-                self.revocations.fetch_add(1, Ordering::SeqCst);
             }
             Rebalance::Assign(partitions) => {
                 let list: Vec<(String, i32)> = partitions

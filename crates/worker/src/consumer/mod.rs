@@ -58,13 +58,7 @@ pub struct EventConsumer {
     batch_max_wait: Duration,
     backoff: BackoffSettings,
     /// Messages that arrived while a batch was being retried; they start the next batch.
-    carried_over: Vec<InFlight>,
-}
-
-/// A message read but not yet written, with the consumer's revocation count when it arrived.
-struct InFlight {
-    revocations: u64,
-    message: OwnedMessage,
+    carried_over: Vec<OwnedMessage>,
 }
 
 impl EventConsumer {
@@ -89,9 +83,6 @@ impl EventConsumer {
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
             .set("enable.partition.eof", "false")
-            // Eager rebalancing: a rebalance revokes every partition and the new assignment
-            // re-fetches from committed offsets, which is what makes dropping in-flight
-            // messages on revocation safe (see `drop_stale`).
             .set("partition.assignment.strategy", "range,roundrobin")
             .set(
                 "session.timeout.ms",
@@ -123,13 +114,20 @@ impl EventConsumer {
 
     /// Consumes until `shutdown`, then finishes the batch in hand if its stores answer, and
     /// commits the stored offsets synchronously.
+    /// Consumes until `shutdown`, then finishes the batch in hand if its stores answer, and
+    /// commits the stored offsets synchronously.
+    ///
+    /// A rebalance never discards messages already read: the batch in hand is finished (the
+    /// writes are idempotent, so a message whose partition moved to another member costs one
+    /// deduplicated write), and offsets of partitions no longer assigned are simply not stored.
+    /// Dropping them instead would rely on the new assignment re-fetching from the committed
+    /// offset, which is not what happens when the partition comes back to this member.
     pub async fn run(mut self, shutdown: CancellationToken) -> anyhow::Result<()> {
         tracing::info!(topic = %self.topic, "consumer started");
-        let mut batch: Vec<InFlight> = Vec::with_capacity(self.batch_max_events);
+        let mut batch: Vec<OwnedMessage> = Vec::with_capacity(self.batch_max_events);
         let mut deadline: Option<tokio::time::Instant> = None;
         loop {
             batch.append(&mut self.carried_over);
-            self.drop_stale(&mut batch);
             if batch.is_empty() {
                 deadline = None;
             } else if deadline.is_none() {
@@ -137,11 +135,11 @@ impl EventConsumer {
             }
             let due = deadline.is_some_and(|d| tokio::time::Instant::now() >= d);
             if !batch.is_empty() && (batch.len() >= self.batch_max_events || due) {
-                let messages: Vec<OwnedMessage> = batch.drain(..).map(|f| f.message).collect();
                 deadline = None;
-                if self.process(&messages, &shutdown).await.is_err() {
+                if self.process(&batch, &shutdown).await.is_err() {
                     break;
                 }
+                batch.clear();
                 continue;
             }
             tokio::select! {
@@ -150,10 +148,7 @@ impl EventConsumer {
                 received = self.consumer.recv() => match received {
                     Ok(message) => {
                         self.metrics.messages_consumed.inc();
-                        batch.push(InFlight {
-                            revocations: self.consumer.context().revocations(),
-                            message: message.detach(),
-                        });
+                        batch.push(message.detach());
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "Kafka consumer error");
@@ -164,11 +159,9 @@ impl EventConsumer {
             }
         }
         batch.append(&mut self.carried_over);
-        self.drop_stale(&mut batch);
-        let messages: Vec<OwnedMessage> = batch.into_iter().map(|f| f.message).collect();
-        if !messages.is_empty() && self.process(&messages, &shutdown).await.is_err() {
+        if !batch.is_empty() && self.process(&batch, &shutdown).await.is_err() {
             tracing::warn!(
-                messages = messages.len(),
+                messages = batch.len(),
                 "stopped with an unwritten batch; it will be redelivered"
             );
         }
@@ -179,21 +172,6 @@ impl EventConsumer {
         }
         tracing::info!("consumer stopped");
         Ok(())
-    }
-
-    /// Drops messages received before the latest revocation: their partitions' new owner
-    /// (possibly this consumer, in the new generation) reads them again from the committed
-    /// offset. Messages received after it are kept: dropping those would skip them for good.
-    fn drop_stale(&self, batch: &mut Vec<InFlight>) {
-        let current = self.consumer.context().revocations();
-        let before = batch.len();
-        batch.retain(|f| f.revocations == current);
-        if batch.len() != before {
-            tracing::info!(
-                dropped = before - batch.len(),
-                "dropped in-flight messages read before a rebalance"
-            );
-        }
     }
 
     async fn process(
@@ -400,7 +378,7 @@ async fn retry_loop<T, F, Fut>(
     metrics: &WorkerMetrics,
     health: &ConsumerHealth,
     backoff: &BackoffSettings,
-    carried_over: &mut Vec<InFlight>,
+    carried_over: &mut Vec<OwnedMessage>,
     dependency: &'static str,
     shutdown: &CancellationToken,
     mut op: F,
@@ -454,10 +432,7 @@ where
                         received = consumer.recv() => {
                             if let Ok(message) = received {
                                 metrics.messages_consumed.inc();
-                                carried_over.push(InFlight {
-                                    revocations: consumer.context().revocations(),
-                                    message: message.detach(),
-                                });
+                                carried_over.push(message.detach());
                             }
                         }
                     }

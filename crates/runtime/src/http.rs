@@ -1,0 +1,88 @@
+//! HTTP plumbing both services share: request metrics by route template, and the Prometheus
+//! text endpoint.
+
+use std::time::Instant;
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::middleware::Next;
+use actix_web::{web, HttpResponse};
+use prometheus::{
+    exponential_buckets, Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry,
+    TextEncoder,
+};
+
+/// `{service}_http_requests_total{route,method,status}` and
+/// `{service}_http_request_duration_seconds{route,method}`. Add it to the app as
+/// `web::Data<HttpMetrics>` and wrap the app in [`record_request`].
+#[derive(Clone)]
+pub struct HttpMetrics {
+    requests: IntCounterVec,
+    duration: HistogramVec,
+}
+
+impl HttpMetrics {
+    pub fn register(registry: &Registry, service: &str) -> prometheus::Result<Self> {
+        let metrics = Self {
+            requests: IntCounterVec::new(
+                Opts::new(
+                    format!("{service}_http_requests_total"),
+                    "HTTP requests by route template and status",
+                ),
+                &["route", "method", "status"],
+            )?,
+            duration: HistogramVec::new(
+                HistogramOpts::new(
+                    format!("{service}_http_request_duration_seconds"),
+                    "HTTP request duration",
+                )
+                .buckets(exponential_buckets(0.0002, 2.0, 18)?),
+                &["route", "method"],
+            )?,
+        };
+        registry.register(Box::new(metrics.requests.clone()))?;
+        registry.register(Box::new(metrics.duration.clone()))?;
+        Ok(metrics)
+    }
+}
+
+/// Counts and times every request by route template (never the raw path, which would put
+/// user ids in label values).
+pub async fn record_request(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let metrics = req.app_data::<web::Data<HttpMetrics>>().cloned();
+    let route = req
+        .match_pattern()
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let method = req.method().as_str().to_owned();
+    let started = Instant::now();
+    let response = next.call(req).await?;
+    if let Some(metrics) = metrics {
+        let status = response.status().as_u16().to_string();
+        metrics
+            .requests
+            .with_label_values(&[route.as_str(), method.as_str(), status.as_str()])
+            .inc();
+        metrics
+            .duration
+            .with_label_values(&[route.as_str(), method.as_str()])
+            .observe(started.elapsed().as_secs_f64());
+    }
+    Ok(response)
+}
+
+/// The registry in Prometheus text format.
+pub fn metrics_response(registry: &Registry) -> HttpResponse {
+    let mut buffer = Vec::with_capacity(16 * 1024);
+    match TextEncoder::new().encode(&registry.gather(), &mut buffer) {
+        Ok(()) => HttpResponse::Ok()
+            .content_type(prometheus::TEXT_FORMAT)
+            .body(buffer),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot encode metrics");
+            HttpResponse::InternalServerError().finish()
+        }
+    }
+}
