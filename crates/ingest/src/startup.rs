@@ -141,16 +141,8 @@ impl Application {
     /// Serves until the shutdown token fires, then stops taking requests, lets in-flight ones
     /// finish, and flushes the producer so nothing acknowledged stays behind in memory.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
-        let handle = self.server.handle();
-        let shutdown = self.shutdown.clone();
-        let stopper = tokio::spawn(async move {
-            shutdown.cancelled().await;
-            tracing::info!("ingest: stopping intake");
-            handle.stop(true).await;
-        });
-        let served = self.server.await;
-        self.shutdown.cancel();
-        let _ = stopper.await;
+        let served = http::serve_until_cancelled(self.server, self.shutdown).await;
+        tracing::info!("ingest: intake stopped; flushing the producer");
         let _ = self.broker_watch.await;
         let _ = self.rate_limit_housekeeping.await;
         let producer = self.producer;

@@ -86,3 +86,22 @@ pub fn metrics_response(registry: &Registry) -> HttpResponse {
         }
     }
 }
+
+/// Serves until `shutdown` fires, then stops taking connections and lets in-flight requests
+/// finish. Cancels `shutdown` on return, so the caller's other tasks stop too even when the
+/// server ended by itself.
+pub async fn serve_until_cancelled(
+    server: actix_web::dev::Server,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> std::io::Result<()> {
+    let handle = server.handle();
+    let token = shutdown.clone();
+    let stopper = tokio::spawn(async move {
+        token.cancelled().await;
+        handle.stop(true).await;
+    });
+    let served = server.await;
+    shutdown.cancel();
+    let _ = stopper.await;
+    served
+}

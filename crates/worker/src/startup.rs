@@ -153,15 +153,7 @@ impl Application {
     /// Runs until the shutdown token fires, then stops the HTTP server and waits for the
     /// consumer to finish its batch and commit.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
-        let handle = self.server.handle();
-        let shutdown = self.shutdown.clone();
-        let stopper = tokio::spawn(async move {
-            shutdown.cancelled().await;
-            handle.stop(true).await;
-        });
-        let served = self.server.await;
-        self.shutdown.cancel();
-        let _ = stopper.await;
+        let served = http::serve_until_cancelled(self.server, self.shutdown).await;
         for task in self.tasks {
             match task.await {
                 Ok(Ok(())) => {}
