@@ -115,4 +115,6 @@ pub struct StatsSettings {
     pub rate_limit_per_second: u32,
     pub rate_limit_burst: u32,
     pub api_keys: Vec<String>,
+    /// How long a rendered dashboard is shared by identical requests; 0 = never.
+    pub dashboard_cache_ms: u64,
 }

@@ -116,6 +116,7 @@ impl Application {
             kafka,
             access: api::auth::StatsAccess::from_settings(&settings.stats)?,
             shutdown: shutdown.clone(),
+            dashboards: api::dashboard::DashboardCache::new(settings.stats.dashboard_cache_ms),
         });
         let workers = match settings.http.workers {
             0 => std::thread::available_parallelism().map_or(2, usize::from),

@@ -2,11 +2,14 @@
 
 use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
+use std::sync::Arc;
 
 use actix_web::http::header;
+use actix_web::web::Bytes;
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{Duration, Utc};
 use deadpool_redis::redis;
+use quick_cache::sync::Cache;
 use serde::Deserialize;
 use serde_json::json;
 
@@ -29,16 +32,45 @@ pub struct DashboardQuery {
     pub pages: Option<String>,
 }
 
+/// A rendered dashboard: the body and the ETag naming it.
+#[derive(Clone)]
+pub struct Rendered {
+    etag: String,
+    body: Bytes,
+}
+
+/// Rendered dashboards, shared by every request for the same project and query within one
+/// cache period (`stats.dashboard_cache_ms`): 1,000 BFF requests a second cost one set of
+/// MySQL queries a period, and concurrent misses wait for the one computation under way
+/// instead of starting their own. The key carries the period, so an entry is never served
+/// past it; old periods are evicted by capacity.
+pub struct DashboardCache {
+    period_ms: i64,
+    entries: Cache<(String, String, i64), Arc<Rendered>>,
+}
+
+impl DashboardCache {
+    /// `period_ms` 0 turns the cache off: every request computes.
+    pub fn new(period_ms: u64) -> Self {
+        Self {
+            period_ms: i64::try_from(period_ms).unwrap_or(i64::MAX),
+            entries: Cache::new(1024),
+        }
+    }
+}
+
 /// `GET /dashboard?tz=Europe/Paris&from=&to=&bucket=hour`: summary (with the previous
 /// period), online now, hot pages, counts by type and a time series, all for one range
 /// (default the last 24 hours). `ETag` names the data version, the minute and the online
-/// count: `If-None-Match` with it answers 304 without touching MySQL.
+/// count: `If-None-Match` with it answers 304. Answers are at most one cache period old; the
+/// body's `as_of` and `generated_at` say how fresh.
 pub async fn dashboard(
     state: web::Data<ApiState>,
     project: Project,
     query: web::Query<DashboardQuery>,
     request: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
+    // Parameters are checked on every request, cached or not.
     let tz = params::time_zone(query.tz.as_deref())?;
     let now = Utc::now();
     let range = TimeRange::parse(
@@ -51,9 +83,74 @@ pub async fn dashboard(
     let unit = BucketUnit::parse(query.bucket.as_deref(), BucketUnit::Hour)?;
     let seconds = online_seconds(query.online_seconds.as_deref())?;
     let pages_limit = params::limit("pages", query.pages.as_deref(), 10, 100)?;
+    let parsed = Parsed {
+        tz,
+        range,
+        unit,
+        seconds,
+        pages_limit,
+    };
+    let cache = &state.dashboards;
+    let rendered = if cache.period_ms > 0 {
+        let key = (
+            project.as_str().to_owned(),
+            request.query_string().to_owned(),
+            now.timestamp_millis().div_euclid(cache.period_ms),
+        );
+        cache
+            .entries
+            .get_or_insert_async(&key, async {
+                render(&state, &project, request.query_string(), parsed)
+                    .await
+                    .map(Arc::new)
+            })
+            .await?
+    } else {
+        Arc::new(render(&state, &project, request.query_string(), parsed).await?)
+    };
+    let unchanged = request
+        .headers()
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(',')
+                .any(|t| t.trim() == rendered.etag || t.trim() == "*")
+        });
+    let mut response = if unchanged {
+        HttpResponse::NotModified()
+    } else {
+        HttpResponse::Ok()
+    };
+    response
+        .insert_header((header::ETAG, rendered.etag.clone()))
+        .insert_header((header::CACHE_CONTROL, "no-cache"));
+    Ok(if unchanged {
+        response.finish()
+    } else {
+        response
+            .content_type("application/json")
+            .body(rendered.body.clone())
+    })
+}
 
-    let keys = state.keys(&project);
-    let since = now.timestamp_millis() - i64::from(seconds) * 1000;
+#[derive(Clone, Copy)]
+struct Parsed {
+    tz: chrono_tz::Tz,
+    range: TimeRange,
+    unit: BucketUnit,
+    seconds: u32,
+    pages_limit: u32,
+}
+
+async fn render(
+    state: &ApiState,
+    project: &Project,
+    query_string: &str,
+    p: Parsed,
+) -> Result<Rendered, ApiError> {
+    let now = Utc::now();
+    let keys = state.keys(project);
+    let since = now.timestamp_millis() - i64::from(p.seconds) * 1000;
     let mut conn = state.redis_conn().await?;
     let (online, meta, positions): (u64, BTreeMap<String, i64>, BTreeMap<String, i64>) =
         redis::pipe()
@@ -68,7 +165,7 @@ pub async fn dashboard(
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         (
             project.as_str(),
-            request.query_string(),
+            query_string,
             &meta,
             now.timestamp().div_euclid(60),
             online,
@@ -76,39 +173,33 @@ pub async fn dashboard(
             .hash(&mut hasher);
         format!("\"{:016x}\"", hasher.finish())
     };
-    let unchanged = request
-        .headers()
-        .get(header::IF_NONE_MATCH)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"));
-    if unchanged {
-        return Ok(HttpResponse::NotModified()
-            .insert_header((header::ETAG, etag))
-            .finish());
-    }
     let as_of = AsOf::from_parts(&meta, positions);
     let db = state.db();
+    let range = p.range;
     let hours = hour_range(range);
     let (current, previous, counts, (covered, buckets), (pages, pages_source)) = tokio::try_join!(
         figures(db, project.as_str(), range),
         figures(db, project.as_str(), range.previous()),
         counts_by_type(db, project.as_str(), range, &[]),
-        series(db, project.as_str(), unit, tz, range, &[]),
-        top_pages(&state, &project, hours, pages_limit, None),
+        series(db, project.as_str(), p.unit, p.tz, range, &[]),
+        top_pages(state, project, hours, p.pages_limit, None),
     )?;
-    Ok(HttpResponse::Ok()
-        .insert_header((header::ETAG, etag))
-        .insert_header((header::CACHE_CONTROL, "no-cache"))
-        .json(json!({
-            "project": project.as_str(),
-            "range": range_json(range),
-            "tz": tz.name(),
-            "summary": {"figures": current, "previous": {"range": range_json(range.previous()), "figures": previous}},
-            "online": {"seconds": seconds, "online_users": online},
-            "hot_pages": {"range": range_json(hours), "pages": pages, "source": pages_source.as_str()},
-            "event_counts": {"total": counts.values().sum::<i64>(), "counts": counts},
-            "timeseries": {"bucket": unit.as_str(), "range": range_json(covered), "buckets": buckets},
-            "unique_users_exact": true,
-            "as_of": as_of,
-        })))
+    let body = serde_json::to_vec(&json!({
+        "project": project.as_str(),
+        "range": range_json(range),
+        "tz": p.tz.name(),
+        "summary": {"figures": current, "previous": {"range": range_json(range.previous()), "figures": previous}},
+        "online": {"seconds": p.seconds, "online_users": online},
+        "hot_pages": {"range": range_json(hours), "pages": pages, "source": pages_source.as_str()},
+        "event_counts": {"total": counts.values().sum::<i64>(), "counts": counts},
+        "timeseries": {"bucket": p.unit.as_str(), "range": range_json(covered), "buckets": buckets},
+        "unique_users_exact": true,
+        "generated_at": now,
+        "as_of": as_of,
+    }))
+    .map_err(|e| ApiError::Unavailable(e.into()))?;
+    Ok(Rendered {
+        etag,
+        body: Bytes::from(body),
+    })
 }

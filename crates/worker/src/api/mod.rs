@@ -45,6 +45,8 @@ pub struct ApiState {
     pub access: StatsAccess,
     /// Fires on shutdown: ends live streams so the server can stop.
     pub shutdown: CancellationToken,
+    /// Rendered dashboards shared by identical requests for one cache period.
+    pub dashboards: dashboard::DashboardCache,
 }
 
 impl ApiState {
