@@ -18,6 +18,7 @@ pub struct WorkerMetrics {
     pub dependency_errors: IntCounterVec,
     pub paused_seconds: IntCounter,
     pub retention_deleted: IntCounter,
+    pub offset_gaps: IntCounterVec,
 }
 
 impl WorkerMetrics {
@@ -91,7 +92,15 @@ impl WorkerMetrics {
                 "worker_retention_deleted_events_total",
                 "Raw events deleted by the retention job",
             )?,
+            offset_gaps: IntCounterVec::new(
+                Opts::new(
+                    "worker_offset_gaps_total",
+                    "Offsets the broker skipped within a partition (messages never delivered)",
+                ),
+                &["partition"],
+            )?,
         };
+        registry.register(Box::new(m.offset_gaps.clone()))?;
         registry.register(Box::new(m.messages_consumed.clone()))?;
         registry.register(Box::new(m.events_written.clone()))?;
         registry.register(Box::new(m.duplicates_skipped.clone()))?;

@@ -1,6 +1,10 @@
 //! librdkafka callbacks: rebalances (logged and counted) and statistics (consumer lag per
 //! partition).
 
+use std::collections::HashSet;
+use std::sync::Mutex;
+
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance};
 use rdkafka::{ClientContext, Statistics};
 
@@ -8,15 +12,61 @@ use crate::metrics::WorkerMetrics;
 
 pub struct WorkerContext {
     metrics: WorkerMetrics,
+    /// Partitions of the current assignment.
+    owned: Mutex<HashSet<i32>>,
+    /// Set by a rebalance: the partitions this member kept through it (owned before and
+    /// after, so nobody else read them meanwhile). The consume loop takes it and forgets the
+    /// last offsets of every other partition: those may legitimately resume further on.
+    kept: Mutex<Option<HashSet<i32>>>,
 }
 
 impl WorkerContext {
     pub fn new(metrics: WorkerMetrics) -> Self {
-        Self { metrics }
+        Self {
+            metrics,
+            owned: Mutex::default(),
+            kept: Mutex::default(),
+        }
+    }
+
+    /// The partitions kept through the rebalances since the last call, if any happened.
+    pub fn take_kept(&self) -> Option<HashSet<i32>> {
+        self.kept.lock().ok().and_then(|mut kept| kept.take())
+    }
+
+    fn assigned(&self, partitions: &[i32]) {
+        let new: HashSet<i32> = partitions.iter().copied().collect();
+        let (Ok(mut owned), Ok(mut kept)) = (self.owned.lock(), self.kept.lock()) else {
+            return;
+        };
+        let through: HashSet<i32> = owned.intersection(&new).copied().collect();
+        *kept = Some(match kept.take() {
+            Some(earlier) => earlier.intersection(&through).copied().collect(),
+            None => through,
+        });
+        *owned = new;
     }
 }
 
 impl ClientContext for WorkerContext {
+    /// librdkafka's own log lines (set `kafka.extra.debug` for its debug contexts) go to
+    /// tracing under the `librdkafka` target.
+    fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
+        match level {
+            RDKafkaLogLevel::Emerg
+            | RDKafkaLogLevel::Alert
+            | RDKafkaLogLevel::Critical
+            | RDKafkaLogLevel::Error => {
+                tracing::error!(target: "librdkafka", facility, "{message}");
+            }
+            RDKafkaLogLevel::Warning => tracing::warn!(target: "librdkafka", facility, "{message}"),
+            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
+                tracing::info!(target: "librdkafka", facility, "{message}");
+            }
+            RDKafkaLogLevel::Debug => tracing::debug!(target: "librdkafka", facility, "{message}"),
+        }
+    }
+
     fn stats(&self, statistics: Statistics) {
         for (topic, t) in &statistics.topics {
             for (partition, p) in &t.partitions {
@@ -51,6 +101,7 @@ impl ConsumerContext for WorkerContext {
                     .map(|e| (e.topic().to_owned(), e.partition()))
                     .collect();
                 tracing::info!(partitions = ?list, "partitions assigned");
+                self.assigned(&list.iter().map(|(_, p)| *p).collect::<Vec<_>>());
                 self.metrics.rebalances.with_label_values(&["assign"]).inc();
             }
             Rebalance::Error(e) => {

@@ -5,7 +5,7 @@
 mod context;
 pub mod dead_letter;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -59,6 +59,8 @@ pub struct EventConsumer {
     backoff: BackoffSettings,
     /// Messages that arrived while a batch was being retried; they start the next batch.
     carried_over: Vec<OwnedMessage>,
+    /// The last offset read per partition, to notice offsets the broker never delivered.
+    last_offsets: HashMap<i32, i64>,
 }
 
 impl EventConsumer {
@@ -109,6 +111,7 @@ impl EventConsumer {
             batch_max_wait: Duration::from_millis(settings.batch_max_wait_ms),
             backoff,
             carried_over: Vec::new(),
+            last_offsets: HashMap::new(),
         })
     }
 
@@ -180,6 +183,43 @@ impl EventConsumer {
         shutdown: &CancellationToken,
     ) -> Result<(), Stopped> {
         self.metrics.batch_size.observe(batch.len() as f64);
+        if let Some(kept) = self.consumer.context().take_kept() {
+            self.last_offsets
+                .retain(|partition, _| kept.contains(partition));
+        }
+        for gap in offset_gaps(
+            &mut self.last_offsets,
+            batch.iter().map(|m| (m.partition(), m.offset())),
+        ) {
+            // Our topic is neither compacted nor transactional: its offsets are contiguous, so
+            // a jump past the next offset means the broker never delivered those messages.
+            // Their events are lost unless replayed (reset the group's offset to gap.from).
+            tracing::error!(
+                partition = gap.partition,
+                from = gap.from,
+                to = gap.to,
+                "offset gap: the broker skipped messages of this partition"
+            );
+            self.metrics
+                .offset_gaps
+                .with_label_values(&[&gap.partition.to_string()])
+                .inc_by((gap.to - gap.from + 1).unsigned_abs());
+        }
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            let mut ranges: BTreeMap<i32, (i64, i64, usize)> = BTreeMap::new();
+            for m in batch {
+                let r = ranges
+                    .entry(m.partition())
+                    .or_insert((m.offset(), m.offset(), 0));
+                r.0 = r.0.min(m.offset());
+                r.1 = r.1.max(m.offset());
+                r.2 += 1;
+            }
+            tracing::debug!(
+                ?ranges,
+                "processing a batch (partition: first, last offset, count)"
+            );
+        }
         let mut events: Vec<(Event, &OwnedMessage)> = Vec::with_capacity(batch.len());
         for message in batch {
             match decode(message) {
@@ -341,6 +381,7 @@ impl EventConsumer {
 
     /// Stores (for the next auto-commit) the offset after each partition's last message.
     fn store_offsets(&self, positions: &[Position]) {
+        tracing::debug!(?positions, "storing offsets");
         let mut list = TopicPartitionList::new();
         for p in positions {
             if let Err(e) =
@@ -478,6 +519,32 @@ fn decode(message: &OwnedMessage) -> Result<Event, (Reason, String)> {
     })
 }
 
+/// Offsets `from..=to` of `partition` were skipped: read up to `from - 1`, next read `to + 1`.
+#[derive(Debug, PartialEq, Eq)]
+struct Gap {
+    partition: i32,
+    from: i64,
+    to: i64,
+}
+
+/// Gaps in the messages read, in reading order, given the last offset read per partition
+/// (updated). Reading an earlier offset again (a redelivery after a rebalance) is not a gap.
+fn offset_gaps(last: &mut HashMap<i32, i64>, read: impl Iterator<Item = (i32, i64)>) -> Vec<Gap> {
+    let mut gaps = Vec::new();
+    for (partition, offset) in read {
+        if let Some(previous) = last.insert(partition, offset) {
+            if offset > previous + 1 {
+                gaps.push(Gap {
+                    partition,
+                    from: previous + 1,
+                    to: offset - 1,
+                });
+            }
+        }
+    }
+    gaps
+}
+
 /// The offset after the last message of each partition in the batch.
 fn next_offsets(batch: &[OwnedMessage]) -> Vec<Position> {
     let mut last: BTreeMap<(&str, i32), i64> = BTreeMap::new();
@@ -492,4 +559,46 @@ fn next_offsets(batch: &[OwnedMessage]) -> Vec<Position> {
             next_offset: offset + 1,
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn contiguous_offsets_and_redeliveries_are_not_gaps() {
+        let mut last = HashMap::new();
+        let read = [(0, 5), (1, 0), (0, 6), (1, 1), (0, 7), (0, 3), (0, 4)];
+        assert!(offset_gaps(&mut last, read.into_iter()).is_empty());
+        assert_eq!(last.get(&0), Some(&4));
+    }
+
+    #[test]
+    fn a_skipped_range_is_reported_once_per_jump() {
+        let mut last = HashMap::new();
+        // What Tansu 0.6's memory storage did after a rebalance: resumed at 3446, answered
+        // from the next record batch, 3467.
+        let gaps = offset_gaps(
+            &mut last,
+            [(1, 3444), (1, 3445), (1, 3467), (1, 3468)].into_iter(),
+        );
+        assert_eq!(
+            gaps,
+            vec![Gap {
+                partition: 1,
+                from: 3446,
+                to: 3466
+            }]
+        );
+        // Across batches too: the state carries over.
+        let gaps = offset_gaps(&mut last, [(1, 3470), (2, 9)].into_iter());
+        assert_eq!(
+            gaps,
+            vec![Gap {
+                partition: 1,
+                from: 3469,
+                to: 3469
+            }]
+        );
+    }
 }
