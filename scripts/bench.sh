@@ -18,6 +18,8 @@
 #   BENCH_KEEP=1           keep the run's databases, Redis keys and broker data
 #   BENCH_BROKER_STORAGE   storage of the private Tansu (default memory://tansu/)
 #   BENCH_BROKERS=h:p      use this Kafka cluster instead of a private Tansu started for the run
+#   BENCH_PROFILE=1        sample the gateway (ingest, batch 50, round 1) and the worker (first
+#                          1-instance drain) with perf; hottest symbols in bench/results/profile-*.txt
 #                          (its topics are then left in place: deleting a topic stalls Tansu)
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
@@ -197,6 +199,27 @@ sum_acknowledged() {
   grep -oE '"acknowledged_events":[0-9]+' <<<"$lines" | cut -d: -f2 | awk '{s += $1} END {print s + 0}'
 }
 
+# profile NAME PID SECONDS: with BENCH_PROFILE=1, samples PID's stacks with perf for SECONDS in
+# the background and writes the hottest symbols to bench/results/profile-NAME.txt afterwards.
+PROFILES=()
+PERF_PIDS=()
+profile() {
+  [[ "${BENCH_PROFILE:-0}" == 1 ]] || return 0
+  have perf || { warn "BENCH_PROFILE=1 but perf is not installed (apt-get install linux-perf)"; return 0; }
+  local data="$WORK/perf-$1.data"
+  perf record -q -F 499 -g -p "$2" -o "$data" -- sleep "$3" >>"$WORK/perf.log" 2>&1 &
+  PERF_PIDS+=("$!")
+  PROFILES+=("$1")
+}
+write_profiles() {
+  local name
+  for name in "${PROFILES[@]}"; do
+    perf report -i "$WORK/perf-$name.data" --no-children --sort symbol --percent-limit 0.7 \
+      --stdio -g none 2>/dev/null | grep -vE '^$' >"$OUT_DIR/profile-$name.txt" || true
+    log "bench: profile of $name in bench/results/profile-$name.txt"
+  done
+}
+
 # assigned PORT N: the worker on PORT has been assigned partitions at least N times.
 assigned() {
   local n
@@ -304,6 +327,7 @@ if has_phase ingest; then
       tags=(--tag phase=ingest --tag "case=b$batch" --tag "round=$r" --tag load=saturation)
       lg produce --brokers "$BROKERS" --topic "$T_RAW" --batch "$batch" "${common[@]}" \
         "${tags[@]}" --tag kind=raw >/dev/null
+      [[ $r == 1 && $batch == 50 ]] && profile gateway "$GATEWAY_PID" "$DURATION"
       lg http --url "$URL" --batch "$batch" "${common[@]}" "${tags[@]}" --tag kind=gateway >/dev/null
       lg http --url "$URL" --batch "$batch" --gzip "${common[@]}" "${tags[@]}" \
         --tag kind=gateway_gzip >/dev/null
@@ -385,6 +409,7 @@ if has_phase worker; then
       fi
       lg produce --brokers "$BROKERS" --topic "$T_FILL" --fill "$EVENTS" --seed "$SEED" \
         --tag phase=fill --tag "of=worker$n-r$r" >/dev/null
+      [[ $r == 1 && $n == 1 ]] && profile worker "${pids[0]}" "$((EVENTS / 20000 + 3))"
       cpu_mark
       must lg drain-wait --redis-url "$REDIS_URL" --prefix "$prefix" --expect "$EVENTS" \
         --timeout "$((EVENTS / 500 + 120))" \
@@ -467,6 +492,9 @@ if has_phase freshness; then
 fi
 
 stop_broker
+
+for pid in "${PERF_PIDS[@]}"; do wait "$pid" || true; done
+write_profiles
 
 # --- report ---------------------------------------------------------------------------------
 ELAPSED=$(($(date +%s) - START_TS))

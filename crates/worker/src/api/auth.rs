@@ -231,6 +231,7 @@ mod tests {
             rate_limit_per_second: per_second,
             rate_limit_burst: burst,
             api_keys: keys.iter().map(|k| (*k).to_owned()).collect(),
+            dashboard_cache_ms: 0,
         })
         .expect("valid keys")
     }
@@ -296,6 +297,7 @@ mod tests {
                     rate_limit_per_second: 1,
                     rate_limit_burst: 1,
                     api_keys: vec![bad.to_owned()],
+                    dashboard_cache_ms: 0,
                 })
                 .is_err(),
                 "{bad}"

@@ -99,14 +99,15 @@ pub async fn dashboard(
         );
         cache
             .entries
+            // Boxed: the joined queries make a large future.
             .get_or_insert_async(&key, async {
-                render(&state, &project, request.query_string(), parsed)
+                Box::pin(render(&state, &project, request.query_string(), parsed))
                     .await
                     .map(Arc::new)
             })
             .await?
     } else {
-        Arc::new(render(&state, &project, request.query_string(), parsed).await?)
+        Arc::new(Box::pin(render(&state, &project, request.query_string(), parsed)).await?)
     };
     let unchanged = request
         .headers()
