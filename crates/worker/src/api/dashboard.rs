@@ -1,6 +1,5 @@
 //! One call for a whole dashboard, with an ETag so an unchanged dashboard costs a 304.
 
-use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
@@ -8,7 +7,6 @@ use actix_web::http::header;
 use actix_web::web::Bytes;
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{Duration, Utc};
-use deadpool_redis::redis;
 use quick_cache::sync::Cache;
 use serde::Deserialize;
 use serde_json::json;
@@ -16,11 +14,10 @@ use serde_json::json;
 use super::auth::Project;
 use super::pages::{hour_range, top_pages};
 use super::params::{self, BucketUnit, TimeRange};
-use super::stats::{unavailable, ApiError, AsOf};
-use super::summary::{counts_by_type, figures, online_seconds, range_json};
+use super::stats::ApiError;
+use super::summary::{counts_by_type, figures, online_count, online_seconds, range_json};
 use super::timeseries::series;
 use super::ApiState;
-use crate::keys;
 
 #[derive(Debug, Deserialize)]
 pub struct DashboardQuery {
@@ -150,31 +147,21 @@ async fn render(
     p: Parsed,
 ) -> Result<Rendered, ApiError> {
     let now = Utc::now();
-    let keys = state.keys(project);
-    let since = now.timestamp_millis() - i64::from(p.seconds) * 1000;
-    let mut conn = state.redis_conn().await?;
-    let (online, meta, positions): (u64, BTreeMap<String, i64>, BTreeMap<String, i64>) =
-        redis::pipe()
-            .zcount(keys.online(), since, "+inf")
-            .hgetall(keys.meta())
-            .hgetall(keys::positions(state.redis.prefix()))
-            .query_async(&mut *conn)
-            .await
-            .map_err(unavailable)?;
-    drop(conn);
+    let (online, as_of) = online_count(state, project, p.seconds).await?;
     let etag = {
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         (
             project.as_str(),
             query_string,
-            &meta,
+            // The data version: what has been applied so far.
+            as_of.applied_events,
+            as_of.newest_event_time,
             now.timestamp().div_euclid(60),
             online,
         )
             .hash(&mut hasher);
         format!("\"{:016x}\"", hasher.finish())
     };
-    let as_of = AsOf::from_parts(&meta, positions);
     let db = state.db();
     let range = p.range;
     let hours = hour_range(range);
