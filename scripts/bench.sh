@@ -18,6 +18,8 @@
 #   BENCH_KEEP=1           keep the run's databases, Redis keys and broker data
 #   BENCH_BROKER_STORAGE   storage of the private Tansu (default memory://tansu/)
 #   BENCH_BROKERS=h:p      use this Kafka cluster instead of a private Tansu started for the run
+#   BENCH_MYSQL_BUFFER_POOL=BYTES  InnoDB buffer pool for the run (default: a quarter of RAM, at
+#                          least the server's own); the server's setting is restored afterwards
 #   BENCH_PROFILE=1        sample the gateway (ingest, batch 50, round 1) and the worker (first
 #                          1-instance drain) with perf; hottest symbols in bench/results/profile-*.txt
 #                          (its topics are then left in place: deleting a topic stalls Tansu)
@@ -107,6 +109,7 @@ cleanup() {
   if [[ -n "$EXTERNAL_BROKERS" && ${#TOPICS[@]} -gt 0 ]]; then
     log "bench: left topics ${TOPICS[*]} in $BROKERS"
   fi
+  restore_buffer_pool
   if [[ $status -ne 0 ]]; then
     warn "bench failed (exit $status); logs and partial results in $WORK"
   fi
@@ -233,8 +236,42 @@ new_topic() {
   "$LG" topic --brokers "$BROKERS" create "$1" --partitions 8
 }
 
+# MariaDB's Debian default buffer pool (128 MiB) holds about 300k of our rows with their
+# indexes; past that every insert reads index pages from disk, and the raw-stores baseline and
+# the worker alike drop from ~11,000 to ~1,500 events/s (seen on 2026-11-22). A 1 M-event
+# drain would then measure the disk, not us; a production MySQL is sized for its data set.
+# Resized online (SET GLOBAL, MariaDB >= 10.2) and put back when the run ends.
+BUFFER_POOL_ORIG=""
+mysql_var() { mariadb -h127.0.0.1 -uroot -N -B -e "SELECT @@GLOBAL.$1" 2>/dev/null; }
+grow_buffer_pool() {
+  local want current
+  want="${BENCH_MYSQL_BUFFER_POOL:-$(awk '/MemTotal/ {printf "%d", $2 * 1024 / 4}' /proc/meminfo)}"
+  current="$(mysql_var innodb_buffer_pool_size)" || { warn "bench: cannot read innodb_buffer_pool_size"; return 0; }
+  if [[ -n "$current" && "$want" -gt "$current" ]]; then
+    mariadb -h127.0.0.1 -uroot -e "SET GLOBAL innodb_buffer_pool_size = $want" ||
+      { warn "bench: could not grow the InnoDB buffer pool to $want bytes"; return 0; }
+    BUFFER_POOL_ORIG="$current"
+    # The resize runs in the background; wait until the server reports the new size.
+    wait_for 120 "the InnoDB buffer pool resize" buffer_pool_at_least "$want" ||
+      warn "bench: buffer pool resize still running"
+  fi
+  log "bench: InnoDB buffer pool $(($(mysql_var innodb_buffer_pool_size) / 1048576)) MiB"
+}
+buffer_pool_at_least() {
+  [[ "$(mysql_var innodb_buffer_pool_size)" -ge "$1" ]] &&
+    mariadb -h127.0.0.1 -uroot -N -B -e "SHOW STATUS LIKE 'Innodb_buffer_pool_resize_status'" |
+    grep -qiE 'completed|^[^[:space:]]+[[:space:]]*$'
+}
+restore_buffer_pool() {
+  [[ -n "$BUFFER_POOL_ORIG" ]] || return 0
+  mariadb -h127.0.0.1 -uroot -e "SET GLOBAL innodb_buffer_pool_size = $BUFFER_POOL_ORIG" 2>/dev/null ||
+    warn "bench: could not restore innodb_buffer_pool_size to $BUFFER_POOL_ORIG"
+  BUFFER_POOL_ORIG=""
+}
+
 # --- 0. dependencies and build ---------------------------------------------------------
 "$REPO/scripts/deps.sh"
+grow_buffer_pool
 log "bench: cargo build --release (ingest, worker, loadgen)"
 cargo build --release -p insightflow-ingest -p insightflow-worker -p insightflow-loadgen
 log "bench: run $RUN_ID, mode $MODE, $EVENTS events, $ROUNDS rounds, ${DURATION}s runs, results in $WORK"
@@ -505,6 +542,7 @@ ELAPSED=$(($(date +%s) - START_TS))
   --meta "commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet 2>/dev/null || echo '+dirty')" \
   --meta "cpu=$(nproc) x $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)" \
   --meta "memory=$(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo)" \
+  --meta "mysql_buffer_pool_mib=$(($(mysql_var innodb_buffer_pool_size) / 1048576))" \
   --meta "load_average_at_start=$LOADAVG_START" \
   --meta "load_average_at_end=$(cut -d' ' -f1-3 /proc/loadavg)"
 cp "$RESULTS" "$OUT_DIR/latest.jsonl"
