@@ -32,16 +32,7 @@ pub struct Canonical;
 
 impl EventShape for Canonical {
     fn decode<'a>(&self, json: &'a str) -> Result<RawEvent<'a>, FieldError> {
-        let mut de = serde_json::Deserializer::from_str(json);
-        let event: RawEvent<'a> = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-            let path = e.path().to_string();
-            let field = if path == "." {
-                "event".to_owned()
-            } else {
-                path
-            };
-            FieldError::new(field, without_position(e.into_inner()))
-        })?;
+        let event: RawEvent<'a> = read_naming_field(json, "event")?;
         match (&event.event_type, &event.legacy_type, event.legacy_data) {
             (None, Some(kind), Some(data)) => {
                 let shape = Flat::with_type(kind.clone());
@@ -52,6 +43,30 @@ impl EventShape for Canonical {
             _ => Ok(event),
         }
     }
+}
+
+/// Reads one event's JSON as `T`; an error names the failing field by its path (`page.url`),
+/// or `whole` when the JSON itself is wrong.
+///
+/// The plain read runs first: serde_path_to_error keeps the path by copying every map key it
+/// passes, one allocation per field of every event, which the gateway's profile showed. Only
+/// input that failed is read again, with the path tracked, to say where.
+pub(crate) fn read_naming_field<'a, T: serde::Deserialize<'a>>(
+    json: &'a str,
+    whole: &str,
+) -> Result<T, FieldError> {
+    serde_json::from_str(json).map_err(|plain| {
+        let mut de = serde_json::Deserializer::from_str(json);
+        match serde_path_to_error::deserialize::<_, T>(&mut de) {
+            Err(e) => {
+                let path = e.path().to_string();
+                let field = if path == "." { whole.to_owned() } else { path };
+                FieldError::new(field, without_position(e.into_inner()))
+            }
+            // Only trailing input can fail the plain read alone: the JSON as a whole is wrong.
+            Ok(_) => FieldError::new(whole, without_position(plain)),
+        }
+    })
 }
 
 /// serde_json's message without " at line 1 column 17", which means nothing to a client
@@ -90,5 +105,11 @@ mod tests {
         assert_eq!(err.field, "page.url");
         assert!(!err.reason.contains("line"), "{}", err.reason);
         assert_eq!(Canonical.decode(r#""x""#).unwrap_err().field, "event");
+        // Fails the plain read only (the path-tracking read stops at the object's end).
+        let err = Canonical
+            .decode(r#"{"event_type":"click","user_id":"u1"} x"#)
+            .unwrap_err();
+        assert_eq!(err.field, "event");
+        assert!(err.reason.contains("trailing"), "{}", err.reason);
     }
 }

@@ -7,7 +7,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::object::object;
-use super::{without_position, EventShape};
+use super::{read_naming_field, EventShape};
 use crate::raw::{IdText, RawContext, RawEvent, RawLibrary, RawPage, RawScreen, Text};
 use crate::{EventType, FieldError};
 
@@ -164,16 +164,7 @@ pub fn segment_event_type(name: &str) -> Result<Cow<'static, str>, FieldError> {
 
 impl EventShape for Segment {
     fn decode<'a>(&self, json: &'a str) -> Result<RawEvent<'a>, FieldError> {
-        let mut de = serde_json::Deserializer::from_str(json);
-        let m: Message<'a> = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-            let path = e.path().to_string();
-            let field = if path == "." {
-                "message".to_owned()
-            } else {
-                path
-            };
-            FieldError::new(field, without_position(e.into_inner()))
-        })?;
+        let m: Message<'a> = read_naming_field(json, "message")?;
         let call = match (&m.kind, self.call) {
             (Some(kind), _) => SegmentCall::parse(kind.as_str()).ok_or_else(|| {
                 FieldError::new(
