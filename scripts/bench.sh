@@ -66,6 +66,8 @@ PREFIX_BASE="ifbench:$RUN_ID"
 CLK_TCK="$(getconf CLK_TCK 2>/dev/null || echo 100)"
 
 LG="$REPO/target/release/loadgen"
+# The raw-stores baseline writes in the worker's batches (crates/worker/config/default.toml).
+WORKER_BATCH="${WORKER__KAFKA__BATCH_MAX_EVENTS:-4000}"
 INGEST_BIN="$REPO/target/release/ingest"
 WORKER_BIN="$REPO/target/release/worker"
 
@@ -409,7 +411,7 @@ if has_phase worker; then
       migrate_db "$db"
       cpu_mark
       lg stores --mysql-url "$MYSQL_BASE/$db" --redis-url "$REDIS_URL" --prefix "$prefix" \
-        --events "$EVENTS" --lanes "$n" --seed "$SEED" \
+        --events "$EVENTS" --lanes "$n" --seed "$SEED" --batch "$WORKER_BATCH" \
         --tag phase=worker --tag "kind=raw$n" --tag "round=$r" >/dev/null
       cpu_record "drain-raw$n"
       must lg check --mysql-url "$MYSQL_BASE/$db" --redis-url "$REDIS_URL" --prefix "$prefix" \

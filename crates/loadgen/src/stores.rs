@@ -35,7 +35,7 @@ pub struct StoresArgs {
     #[arg(long)]
     pub events: u64,
     /// Events per transaction and per Redis pipeline (the worker's batch_max_events).
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = 4000)]
     pub batch: usize,
     /// Batches written concurrently (one per worker instance compared against).
     #[arg(long, default_value_t = 1)]

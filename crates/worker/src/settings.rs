@@ -43,6 +43,7 @@ pub struct KafkaSettings {
     pub dead_letter_topic: String,
     pub batch_max_events: usize,
     pub batch_max_wait_ms: u64,
+    pub fetch_wait_max_ms: u32,
     pub session_timeout_ms: u32,
     pub auto_commit_interval_ms: u32,
     pub statistics_interval_ms: u32,

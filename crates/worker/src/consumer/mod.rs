@@ -86,6 +86,7 @@ impl EventConsumer {
             .set("auto.offset.reset", "earliest")
             .set("enable.partition.eof", "false")
             .set("partition.assignment.strategy", "range,roundrobin")
+            .set("fetch.wait.max.ms", settings.fetch_wait_max_ms.to_string())
             .set(
                 "session.timeout.ms",
                 settings.session_timeout_ms.to_string(),
