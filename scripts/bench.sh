@@ -14,7 +14,9 @@
 #   BENCH_DURATION=S       measured seconds of each ingest and stats run (quick 5, full 15)
 #   BENCH_CONCURRENCY=32   concurrent HTTP clients / producer lanes at saturation
 #   BENCH_STATS_RATE=1000  requests/s for the Redis-backed stats endpoints
-#   BENCH_FUNNEL_RATE=2    requests/s for the funnel analysis (MySQL)
+#   BENCH_FUNNEL_RATE=0.5  requests/s for the funnel analysis (MySQL). One analysis over 1 M
+#                          events keeps both cores of a 2-core machine busy for ~0.6 s, so 2 req/s
+#                          measures the queue, not the answer time the issue asks about
 #   BENCH_PHASES="ingest worker freshness stats"   which phases to run
 #   BENCH_KEEP=1           keep the run's databases, Redis keys and broker data
 #   BENCH_BROKER_STORAGE   storage of the private Tansu (default memory://tansu/)
@@ -42,7 +44,7 @@ fi
 ROUNDS="${BENCH_ROUNDS:-3}"
 CONCURRENCY="${BENCH_CONCURRENCY:-32}"
 STATS_RATE="${BENCH_STATS_RATE:-1000}"
-FUNNEL_RATE="${BENCH_FUNNEL_RATE:-2}"
+FUNNEL_RATE="${BENCH_FUNNEL_RATE:-0.5}"
 PHASES="${BENCH_PHASES:-ingest worker freshness stats}"
 SEED=42
 

@@ -20,6 +20,8 @@ use crate::measure::OutputArgs;
 
 /// The worker's statement size (crates/worker/src/store/mysql.rs ROWS_PER_STATEMENT).
 const ROWS_PER_STATEMENT: usize = 500;
+/// The worker's events per Redis script call (crates/worker/src/store/redis.rs).
+const EVENTS_PER_SCRIPT: usize = 250;
 
 #[derive(Args, Debug)]
 pub struct StoresArgs {
@@ -105,7 +107,12 @@ pub async fn run(args: StoresArgs) -> anyhow::Result<()> {
                 };
                 let batch: Vec<&Event> = events[from..to].iter().collect();
                 insert_rows(&pool, &batch).await?;
-                apply_redis(&mut conn, &prefix, &batch).await?;
+                // In the worker's script-sized pieces (store/redis.rs EVENTS_PER_SCRIPT): one
+                // pipeline of a whole 4,000-event batch is ~80,000 commands, which can outlast
+                // the client's response timeout on a busy machine.
+                for piece in batch.chunks(EVENTS_PER_SCRIPT) {
+                    apply_redis(&mut conn, &prefix, piece).await?;
+                }
                 progress.lock().await.push((Instant::now(), batch.len()));
             }
         }));
