@@ -341,7 +341,11 @@ pub fn run(args: ReportArgs) -> anyhow::Result<()> {
             md,
             "| {name} | `{}` | {} | {} | {} | {} | {} |",
             row["path"].as_str().unwrap_or_default(),
-            fmt(get(&row, "rate"), 0),
+            // Below 10 req/s (the funnel's 0.5) a whole number would read 0.
+            fmt(
+                get(&row, "rate"),
+                usize::from(get(&row, "rate").is_some_and(|r| r < 10.0)),
+            ),
             fmt(get(&row, "p50_ms"), 2),
             fmt(get(&row, "p99_ms"), 2),
             fmt(get(&row, "p99_over_health"), 2),
