@@ -14,7 +14,7 @@ use serde_json::json;
 use super::auth::Project;
 use super::pages::{hour_range, top_pages};
 use super::params::{self, BucketUnit, TimeRange};
-use super::stats::ApiError;
+use super::stats::{ApiError, AsOf};
 use super::summary::{counts_by_type, figures, online_count, online_seconds, range_json};
 use super::timeseries::series;
 use super::ApiState;
@@ -59,8 +59,9 @@ impl DashboardCache {
 /// `GET /dashboard?tz=Europe/Paris&from=&to=&bucket=hour`: summary (with the previous
 /// period), online now, hot pages, counts by type and a time series, all for one range
 /// (default the last 24 hours). `ETag` names the data version, the minute and the online
-/// count: `If-None-Match` with it answers 304. Answers are at most one cache period old; the
-/// body's `as_of` and `generated_at` say how fresh.
+/// count: `If-None-Match` with the current one answers 304 from Redis alone, without
+/// touching MySQL or the cache. Answers are at most one cache period old; the body's
+/// `as_of` and `generated_at` say how fresh.
 pub async fn dashboard(
     state: web::Data<ApiState>,
     project: Project,
@@ -80,6 +81,28 @@ pub async fn dashboard(
     let unit = BucketUnit::parse(query.bucket.as_deref(), BucketUnit::Hour)?;
     let seconds = online_seconds(query.online_seconds.as_deref())?;
     let pages_limit = params::limit("pages", query.pages.as_deref(), 10, 100)?;
+    let if_none_match = request
+        .headers()
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok());
+    let matches = |etag: &str| {
+        if_none_match.is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"))
+    };
+    // A conditional request is answered from the data version alone when it still matches.
+    let snapshot = match if_none_match {
+        Some(_) => {
+            let snapshot =
+                Snapshot::read(&state, &project, request.query_string(), seconds).await?;
+            if matches(&snapshot.etag) {
+                return Ok(HttpResponse::NotModified()
+                    .insert_header((header::ETAG, snapshot.etag))
+                    .insert_header((header::CACHE_CONTROL, "no-cache"))
+                    .finish());
+            }
+            Some(snapshot)
+        }
+        None => None,
+    };
     let parsed = Parsed {
         tz,
         range,
@@ -98,22 +121,31 @@ pub async fn dashboard(
             .entries
             // Boxed: the joined queries make a large future.
             .get_or_insert_async(&key, async {
-                Box::pin(render(&state, &project, request.query_string(), parsed))
-                    .await
-                    .map(Arc::new)
+                Box::pin(render(
+                    &state,
+                    &project,
+                    request.query_string(),
+                    parsed,
+                    snapshot,
+                ))
+                .await
+                .map(Arc::new)
             })
             .await?
     } else {
-        Arc::new(Box::pin(render(&state, &project, request.query_string(), parsed)).await?)
+        Arc::new(
+            Box::pin(render(
+                &state,
+                &project,
+                request.query_string(),
+                parsed,
+                snapshot,
+            ))
+            .await?,
+        )
     };
-    let unchanged = request
-        .headers()
-        .get(header::IF_NONE_MATCH)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| {
-            v.split(',')
-                .any(|t| t.trim() == rendered.etag || t.trim() == "*")
-        });
+    // The shared answer may predate the snapshot: it can still match what the client holds.
+    let unchanged = matches(&rendered.etag);
     let mut response = if unchanged {
         HttpResponse::NotModified()
     } else {
@@ -140,15 +172,22 @@ struct Parsed {
     pages_limit: u32,
 }
 
-async fn render(
-    state: &ApiState,
-    project: &Project,
-    query_string: &str,
-    p: Parsed,
-) -> Result<Rendered, ApiError> {
-    let now = Utc::now();
-    let (online, as_of) = online_count(state, project, p.seconds).await?;
-    let etag = {
+/// What names a dashboard's version, read from Redis: online now and `as_of`, and the ETag
+/// built from them.
+struct Snapshot {
+    online: u64,
+    as_of: AsOf,
+    etag: String,
+}
+
+impl Snapshot {
+    async fn read(
+        state: &ApiState,
+        project: &Project,
+        query_string: &str,
+        seconds: u32,
+    ) -> Result<Self, ApiError> {
+        let (online, as_of) = online_count(state, project, seconds).await?;
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         (
             project.as_str(),
@@ -156,11 +195,35 @@ async fn render(
             // The data version: what has been applied so far.
             as_of.applied_events,
             as_of.newest_event_time,
-            now.timestamp().div_euclid(60),
+            Utc::now().timestamp().div_euclid(60),
             online,
         )
             .hash(&mut hasher);
-        format!("\"{:016x}\"", hasher.finish())
+        let etag = format!("\"{:016x}\"", hasher.finish());
+        Ok(Self {
+            online,
+            as_of,
+            etag,
+        })
+    }
+}
+
+/// Renders the dashboard; `snapshot` is the version a conditional request already read.
+async fn render(
+    state: &ApiState,
+    project: &Project,
+    query_string: &str,
+    p: Parsed,
+    snapshot: Option<Snapshot>,
+) -> Result<Rendered, ApiError> {
+    let now = Utc::now();
+    let Snapshot {
+        online,
+        as_of,
+        etag,
+    } = match snapshot {
+        Some(snapshot) => snapshot,
+        None => Snapshot::read(state, project, query_string, p.seconds).await?,
     };
     let db = state.db();
     let range = p.range;
