@@ -21,11 +21,11 @@
 #   BENCH_KEEP=1           keep the run's databases, Redis keys and broker data
 #   BENCH_BROKER_STORAGE   storage of the private Tansu (default memory://tansu/)
 #   BENCH_BROKERS=h:p      use this Kafka cluster instead of a private Tansu started for the run
-#   BENCH_MYSQL_BUFFER_POOL=BYTES  InnoDB buffer pool for the run (default: a quarter of RAM, at
-#                          least the server's own); the server's setting is restored afterwards
+#                          (its topics are then left in place: deleting a topic stalls Tansu)
+#   BENCH_MYSQL_BUFFER_POOL=BYTES  InnoDB buffer pool for the run (default: a quarter of RAM in
+#                          whole GiB, never below the server's own); restored afterwards
 #   BENCH_PROFILE=1        sample the gateway (ingest, batch 50, round 1) and the worker (first
 #                          1-instance drain) with perf; hottest symbols in bench/results/profile-*.txt
-#                          (its topics are then left in place: deleting a topic stalls Tansu)
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -253,7 +253,7 @@ grow_buffer_pool() {
     mariadb -h127.0.0.1 -uroot -e "SET GLOBAL innodb_buffer_pool_size = $want" ||
       { warn "bench: could not grow the InnoDB buffer pool to $want bytes"; return 0; }
     BUFFER_POOL_ORIG="$current"
-    # The resize runs in the background; wait until the server reports the new size.
+    # The resize runs in the background; wait until its pages are there.
     wait_for 120 "the InnoDB buffer pool resize" buffer_pool_at_least "$want" ||
       warn "bench: buffer pool resize still running"
   fi

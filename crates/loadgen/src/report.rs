@@ -337,15 +337,13 @@ pub fn run(args: ReportArgs) -> anyhow::Result<()> {
             "p99_over_health": ratio(&available, &health, "latency.p99_ms"),
             "non_2xx": failures,
         });
+        let rate = get(&row, "rate");
         let _ = writeln!(
             md,
             "| {name} | `{}` | {} | {} | {} | {} | {} |",
             row["path"].as_str().unwrap_or_default(),
             // Below 10 req/s (the funnel's 0.5) a whole number would read 0.
-            fmt(
-                get(&row, "rate"),
-                usize::from(get(&row, "rate").is_some_and(|r| r < 10.0)),
-            ),
+            fmt(rate, usize::from(rate.is_some_and(|r| r < 10.0))),
             fmt(get(&row, "p50_ms"), 2),
             fmt(get(&row, "p99_ms"), 2),
             fmt(get(&row, "p99_over_health"), 2),
