@@ -1,14 +1,15 @@
 //! Bookkeeping around the measured runs: waiting for a drain, the exactly-once count checks,
 //! and topic creation and deletion.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
 
 use clap::{Args, Subcommand};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::ClientConfig;
+use rdkafka::error::KafkaError;
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use redis::AsyncCommands;
 use serde_json::json;
 
@@ -131,7 +132,7 @@ pub struct CheckArgs {
     pub project: String,
     #[arg(long, default_value = "127.0.0.1:9092")]
     pub brokers: String,
-    /// Also count the messages of this topic (high minus low watermark, all partitions).
+    /// Also count the messages of this topic (read back, all partitions).
     #[arg(long)]
     pub topic: Option<String>,
     /// What was acknowledged: every store counted must hold exactly this many events (the
@@ -142,21 +143,57 @@ pub struct CheckArgs {
     pub output: OutputArgs,
 }
 
-fn topic_messages(brokers: &str, topic: &str) -> anyhow::Result<u64> {
+/// Counts the records of every partition of `topic` by reading them back, from the beginning to
+/// the high watermark the broker reports in its fetch responses.
+///
+/// Not `fetch_watermarks` (ListOffsets): Tansu 0.6's memory storage answers ListOffsets
+/// "latest" with the base offset of the last record batch plus one, not the offset after its
+/// last record, so high minus low undercounts by up to a batch per partition
+/// (docs/BENCHMARKS.md, finding 2). Reading the records also proves a consumer can read them.
+/// Returns the records read and, for the record, that ListOffsets span.
+fn topic_messages(brokers: &str, topic: &str) -> anyhow::Result<(u64, u64)> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", "insightflow-loadgen-check")
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true")
         .create()?;
     // Generous timeouts: a shared Tansu can stall for minutes (e.g. while deleting a topic).
     let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(120))?;
-    let mut total = 0u64;
+    let mut assignment = TopicPartitionList::new();
+    let mut unfinished = HashSet::new();
+    let mut listed = 0u64;
     for t in metadata.topics() {
         for p in t.partitions() {
             let (low, high) = consumer.fetch_watermarks(topic, p.id(), Duration::from_secs(120))?;
-            total += (high - low).max(0) as u64;
+            listed += (high - low).max(0) as u64;
+            assignment.add_partition_offset(topic, p.id(), Offset::Beginning)?;
+            unfinished.insert(p.id());
         }
     }
-    Ok(total)
+    anyhow::ensure!(!unfinished.is_empty(), "topic {topic} has no partitions");
+    consumer.assign(&assignment)?;
+    let stall = Duration::from_secs(120);
+    let mut total = 0u64;
+    let mut progress = Instant::now();
+    while !unfinished.is_empty() {
+        match consumer.poll(Duration::from_millis(500)) {
+            Some(Ok(_)) => {
+                total += 1;
+                progress = Instant::now();
+            }
+            Some(Err(KafkaError::PartitionEOF(partition))) => {
+                unfinished.remove(&partition);
+                progress = Instant::now();
+            }
+            Some(Err(e)) => return Err(e.into()),
+            None => anyhow::ensure!(
+                progress.elapsed() < stall,
+                "reading {topic} back: no record for {stall:?} after {total}, partitions {unfinished:?} unfinished"
+            ),
+        }
+    }
+    Ok((total, listed))
 }
 
 pub async fn check(args: CheckArgs) -> anyhow::Result<()> {
@@ -196,8 +233,10 @@ pub async fn check(args: CheckArgs) -> anyhow::Result<()> {
     }
     if let Some(topic) = &args.topic {
         let (brokers, topic) = (args.brokers.clone(), topic.clone());
-        let n = tokio::task::spawn_blocking(move || topic_messages(&brokers, &topic)).await??;
+        let (n, listed) =
+            tokio::task::spawn_blocking(move || topic_messages(&brokers, &topic)).await??;
         fields["topic_messages"] = json!(n);
+        fields["topic_listed_offsets"] = json!(listed);
         if n < args.expect {
             problems.push(format!(
                 "the topic holds {n} messages, fewer than the {} acknowledged",
