@@ -76,10 +76,15 @@ DATABASES=()
 TOPICS=()
 PIDS=()
 
+# A free port below the kernel's ephemeral range: a port above it can be free to connect to yet
+# held as the local end of one of the run's own client connections, and then a service
+# cannot listen on it (seen: "cannot listen on 127.0.0.1:37738" mid-run).
+EPHEMERAL_LOW="$(cut -f1 /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)"
+(( EPHEMERAL_LOW > 11000 )) || EPHEMERAL_LOW=32768
 free_port() {
   local p
   while :; do
-    p=$((20000 + RANDOM % 20000))
+    p=$((10000 + RANDOM % (EPHEMERAL_LOW - 10000)))
     port_open 127.0.0.1 "$p" || { echo "$p"; return; }
   done
 }
