@@ -110,6 +110,18 @@ pub async fn dashboard(
         seconds,
         pages_limit,
     };
+    // Boxed: the joined queries make a large future. Not polled unless this request computes.
+    let compute = async {
+        Box::pin(render(
+            &state,
+            &project,
+            request.query_string(),
+            parsed,
+            snapshot,
+        ))
+        .await
+        .map(Arc::new)
+    };
     let cache = &state.dashboards;
     let rendered = if cache.period_ms > 0 {
         let key = (
@@ -117,32 +129,9 @@ pub async fn dashboard(
             request.query_string().to_owned(),
             now.timestamp_millis().div_euclid(cache.period_ms),
         );
-        cache
-            .entries
-            // Boxed: the joined queries make a large future.
-            .get_or_insert_async(&key, async {
-                Box::pin(render(
-                    &state,
-                    &project,
-                    request.query_string(),
-                    parsed,
-                    snapshot,
-                ))
-                .await
-                .map(Arc::new)
-            })
-            .await?
+        cache.entries.get_or_insert_async(&key, compute).await?
     } else {
-        Arc::new(
-            Box::pin(render(
-                &state,
-                &project,
-                request.query_string(),
-                parsed,
-                snapshot,
-            ))
-            .await?,
-        )
+        compute.await?
     };
     // The shared answer may predate the snapshot: it can still match what the client holds.
     let unchanged = matches(&rendered.etag);
