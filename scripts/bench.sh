@@ -104,10 +104,8 @@ cleanup() {
   local status=$?
   for pid in "${PIDS[@]}"; do stop_pid "$pid"; done
   if [[ "${BENCH_KEEP:-0}" != 1 ]]; then
-    for db in "${DATABASES[@]}"; do
-      mariadb -h127.0.0.1 -uroot -e "DROP DATABASE IF EXISTS \`$db\`" 2>/dev/null || true
-    done
-    redis-cli --scan --pattern "$PREFIX_BASE:*" 2>/dev/null | xargs -r -n 500 redis-cli unlink >/dev/null 2>&1 || true
+    for db in "${DATABASES[@]}"; do drop_database "$db"; done
+    unlink_keys "$PREFIX_BASE:*"
     rm -rf "$WORK"/tansu-*
   else
     log "bench: kept databases ${DATABASES[*]:-}, Redis keys $PREFIX_BASE:*, topics ${TOPICS[*]:-}"
@@ -179,10 +177,17 @@ worker_env() { # DB PREFIX TOPIC GROUP PORT
 # the disk.
 drop_data_set() {
   [[ "${BENCH_KEEP:-0}" == 1 || -z "$1" ]] && return 0
-  mariadb -h127.0.0.1 -uroot -e "DROP DATABASE IF EXISTS \`$1\`" ||
+  drop_database "$1"
+  unlink_keys "$2:*"
+}
+# Used by drop_data_set and by the cleanup at exit.
+drop_database() {
+  mariadb -h127.0.0.1 -uroot -e "DROP DATABASE IF EXISTS \`$1\`" 2>/dev/null ||
     warn "could not drop database $1"
-  redis-cli --scan --pattern "$2:*" | xargs -r -n 500 redis-cli unlink >/dev/null ||
-    warn "could not delete Redis keys $2:*"
+}
+unlink_keys() { # PATTERN
+  redis-cli --scan --pattern "$1" 2>/dev/null | xargs -r -n 500 redis-cli unlink >/dev/null 2>&1 ||
+    warn "could not delete Redis keys $1"
 }
 
 migrate_db() { # DB
