@@ -10,13 +10,13 @@ export PATH := $(HOME)/.cargo/bin:$(PATH)
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
-deps: ## start local Redis, MariaDB and Kafka (Tansu) if needed
+deps: ## install if missing and start local Redis, MariaDB and Kafka (Apache Kafka, KRaft)
 	scripts/deps.sh
 
 run: ## build, migrate and start ingest (:8080) and worker (:8081) in the background
 	scripts/run.sh
 
-down: ## stop ingest, worker and Tansu (keeps data; MariaDB/Redis stay up)
+down: ## stop ingest, worker and the local Kafka (keeps data; MariaDB/Redis stay up)
 	scripts/down.sh
 
 test: deps ## fmt check, clippy, tests and compose validation (what CI runs)
@@ -26,7 +26,7 @@ test: deps ## fmt check, clippy, tests and compose validation (what CI runs)
 	cargo clippy --workspace --all-targets -- -D warnings
 	@echo "==> cargo test, against a fresh broker (scripts/test-broker.sh)"
 	scripts/test-broker.sh
-	TEST_KAFKA_BROKERS=127.0.0.1:$$(cat $${INSIGHTFLOW_DATA_DIR:-.data}/tansu-test/port) RUST_BACKTRACE=1 cargo test --workspace; \
+	TEST_KAFKA_BROKERS=127.0.0.1:$$(cat $${INSIGHTFLOW_DATA_DIR:-.data}/kafka-test/port) RUST_BACKTRACE=1 cargo test --workspace; \
 	  status=$$?; scripts/test-broker.sh stop; exit $$status
 	@echo "==> the fuzz target builds"
 	cargo check --manifest-path fuzz/Cargo.toml

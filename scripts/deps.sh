@@ -2,7 +2,7 @@
 # Make the local dependencies of InsightFlow ready (idempotent):
 #   Redis   on ${REDIS_HOST:-127.0.0.1}:${REDIS_PORT:-6379}
 #   MariaDB on 127.0.0.1:3306 (root, empty password)
-#   Kafka   on 127.0.0.1:9092 (Tansu, a Kafka-wire-compatible broker, sqlite storage)
+#   Kafka   on 127.0.0.1:9092 (Apache Kafka 4.x, KRaft, data in .data/kafka: scripts/kafka.sh)
 # It does not create databases or run migrations: `worker migrate` does that.
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
@@ -66,52 +66,24 @@ if ! mysql_tcp_login; then
   mysql_tcp_login || die "mariadb: root still cannot log in over TCP with an empty password"
 fi
 
-# --- Kafka (Tansu) -----------------------------------------------------------
+# --- Kafka ---------------------------------------------------------------------
+# Apache Kafka in KRaft mode on the JDK, jars fetched with Maven (scripts/kafka.sh).
 KAFKA_HOST=127.0.0.1
 KAFKA_PORT=9092
-TANSU_DIR="$DATA/tansu"
-TANSU_PID="$TANSU_DIR/tansu.pid"
-TANSU_LOG="$TANSU_DIR/tansu.log"
-# shellcheck disable=SC2054 # the comma is part of --features
-TANSU_INSTALL=(cargo install tansu --version 0.6.0 --locked --features dynostore,libsql)
+KAFKA_DIR="$DATA/kafka"
 
-if ! have tansu; then
-  if pgrep -f "cargo install tansu" >/dev/null; then
-    log "tansu: an install is already in progress (log: /tmp/tansu-install.log), waiting for it..."
-    while pgrep -f "cargo install tansu" >/dev/null; do sleep 10; done
-  fi
-  if ! have tansu; then
-    log "tansu: installing (first time, builds from source: ~10-20 min): ${TANSU_INSTALL[*]}"
-    "${TANSU_INSTALL[@]}"
-  fi
-  have tansu || die "tansu: install finished but no tansu binary on PATH (~/.cargo/bin)"
+if ! have java || ! have mvn; then
+  log "kafka: no JDK or Maven, installing openjdk-17-jre-headless and maven with apt-get..."
+  apt_install openjdk-17-jre-headless maven
 fi
-
-if port_open "$KAFKA_HOST" "$KAFKA_PORT"; then
-  if pid_alive "$TANSU_PID"; then
-    log "kafka: already running on $KAFKA_HOST:$KAFKA_PORT (tansu pid $(cat "$TANSU_PID"))"
-  else
-    log "kafka: already running on $KAFKA_HOST:$KAFKA_PORT (not started by this script)"
-  fi
+if pid_alive "$KAFKA_DIR/kafka.pid"; then
+  log "kafka: already running on $KAFKA_HOST:$KAFKA_PORT (pid $(cat "$KAFKA_DIR/kafka.pid"), data $KAFKA_DIR/data)"
+elif port_open "$KAFKA_HOST" "$KAFKA_PORT"; then
+  "$REPO/scripts/kafka.sh" ready "$KAFKA_HOST:$KAFKA_PORT" ||
+    die "$KAFKA_HOST:$KAFKA_PORT is open but does not answer as a Kafka broker; free the port"
+  log "kafka: already running on $KAFKA_HOST:$KAFKA_PORT (not started by this script)"
 else
-  mkdir -p "$TANSU_DIR"
-  # Tansu resolves sqlite:// paths relative to its working directory, so run it
-  # from $TANSU_DIR: the data lives in $TANSU_DIR/tansu.db. Verified command line:
-  #   cd .data/tansu && tansu broker --storage-engine sqlite://tansu.db \
-  #     --listener-url tcp://127.0.0.1:9092 --advertised-listener-url tcp://127.0.0.1:9092
-  (
-    cd "$TANSU_DIR"
-    start_bg tansu "$TANSU_PID" "$TANSU_LOG" \
-      tansu broker \
-      --storage-engine "sqlite://tansu.db" \
-      --listener-url "tcp://$KAFKA_HOST:$KAFKA_PORT" \
-      --advertised-listener-url "tcp://$KAFKA_HOST:$KAFKA_PORT"
-  )
-  if ! wait_for 30 kafka port_open "$KAFKA_HOST" "$KAFKA_PORT"; then
-    show_log "$TANSU_LOG" 30
-    die "tansu did not open $KAFKA_HOST:$KAFKA_PORT"
-  fi
-  log "kafka: started tansu on $KAFKA_HOST:$KAFKA_PORT (pid $(cat "$TANSU_PID"), data $TANSU_DIR/tansu.db, log $TANSU_LOG)"
+  "$REPO/scripts/kafka.sh" start "$KAFKA_DIR" "$KAFKA_PORT"
 fi
 
 log "deps ready: redis=$REDIS_HOST:$REDIS_PORT mysql=$MYSQL_HOST:$MYSQL_PORT kafka=$KAFKA_HOST:$KAFKA_PORT"

@@ -4,11 +4,11 @@
 
 # Repository root (the parent of scripts/).
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-# Local state (tansu data, pid files, logs, python venv). Kept by `make down`.
+# Local state (Kafka jars and data, pid files, logs). Kept by `make down`.
 DATA="${INSIGHTFLOW_DATA_DIR:-$REPO/.data}"
 export REPO DATA
 
-# cargo-installed tools (tansu) live here.
+# cargo and the Rust toolchain live here.
 export PATH="$HOME/.cargo/bin:$PATH"
 
 log()  { printf '%s\n' "$*"; }
@@ -36,13 +36,22 @@ wait_for() {
   return 1
 }
 
+# running PID: true if PID is a live process. A killed process whose parent has not reaped it
+# yet (a zombie: state Z in /proc/PID/stat) is not: this machine's init reaps late.
+running() {
+  local state
+  kill -0 "$1" 2>/dev/null || return 1
+  state="$(cut -d')' -f2 "/proc/$1/stat" 2>/dev/null | awk '{print $1}')"
+  [[ "$state" != "Z" ]]
+}
+
 # pid_alive PIDFILE: true if PIDFILE exists and names a running process.
 pid_alive() {
   local pid
   [[ -f "$1" ]] || return 1
   pid="$(cat "$1" 2>/dev/null)" || return 1
   [[ "$pid" =~ ^[0-9]+$ ]] || return 1
-  kill -0 "$pid" 2>/dev/null
+  running "$pid"
 }
 
 # stop_pidfile NAME PIDFILE [SECONDS]: SIGTERM the process, wait up to SECONDS
@@ -57,7 +66,7 @@ stop_pidfile() {
   pid="$(cat "$file")"
   kill -TERM "$pid" 2>/dev/null || true
   for ((i = 0; i < secs; i++)); do
-    if ! kill -0 "$pid" 2>/dev/null; then
+    if ! running "$pid"; then
       log "$name: stopped (pid $pid)"
       rm -f "$file"
       return 0

@@ -1,107 +1,24 @@
 //! The gateway answers 503 with Retry-After, promptly, when its Kafka broker goes away: never a
 //! 2xx for events Kafka does not hold, never a hang.
 //!
-//! Runs a private Tansu broker (the one `make deps` installs) on a free port, so stopping it
+//! Runs a private Kafka broker (the one `make deps` runs) on a free port, so killing it
 //! disturbs no other test.
 
 // A test panics to fail: unwrapping in its helpers is how it reports.
 #![allow(clippy::unwrap_used)]
 
 use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use insightflow_ingest::{Application, Settings};
+use insightflow_runtime::testing::PrivateKafka;
 use tokio_util::sync::CancellationToken;
-
-struct PrivateBroker {
-    child: Child,
-    port: u16,
-    _dir: TempDir,
-}
-
-struct TempDir(std::path::PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-impl Drop for PrivateBroker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn tansu_binary() -> std::path::PathBuf {
-    let home = std::env::var("HOME").unwrap_or_default();
-    let in_cargo = std::path::Path::new(&home).join(".cargo/bin/tansu");
-    if in_cargo.exists() {
-        return in_cargo;
-    }
-    let on_path = std::env::var("PATH")
-        .unwrap_or_default()
-        .split(':')
-        .map(|dir| std::path::Path::new(dir).join("tansu"))
-        .find(|p| p.exists());
-    on_path.unwrap_or_else(|| {
-        panic!("no tansu binary: run `make deps` (it installs Tansu with cargo install) before the tests")
-    })
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn start_broker() -> PrivateBroker {
-    let port = free_port();
-    let dir = std::env::temp_dir().join(format!(
-        "insightflow-tansu-{}",
-        uuid::Uuid::new_v4().simple()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    let url = format!("tcp://127.0.0.1:{port}");
-    let child = Command::new(tansu_binary())
-        .current_dir(&dir)
-        .args([
-            "broker",
-            "--storage-engine",
-            "sqlite://tansu.db",
-            "--listener-url",
-            &url,
-            "--advertised-listener-url",
-            &url,
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start tansu");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "private tansu did not open port {port}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    PrivateBroker {
-        child,
-        port,
-        _dir: TempDir(dir),
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_gateway_answers_503_promptly_when_kafka_is_down() {
-    let mut broker = start_broker();
+    let broker = PrivateKafka::start();
     let mut settings = Settings::load().unwrap();
-    settings.kafka.brokers = format!("127.0.0.1:{}", broker.port);
+    settings.kafka.brokers = broker.brokers();
     settings.kafka.topic.name = "broker_down_events".to_owned();
     settings.kafka.delivery_timeout_ms = 2000;
     settings.http.workers = 1;
@@ -131,8 +48,7 @@ async fn the_gateway_answers_503_promptly_when_kafka_is_down() {
         .unwrap();
     assert_eq!(up.status(), 200, "while the broker is up");
 
-    broker.child.kill().unwrap();
-    broker.child.wait().unwrap();
+    broker.kill();
 
     // Every answer from now on must be a 503 with Retry-After; the client's 15 s timeout turns
     // a hang into a failure. The first requests may wait out the 2 s delivery timeout; once the

@@ -5,3 +5,5 @@ pub mod kafka;
 pub mod settings;
 pub mod shutdown;
 pub mod telemetry;
+#[cfg(feature = "test-support")]
+pub mod testing;
