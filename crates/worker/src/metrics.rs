@@ -14,6 +14,7 @@ pub struct WorkerMetrics {
     pub batch_size: Histogram,
     pub write_duration: HistogramVec,
     pub consumer_lag: IntGaugeVec,
+    pub group_lag: IntGaugeVec,
     pub rebalances: IntCounterVec,
     pub dependency_errors: IntCounterVec,
     pub paused_seconds: IntCounter,
@@ -70,6 +71,14 @@ impl WorkerMetrics {
                 ),
                 &["topic", "partition"],
             )?,
+            group_lag: IntGaugeVec::new(
+                Opts::new(
+                    "worker_group_lag_messages",
+                    "Messages between the group's committed offset and the partition's end, \
+                     as the broker sees it (moves even when no member consumes)",
+                ),
+                &["topic", "partition"],
+            )?,
             rebalances: IntCounterVec::new(
                 Opts::new(
                     "worker_rebalances_total",
@@ -108,6 +117,7 @@ impl WorkerMetrics {
         registry.register(Box::new(m.batch_size.clone()))?;
         registry.register(Box::new(m.write_duration.clone()))?;
         registry.register(Box::new(m.consumer_lag.clone()))?;
+        registry.register(Box::new(m.group_lag.clone()))?;
         registry.register(Box::new(m.rebalances.clone()))?;
         registry.register(Box::new(m.dependency_errors.clone()))?;
         registry.register(Box::new(m.paused_seconds.clone()))?;

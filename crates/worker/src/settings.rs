@@ -47,6 +47,7 @@ pub struct KafkaSettings {
     pub session_timeout_ms: u32,
     pub auto_commit_interval_ms: u32,
     pub statistics_interval_ms: u32,
+    pub lag_probe_interval_ms: u64,
 }
 
 impl KafkaSettings {

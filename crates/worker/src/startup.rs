@@ -12,7 +12,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, ApiState};
-use crate::consumer::{ConsumerHealth, EventConsumer};
+use crate::consumer::{self, ConsumerHealth, EventConsumer};
 use crate::metrics::WorkerMetrics;
 use crate::retention;
 use crate::settings::Settings;
@@ -82,7 +82,9 @@ impl Application {
             Ok(())
         })];
         let consumer_health = if role.consumes() {
-            let health = ConsumerHealth::healthy();
+            let health = ConsumerHealth::new(Duration::from_millis(u64::from(
+                settings.kafka.session_timeout_ms,
+            )));
             let consumer = EventConsumer::new(
                 &settings.kafka,
                 settings.backoff.clone(),
@@ -91,7 +93,24 @@ impl Application {
                 metrics.clone(),
                 health.clone(),
             )?;
-            tasks.push(tokio::spawn(consumer.run(shutdown.child_token())));
+            let consumed = consumer.run(shutdown.child_token());
+            tasks.push(tokio::spawn(stop_all_when_done(
+                "consumer",
+                shutdown.clone(),
+                consumed,
+            )));
+            let lag = consumer::lag::run(
+                settings.kafka.clone(),
+                Duration::from_millis(settings.kafka.lag_probe_interval_ms),
+                metrics.clone(),
+                health.clone(),
+                shutdown.child_token(),
+            );
+            tasks.push(tokio::spawn(stop_all_when_done(
+                "lag probe",
+                shutdown.clone(),
+                lag,
+            )));
             let job = retention::run(
                 settings.retention.clone(),
                 mysql.clone(),
@@ -151,18 +170,47 @@ impl Application {
         self.port
     }
 
-    /// Runs until the shutdown token fires, then stops the HTTP server and waits for the
-    /// consumer to finish its batch and commit.
+    /// Runs until the shutdown token fires (a signal, or a task that ended on its own), then
+    /// stops the HTTP server and waits for the consumer to finish its batch and commit. Fails
+    /// when a task failed: the process exits non-zero and its supervisor restarts it.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         let served = http::serve_until_cancelled(self.server, self.shutdown).await;
+        let mut failure = None;
         for task in self.tasks {
-            match task.await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => tracing::error!(error = %format!("{e:#}"), "a worker task failed"),
-                Err(e) => tracing::error!(error = %e, "a worker task panicked"),
-            }
+            let error = match task.await {
+                Ok(Ok(())) => continue,
+                Ok(Err(e)) => e,
+                Err(e) => anyhow::anyhow!("a worker task panicked: {e}"),
+            };
+            tracing::error!(error = %format!("{error:#}"), "a worker task failed");
+            failure.get_or_insert(error);
         }
         tracing::info!("worker stopped");
-        served.context("HTTP server failed")
+        served.context("HTTP server failed")?;
+        failure.map_or(Ok(()), Err)
+    }
+}
+
+/// Runs a task that must last as long as the process. If it ends before shutdown was asked
+/// for (an error, a panic, or a return), the whole process stops and the task's end is
+/// returned as an error: supervisors restart processes, not tasks.
+async fn stop_all_when_done(
+    name: &'static str,
+    shutdown: CancellationToken,
+    task: impl std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
+) -> anyhow::Result<()> {
+    let outcome = tokio::spawn(task).await;
+    if shutdown.is_cancelled() {
+        return outcome.map_err(|e| anyhow::anyhow!("the {name} task panicked: {e}"))?;
+    }
+    tracing::error!(
+        task = name,
+        "a task ended before shutdown; stopping the process"
+    );
+    shutdown.cancel();
+    match outcome {
+        Ok(Ok(())) => anyhow::bail!("the {name} task ended before shutdown"),
+        Ok(Err(e)) => Err(e.context(format!("the {name} task failed"))),
+        Err(e) => anyhow::bail!("the {name} task panicked: {e}"),
     }
 }

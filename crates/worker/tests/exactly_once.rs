@@ -6,173 +6,22 @@
 
 mod support;
 
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
-
 use insightflow_worker::Role;
 use serde_json::{json, Value};
+use support::counts::{
+    assert_exactly_once, events, metric, mysql_count, redis_total, send, wait_for_both, WAIT,
+};
 use support::kafka::{self, header};
+use support::process::WorkerProcess;
 use support::proxy::TcpProxy;
 use support::state::{assert_same, snapshot};
 use support::{
-    eventually, spawn_ingest, spawn_worker, spawn_worker_with, worker_settings, TestIngest,
-    WorkerTarget,
+    eventually, spawn_ingest, spawn_worker, spawn_worker_with, worker_settings, WorkerTarget,
 };
-
-const WAIT: Duration = Duration::from_secs(90);
 
 /// These tests each run consumers over 8-partition topics; run one at a time so they do not
 /// starve the shared broker's group coordinator for each other.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-/// `n` events starting at `first`, spread over `users` users and several sessions, pages and
-/// types, with properties: what a day of a small shop looks like.
-fn events(first: usize, n: usize, users: usize) -> Vec<Value> {
-    const TYPES: [&str; 5] = ["page_view", "click", "product_view", "cart_add", "purchase"];
-    (first..first + n)
-        .map(|i| {
-            let user = i % users;
-            json!({
-                "event_id": format!("ev-{i}"),
-                "event_type": TYPES[i % TYPES.len()],
-                "user_id": format!("user-{user}"),
-                "session_id": format!("sess-{user}-{}", i / 97),
-                "page": {"url": format!("https://shop.example/p/{}", i % 13)},
-                "properties": {"n": i},
-                "user_properties": {"plan": if i % 2 == 0 { "free" } else { "pro" }},
-            })
-        })
-        .collect()
-}
-
-/// Posts the events in batches of 500 as an SDK does: a 503 means "retry the whole batch",
-/// which may resend events Kafka already holds (event ids make that harmless downstream).
-async fn send(ingest: &TestIngest, events: Vec<Value>) {
-    let http = reqwest::Client::new();
-    for chunk in events.chunks(500) {
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let response = http
-                .post(format!("{}/api/v1/events", ingest.address))
-                .json(&json!({ "events": chunk }))
-                .send()
-                .await
-                .expect("gateway answered");
-            let status = response.status();
-            let body: Value = response.json().await.unwrap();
-            if status == 503 && attempt < 5 {
-                eprintln!("gateway answered 503 ({body}); retrying the batch as an SDK would");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                continue;
-            }
-            assert_eq!(status, 200, "the gateway acknowledged the batch: {body}");
-            assert_eq!(
-                body["accepted"].as_u64(),
-                Some(chunk.len() as u64),
-                "{body}"
-            );
-            break;
-        }
-    }
-}
-
-async fn mysql_count(target: &WorkerTarget) -> i64 {
-    sqlx::query_scalar("SELECT COUNT(*) FROM user_events")
-        .fetch_one(&target.pool().await)
-        .await
-        .unwrap()
-}
-
-/// The sum of the all-time Redis counters of the default project.
-async fn redis_total(target: &WorkerTarget) -> i64 {
-    let mut redis = target.redis().await;
-    let counts: std::collections::HashMap<String, i64> = redis::cmd("HGETALL")
-        .arg(format!("{}:default:events:total", target.redis_prefix))
-        .query_async(&mut redis)
-        .await
-        .unwrap();
-    counts.values().sum()
-}
-
-/// Waits until MySQL and Redis both hold exactly `n` events.
-async fn wait_for_both(target: &WorkerTarget, n: i64) {
-    let mut last = (0, 0);
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let (mysql, redis) = (mysql_count(target).await, redis_total(target).await);
-        assert!(
-            mysql <= n && redis <= n,
-            "more than {n} events counted: mysql {mysql}, redis {redis}"
-        );
-        if (mysql, redis) == (n, n) {
-            return;
-        }
-        if (mysql, redis) != last {
-            eprintln!("waiting for {n} events: MySQL has {mysql}, Redis {redis}");
-            last = (mysql, redis);
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out after {WAIT:?} waiting for {n} events: MySQL has {mysql}, Redis {redis}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// Totals that must equal the number of events in every derived table and aggregate.
-async fn assert_exactly_once(target: &WorkerTarget, n: i64) {
-    let pool = target.pool().await;
-    for (what, query) in [
-        (
-            "users.total_events",
-            "SELECT CAST(SUM(total_events) AS SIGNED) FROM users",
-        ),
-        (
-            "rollup_events_minute",
-            "SELECT CAST(SUM(events) AS SIGNED) FROM rollup_events_minute",
-        ),
-        (
-            "rollup_events_hour",
-            "SELECT CAST(SUM(events) AS SIGNED) FROM rollup_events_hour",
-        ),
-        (
-            "sessions.events",
-            "SELECT CAST(SUM(events) AS SIGNED) FROM sessions WHERE 1",
-        ),
-    ] {
-        let sum: Option<i64> = sqlx::query_scalar(query).fetch_one(&pool).await.unwrap();
-        assert_eq!(sum, Some(n), "{what}");
-    }
-    assert_eq!(redis_total(target).await, n, "Redis events:total");
-    let sessions_total: Option<i64> =
-        sqlx::query_scalar("SELECT CAST(SUM(total_sessions) AS SIGNED) FROM users")
-            .fetch_one(&pool)
-            .await
-            .unwrap();
-    let sessions: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sessions")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-    assert_eq!(
-        sessions_total,
-        Some(sessions),
-        "every session counted once for its user"
-    );
-}
-
-async fn metric(address: &str, line_prefix: &str) -> Option<f64> {
-    let text = reqwest::get(format!("{address}/metrics"))
-        .await
-        .ok()?
-        .text()
-        .await
-        .ok()?;
-    text.lines()
-        .find(|l| l.starts_with(line_prefix))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replaying_the_topic_from_the_beginning_changes_nothing() {
@@ -213,82 +62,6 @@ async fn replaying_the_topic_from_the_beginning_changes_nothing() {
     target.cleanup().await;
 }
 
-fn worker_env(target: &WorkerTarget, commit_interval_ms: u64) -> Vec<(String, String)> {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    [
-        ("WORKER__KAFKA__BROKERS", support::kafka_brokers()),
-        ("WORKER__KAFKA__TOPIC__NAME", target.topic.clone()),
-        (
-            "WORKER__KAFKA__DEAD_LETTER_TOPIC",
-            format!("{}.dlq", target.topic),
-        ),
-        ("WORKER__KAFKA__GROUP_ID", target.group_id.clone()),
-        ("WORKER__KAFKA__BATCH_MAX_EVENTS", "100".to_owned()),
-        (
-            "WORKER__KAFKA__AUTO_COMMIT_INTERVAL_MS",
-            commit_interval_ms.to_string(),
-        ),
-        ("WORKER__MYSQL__URL", target.database_url.clone()),
-        ("WORKER__REDIS__URL", support::redis_url()),
-        ("WORKER__REDIS__KEY_PREFIX", target.redis_prefix.clone()),
-        ("WORKER__HTTP__PORT", port.to_string()),
-        ("WORKER__LOG__LEVEL", "warn".to_owned()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect()
-}
-
-/// A worker process, killed if the test ends (or fails) while it runs: no orphan keeps
-/// consuming after its test.
-struct WorkerProcess(Child);
-
-impl WorkerProcess {
-    fn sigkill(&mut self) {
-        self.0.kill().expect("SIGKILL the worker");
-        self.0.wait().expect("reap the worker");
-    }
-
-    /// SIGTERM: the worker finishes its batch, commits and exits.
-    fn terminate(&mut self) {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.0.id().to_string()])
-            .status()
-            .expect("run kill");
-        assert!(status.success());
-        let exit = self.0.wait().expect("reap the worker");
-        assert!(exit.success(), "graceful shutdown exits 0, got {exit}");
-    }
-}
-
-impl Drop for WorkerProcess {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-}
-
-fn spawn_worker_process(target: &WorkerTarget, commit_interval_ms: u64) -> WorkerProcess {
-    WorkerProcess(
-        Command::new(env!("CARGO_BIN_EXE_worker"))
-            .envs(worker_env(target, commit_interval_ms))
-            .stdout(if std::env::var_os("TEST_CHILD_LOGS").is_some() {
-                Stdio::inherit()
-            } else {
-                Stdio::null()
-            })
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start the worker binary"),
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_killed_between_writes_and_commit_converges_to_the_uninterrupted_state() {
     let _serial = ONE_AT_A_TIME.lock().await;
@@ -306,7 +79,7 @@ async fn a_worker_killed_between_writes_and_commit_converges_to_the_uninterrupte
 
     // The crashing run never commits (hour-long commit interval): whatever it writes before
     // SIGKILL is written again after the restart.
-    let mut doomed = spawn_worker_process(&target, 3_600_000);
+    let mut doomed = WorkerProcess::spawn(&target, 3_600_000, &[]);
     eventually(WAIT, "the first worker to write some events", || async {
         (mysql_count(&target).await > 0).then_some(())
     })
@@ -315,14 +88,10 @@ async fn a_worker_killed_between_writes_and_commit_converges_to_the_uninterrupte
     let written_before_kill = mysql_count(&target).await;
     eprintln!("killed the worker after it wrote {written_before_kill} of 2000 events");
 
-    // The restarted worker joins a fresh consumer group. The killed one never committed, so its
-    // group would also re-read from offset 0: the restart sees exactly what a same-group restart
-    // on Kafka sees. (Tansu 0.6 does not reliably evict a SIGKILLed member, and hands a member
-    // that joins meanwhile an empty assignment; on Kafka the dead member's session expires.)
-    // Re-reading from committed offsets in the same group is the replay test's subject.
-    let mut restarted_target = target.clone();
-    restarted_target.group_id = support::unique("it_group_restarted");
-    let mut restarted = spawn_worker_process(&restarted_target, 1000);
+    // Restarted in the same consumer group: the killed member's session expires and the
+    // group hands its partitions to the new one, which re-reads from offset 0 (nothing was
+    // committed) over rows and aggregates that are partly written already.
+    let mut restarted = WorkerProcess::spawn(&target, 1000, &[]);
     wait_for_both(&target, 2000).await;
     restarted.terminate();
 

@@ -7,19 +7,20 @@ pub async fn health() -> HttpResponse {
 }
 
 /// Ready when MySQL and Redis answer, Kafka answered the last probe, and (in a consuming
-/// process) the consumer is not paused on a failing dependency.
+/// process) the consumer runs, is not paused on a failing dependency and is not starved of
+/// partitions while its group stalls (`ConsumerHealth`).
 pub async fn ready(state: web::Data<ApiState>) -> HttpResponse {
     let (mysql, redis) = tokio::join!(state.mysql.ping(), state.redis.ping());
     let kafka = state.kafka.is_reachable();
-    let consumer = state.consumer.as_ref().map(|c| c.is_healthy());
-    let ready = mysql && redis && kafka && consumer.unwrap_or(true);
+    let consumer = state.consumer.as_ref().map(|c| c.state());
+    let ready = mysql && redis && kafka && consumer.as_ref().is_none_or(|c| c.is_ok());
     let status = |ok: bool| if ok { "ok" } else { "unavailable" };
     let body = serde_json::json!({
         "status": if ready { "ready" } else { "not_ready" },
         "mysql": status(mysql),
         "redis": status(redis),
         "kafka": status(kafka),
-        "consumer": consumer.map(|ok| if ok { "ok" } else { "paused: a dependency is failing" }),
+        "consumer": consumer.map(|c| c.describe()),
     });
     if ready {
         HttpResponse::Ok().json(body)

@@ -1,17 +1,21 @@
-//! librdkafka callbacks: rebalances (logged and counted) and statistics (consumer lag per
-//! partition).
+//! librdkafka callbacks: rebalances (logged, counted, and the assignment's size told to the
+//! consumer's health) and statistics (consumer lag per partition).
 
 use std::collections::HashSet;
 use std::sync::Mutex;
+use std::time::Instant;
 
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance};
 use rdkafka::{ClientContext, Statistics};
 
+use super::health::ConsumerHealth;
 use crate::metrics::WorkerMetrics;
 
 pub struct WorkerContext {
     metrics: WorkerMetrics,
+    /// Told how many partitions this member holds (`/ready`'s starvation check).
+    health: ConsumerHealth,
     /// Partitions of the current assignment.
     owned: Mutex<HashSet<i32>>,
     /// Set by a rebalance: the partitions this member kept through it (owned before and
@@ -21,9 +25,10 @@ pub struct WorkerContext {
 }
 
 impl WorkerContext {
-    pub fn new(metrics: WorkerMetrics) -> Self {
+    pub fn new(metrics: WorkerMetrics, health: ConsumerHealth) -> Self {
         Self {
             metrics,
+            health,
             owned: Mutex::default(),
             kept: Mutex::default(),
         }
@@ -92,6 +97,8 @@ impl ConsumerContext for WorkerContext {
                     .map(|e| (e.topic().to_owned(), e.partition()))
                     .collect();
                 tracing::info!(partitions = ?list, "partitions revoked");
+                // Eager rebalancing: the whole assignment goes, the next Assign brings the new one.
+                self.health.set_assigned(0, Instant::now());
                 self.metrics.rebalances.with_label_values(&["revoke"]).inc();
             }
             Rebalance::Assign(partitions) => {
@@ -101,6 +108,7 @@ impl ConsumerContext for WorkerContext {
                     .map(|e| (e.topic().to_owned(), e.partition()))
                     .collect();
                 tracing::info!(partitions = ?list, "partitions assigned");
+                self.health.set_assigned(list.len(), Instant::now());
                 self.assigned(&list.iter().map(|(_, p)| *p).collect::<Vec<_>>());
                 self.metrics.rebalances.with_label_values(&["assign"]).inc();
             }

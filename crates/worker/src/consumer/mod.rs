@@ -4,11 +4,11 @@
 
 mod context;
 pub mod dead_letter;
+mod health;
+pub mod lag;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -21,27 +21,12 @@ use tokio_util::sync::CancellationToken;
 
 use self::context::WorkerContext;
 use self::dead_letter::{DeadLetters, Reason};
+pub use self::health::{ConsumerHealth, ConsumerState};
 use crate::metrics::WorkerMetrics;
 use crate::settings::{BackoffSettings, KafkaSettings};
 use crate::store::mysql::MysqlStore;
 use crate::store::redis::{Position, RedisStore};
 use crate::store::StoreError;
-
-/// Whether the consumer is keeping up: false while a dependency is failing (`/ready`).
-#[derive(Clone, Default)]
-pub struct ConsumerHealth(Arc<AtomicBool>);
-
-impl ConsumerHealth {
-    pub fn healthy() -> Self {
-        Self(Arc::new(AtomicBool::new(true)))
-    }
-    pub fn is_healthy(&self) -> bool {
-        self.0.load(Ordering::Relaxed)
-    }
-    fn set(&self, healthy: bool) {
-        self.0.store(healthy, Ordering::Relaxed);
-    }
-}
 
 /// The loop stopped because shutdown was requested while a batch could not be finished.
 struct Stopped;
@@ -95,7 +80,7 @@ impl EventConsumer {
                 "statistics.interval.ms",
                 settings.statistics_interval_ms.to_string(),
             )
-            .create_with_context(WorkerContext::new(metrics.clone()))
+            .create_with_context(WorkerContext::new(metrics.clone(), health.clone()))
             .context("cannot create the Kafka consumer")?;
         consumer
             .subscribe(&[&settings.topic.name])
@@ -118,8 +103,6 @@ impl EventConsumer {
 
     /// Consumes until `shutdown`, then finishes the batch in hand if its stores answer, and
     /// commits the stored offsets synchronously.
-    /// Consumes until `shutdown`, then finishes the batch in hand if its stores answer, and
-    /// commits the stored offsets synchronously.
     ///
     /// A rebalance never discards messages already read: the batch in hand is finished (the
     /// writes are idempotent, so a message whose partition moved to another member costs one
@@ -127,6 +110,7 @@ impl EventConsumer {
     /// Dropping them instead would rely on the new assignment re-fetching from the committed
     /// offset, which is not what happens when the partition comes back to this member.
     pub async fn run(mut self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let _running = self.health.running();
         tracing::info!(topic = %self.topic, "consumer started");
         let mut batch: Vec<OwnedMessage> = Vec::with_capacity(self.batch_max_events);
         let mut deadline: Option<tokio::time::Instant> = None;
@@ -436,7 +420,7 @@ where
             Ok(value) => {
                 if let Some(since) = paused_at {
                     resume(consumer);
-                    health.set(true);
+                    health.set_stores_ok(true);
                     metrics.paused_seconds.inc_by(since.elapsed().as_secs());
                     tracing::info!(dependency, paused_for = ?since.elapsed(), "dependency back; consuming again");
                 }
@@ -445,7 +429,7 @@ where
             Err(StoreError::Data(e)) => {
                 if paused_at.is_some() {
                     resume(consumer);
-                    health.set(true);
+                    health.set_stores_ok(true);
                 }
                 return Err(RetryError::Data(e));
             }
@@ -457,7 +441,7 @@ where
                 if paused_at.is_none() {
                     tracing::error!(dependency, error = %format!("{e:#}"), "write failed; pausing consumption");
                     pause(consumer);
-                    health.set(false);
+                    health.set_stores_ok(false);
                     paused_at = Some(Instant::now());
                 } else {
                     tracing::warn!(dependency, error = %format!("{e:#}"), retry_in = ?delay, "still failing");
@@ -577,8 +561,7 @@ mod tests {
     #[test]
     fn a_skipped_range_is_reported_once_per_jump() {
         let mut last = HashMap::new();
-        // What Tansu 0.6's memory storage did after a rebalance: resumed at 3446, answered
-        // from the next record batch, 3467.
+        // A fetch that resumed at 3446 but was answered from 3467.
         let gaps = offset_gaps(
             &mut last,
             [(1, 3444), (1, 3445), (1, 3467), (1, 3468)].into_iter(),

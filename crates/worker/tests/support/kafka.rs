@@ -73,3 +73,34 @@ pub fn reset_group_to_beginning(group: &str, topic: &str, partitions: i32) {
         .commit(&list, rdkafka::consumer::CommitMode::Sync)
         .expect("commit offset 0 for the group");
 }
+
+/// The sum of `group`'s committed offsets over every partition of `topic` (a partition with
+/// no commit counts 0): how many messages the group has marked done.
+pub fn committed_total(group: &str, topic: &str) -> i64 {
+    let client: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", kafka_brokers())
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("offset reader");
+    let metadata = client
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .expect("topic metadata");
+    let mut list = TopicPartitionList::new();
+    for t in metadata.topics() {
+        for p in t.partitions() {
+            list.add_partition(topic, p.id());
+        }
+    }
+    let committed = client
+        .committed_offsets(list, Duration::from_secs(10))
+        .expect("the group's committed offsets");
+    committed
+        .elements()
+        .iter()
+        .map(|e| match e.offset() {
+            Offset::Offset(o) => o,
+            _ => 0,
+        })
+        .sum()
+}

@@ -1,11 +1,13 @@
-//! Test harness: the real gateway and worker, in process on port 0, against the real Kafka
-//! (Tansu), MariaDB and Redis. Every pipeline gets its own topic, consumer group, database and
+//! Test harness: the real gateway and worker, in process on port 0, against the real Kafka,
+//! MariaDB and Redis. Every pipeline gets its own topic, consumer group, database and
 //! Redis key prefix, so tests run in parallel without seeing each other's data.
 //!
 //! A test that cannot reach a service fails and says how to start it; it never skips.
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
+pub mod counts;
 pub mod kafka;
+pub mod process;
 pub mod proxy;
 pub mod state;
 
@@ -66,7 +68,7 @@ pub fn require_services() {
         .unwrap_or("127.0.0.1:6379")
         .to_owned();
     for (name, address) in [
-        ("Kafka (Tansu)", kafka_brokers()),
+        ("Kafka", kafka_brokers()),
         ("MySQL", mysql_host),
         ("Redis", redis_host),
     ] {
@@ -133,8 +135,8 @@ pub fn ingest_settings(topic: &str, brokers: &str) -> insightflow_ingest::Settin
     let mut settings = insightflow_ingest::Settings::load().expect("ingest default settings");
     settings.kafka.brokers = brokers.to_owned();
     settings.kafka.topic.name = topic.to_owned();
-    // Tansu on a small shared machine can take seconds to acknowledge a large batch while other
-    // tests load it; production keeps the 5 s default.
+    // A shared 2-core machine running every test binary at once can take seconds to
+    // acknowledge a large batch; production keeps the 5 s default.
     settings.kafka.delivery_timeout_ms = 15_000;
     settings.http.workers = 1;
     settings
