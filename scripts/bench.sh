@@ -19,9 +19,8 @@
 #                          measures the queue, not the answer time the issue asks about
 #   BENCH_PHASES="ingest worker freshness stats"   which phases to run
 #   BENCH_KEEP=1           keep the run's databases, Redis keys and broker data
-#   BENCH_BROKER_STORAGE   storage of the private Tansu (default memory://tansu/)
-#   BENCH_BROKERS=h:p      use this Kafka cluster instead of a private Tansu started for the run
-#                          (its topics are then left in place: deleting a topic stalls Tansu)
+#   BENCH_BROKERS=h:p      use this Kafka cluster instead of a private broker per phase (its
+#                          topics are then left in place)
 #   BENCH_MYSQL_BUFFER_POOL=BYTES  InnoDB buffer pool for the run (default: a quarter of RAM in
 #                          whole GiB, never below the server's own); restored afterwards
 #   BENCH_PROFILE=1        sample the gateway (ingest, batch 50, round 1) and the worker (first
@@ -57,9 +56,7 @@ mkdir -p "$WORK" "$OUT_DIR"
 
 MYSQL_BASE="mysql://root@127.0.0.1:3306"
 REDIS_URL="redis://127.0.0.1:6379/0"
-# A private Tansu per run (same storage engine as scripts/deps.sh), so other engineers' tests
-# on the shared broker (topic deletions stall Tansu for minutes) cannot skew or break a run.
-# BENCH_BROKERS=host:port uses an existing cluster instead.
+# A private Kafka per phase (start_broker); BENCH_BROKERS=host:port uses an existing cluster.
 BROKERS="${BENCH_BROKERS:-}"
 PREFIX_BASE="ifbench:$RUN_ID"
 CLK_TCK="$(getconf CLK_TCK 2>/dev/null || echo 100)"
@@ -93,7 +90,7 @@ stop_pid() {
   local pid="$1" i
   kill -TERM "$pid" 2>/dev/null || return 0
   for ((i = 0; i < 30; i++)); do
-    kill -0 "$pid" 2>/dev/null || return 0
+    running "$pid" || return 0
     sleep 0.5
   done
   warn "pid $pid did not stop within 15 s after SIGTERM; killing it"
@@ -106,7 +103,7 @@ cleanup() {
   if [[ "${BENCH_KEEP:-0}" != 1 ]]; then
     for db in "${DATABASES[@]}"; do drop_database "$db"; done
     unlink_keys "$PREFIX_BASE:*"
-    rm -rf "$WORK"/tansu-*
+    rm -rf "$WORK"/kafka-*
   else
     log "bench: kept databases ${DATABASES[*]:-}, Redis keys $PREFIX_BASE:*, topics ${TOPICS[*]:-}"
   fi
@@ -142,7 +139,7 @@ wait_ready() {
   local name="$1" port="$2" pid="$3" log_file="$4" i
   for ((i = 0; i < 120; i++)); do
     if curl -fsS -o /dev/null "http://127.0.0.1:$port/ready" 2>/dev/null; then return 0; fi
-    kill -0 "$pid" 2>/dev/null || { show_log "$log_file" 40; die "$name exited during start-up"; }
+    running "$pid" || { show_log "$log_file" 40; die "$name exited during start-up"; }
     sleep 0.5
   done
   show_log "$log_file" 40
@@ -304,42 +301,31 @@ log "bench: cargo build --release (ingest, worker, loadgen)"
 cargo build --release -p insightflow-ingest -p insightflow-worker -p insightflow-loadgen
 log "bench: run $RUN_ID, mode $MODE, $EVENTS events, $ROUNDS rounds, ${DURATION}s runs, results in $WORK"
 
-# start_broker NAME: a fresh private Tansu for one phase (unless BENCH_BROKERS is set). Tansu's
-# sqlite storage slows down as its database grows (fetches and offset look-ups stall for
-# minutes once it holds a few hundred thousand records of other topics), so every phase gets
-# an empty one.
+# start_broker NAME: a fresh private Apache Kafka for one phase (unless BENCH_BROKERS is set),
+# the broker scripts/deps.sh runs, started by the same script: no phase reads another's
+# topics, groups or page cache, and other engineers' tests on :9092 cannot skew a run.
 EXTERNAL_BROKERS="$BROKERS"
-# Memory storage by default: with sqlite storage (what scripts/deps.sh runs) Tansu stalls for
-# minutes serving fetches once a topic holds some tens of thousands of records, so a drain
-# would measure sqlite, not us. BENCH_BROKER_STORAGE=sqlite://tansu.db measures that setup.
-BROKER_STORAGE="${BENCH_BROKER_STORAGE:-memory://tansu/}"
 start_broker() {
   if [[ -n "$EXTERNAL_BROKERS" ]]; then
     BROKERS="$EXTERNAL_BROKERS"
     return
   fi
-  have tansu || die "tansu not found (scripts/deps.sh installs it)"
-  local port dir
+  local port dir="$WORK/kafka-$1"
   port="$(free_port)"
-  dir="$WORK/tansu-$1"
-  mkdir -p "$dir"
-  (cd "$dir" && exec tansu broker --storage-engine "$BROKER_STORAGE" \
-    --listener-url "tcp://127.0.0.1:$port" --advertised-listener-url "tcp://127.0.0.1:$port" \
-    >>"$dir/tansu.log" 2>&1 </dev/null) &
-  BROKER_PID=$!
+  "$REPO/scripts/kafka.sh" start "$dir" "$port" >/dev/null
+  BROKER_DIR="$dir"
+  BROKER_PID="$(cat "$dir/kafka.pid")"
   PIDS+=("$BROKER_PID")
   CPU_PIDS[broker]="$BROKER_PID"
-  wait_for 30 "private tansu" port_open 127.0.0.1 "$port" ||
-    { show_log "$dir/tansu.log" 30; die "private tansu did not start"; }
   BROKERS="127.0.0.1:$port"
-  log "bench: private Tansu for $1 on $BROKERS (pid $BROKER_PID)"
+  log "bench: private Kafka for $1 on $BROKERS (pid $BROKER_PID, log $dir/kafka.log)"
 }
 stop_broker() {
   if [[ -n "${BROKER_PID:-}" ]]; then
     stop_tracked "$BROKER_PID"
     unset 'CPU_PIDS[broker]'
     BROKER_PID=""
-    [[ "${BENCH_KEEP:-0}" == 1 ]] || rm -rf "$WORK"/tansu-*
+    [[ "${BENCH_KEEP:-0}" == 1 ]] || rm -rf "$BROKER_DIR"
   fi
 }
 
@@ -448,13 +434,8 @@ if has_phase worker; then
       prefix="$PREFIX_BASE:w${n}r$r"
       group="ifbench-$RUN_ID-w$n-r$r"
       migrate_db "$db"
-      # A fresh topic per drain, filled once every instance holds its partitions. Filling
-      # first would make the second instance's join rebalance a running drain, and Tansu 0.6's
-      # memory storage answers a fetch that starts inside a record batch with the *next* batch
-      # (tansu-storage dynostore.rs fetch: offsets.split_off(&offset)), skipping the rest of
-      # that batch: the events of those offsets would never reach any consumer. sqlite storage
-      # and Apache Kafka return the containing batch; the worker counts such skips in
-      # worker_offset_gaps_total.
+      # A fresh topic per drain, filled once every instance holds its partitions, so the
+      # drain measures consumption, not the second instance's join rebalance.
       T_FILL="ifbench.$RUN_ID.fill.w$n.r$r"
       new_topic "$T_FILL"
       pids=()
@@ -573,7 +554,7 @@ ELAPSED=$(($(date +%s) - START_TS))
 "$LG" report --results "$RESULTS" --json-out "$OUT_DIR/latest.json" --markdown-out "$OUT_DIR/latest.md" \
   --meta "date=$(date -u +%Y-%m-%dT%H:%M:%SZ)" --meta "mode=$MODE" --meta "events=$EVENTS" \
   --meta "rounds=$ROUNDS" --meta "run_seconds=$ELAPSED" --meta "duration_s=$DURATION" \
-  --meta "concurrency=$CONCURRENCY" --meta "broker=${EXTERNAL_BROKERS:-private Tansu 0.6, $BROKER_STORAGE}" --meta "stats_rate=$STATS_RATE" \
+  --meta "concurrency=$CONCURRENCY" --meta "broker=${EXTERNAL_BROKERS:-private Apache Kafka $(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' scripts/kafka/pom.xml), KRaft}" --meta "stats_rate=$STATS_RATE" \
   --meta "commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet 2>/dev/null || echo '+dirty')" \
   --meta "cpu=$(nproc) x $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)" \
   --meta "memory=$(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo)" \

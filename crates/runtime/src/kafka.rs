@@ -30,7 +30,7 @@ impl KafkaConnection {
     }
 }
 
-/// A topic the service owns and creates when missing (Tansu, like many clusters, does not
+/// A topic the service owns and creates when missing (many clusters, ours included, do not
 /// auto-create topics).
 #[derive(Debug, Clone, Deserialize)]
 pub struct TopicSpec {

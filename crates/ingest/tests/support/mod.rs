@@ -1,4 +1,4 @@
-//! The real gateway in process on port 0 against the real Kafka (Tansu), each test with its
+//! The real gateway in process on port 0 against the real Kafka, each test with its
 //! own topic, and a reader that takes the topic back to check what the gateway wrote.
 //!
 //! A test that cannot reach Kafka fails and says how to start it; it never skips.
@@ -32,7 +32,7 @@ pub fn require_kafka() {
         .is_some_and(|a| TcpStream::connect_timeout(&a, Duration::from_secs(2)).is_ok());
     assert!(
         reachable,
-        "Kafka (Tansu) is not reachable at {address}. Start the local services with `make deps` \
+        "Kafka is not reachable at {address}. Start the local services with `make deps` \
          (scripts/deps.sh), or point TEST_KAFKA_BROKERS at a running broker."
     );
 }

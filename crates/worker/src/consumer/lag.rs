@@ -68,6 +68,9 @@ pub async fn run(
 }
 
 fn sample(client: &BaseConsumer, topic: &str) -> KafkaResult<Vec<PartitionLag>> {
+    // Not subscribed, so nothing to consume; polling drains the client's error events (a
+    // broker going away) so they cannot pile up.
+    let _ = client.poll(Duration::ZERO);
     let metadata = client.fetch_metadata(Some(topic), CALL_TIMEOUT)?;
     let ids: Vec<i32> = metadata
         .topics()
