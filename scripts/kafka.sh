@@ -142,6 +142,6 @@ case "${1:-}" in
   fetch) fetch ;;
   start) [[ $# -eq 3 ]] || usage; start "$2" "$3" ;;
   stop) [[ $# -ge 2 ]] || usage; stop_pidfile kafka "$2/kafka.pid" "${3:-30}" ;;
-  ready) [[ $# -eq 2 ]] || usage; ready "$2" ;;
+  ready) [[ $# -eq 2 ]] || usage; fetch; ready "$2" ;;
   *) usage ;;
 esac
