@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use actix_web::http::header;
 use actix_web::HttpRequest;
-use insightflow_model::ClientInfo;
+use insightflow_model::{columns, ClientInfo};
 use ipnet::IpNet;
 use quick_cache::sync::Cache;
 
@@ -18,9 +18,6 @@ struct Agent {
     os: Option<String>,
     device_type: Option<String>,
 }
-
-/// Longer user agents are not worth caching or parsing in full.
-const MAX_USER_AGENT_BYTES: usize = 512;
 
 pub struct ClientResolver {
     agents: Cache<String, Arc<Agent>>,
@@ -41,18 +38,22 @@ impl ClientResolver {
             .headers()
             .get(header::USER_AGENT)
             .and_then(|v| v.to_str().ok())
-            .map(truncate_user_agent);
+            .map(|ua| columns::USER_AGENT.cut(ua));
         let ip = self.client_ip(req).map(|ip| ip.to_string());
         Arc::new(self.describe(ip, user_agent))
     }
 
     /// A sender described by another user agent (an event's `context.user_agent`), same IP.
     pub fn with_user_agent(&self, base: &ClientInfo, user_agent: &str) -> Arc<ClientInfo> {
-        Arc::new(self.describe(base.ip.clone(), Some(truncate_user_agent(user_agent))))
+        Arc::new(self.describe(base.ip.clone(), Some(columns::USER_AGENT.cut(user_agent))))
     }
 
+    /// `user_agent` comes cut to its column: what is parsed and cached is what is stored,
+    /// and the cache's keys stay bounded.
     fn describe(&self, ip: Option<String>, user_agent: Option<&str>) -> ClientInfo {
         let agent = user_agent.map(|ua| self.agent(ua)).unwrap_or_default();
+        // The parser copies versions and names out of the user agent, as long as it has
+        // them: fitted to their columns here, by the model's rule.
         ClientInfo {
             ip,
             user_agent: user_agent.map(str::to_owned),
@@ -61,6 +62,7 @@ impl ClientResolver {
             os: agent.os.clone(),
             device_type: agent.device_type.clone(),
         }
+        .stored()
     }
 
     fn agent(&self, user_agent: &str) -> Arc<Agent> {
@@ -102,17 +104,6 @@ impl ClientResolver {
     fn is_trusted(&self, ip: IpAddr) -> bool {
         self.trusted_proxies.iter().any(|net| net.contains(&ip))
     }
-}
-
-fn truncate_user_agent(ua: &str) -> &str {
-    if ua.len() <= MAX_USER_AGENT_BYTES {
-        return ua;
-    }
-    let mut end = MAX_USER_AGENT_BYTES;
-    while !ua.is_char_boundary(end) {
-        end -= 1;
-    }
-    &ua[..end]
 }
 
 fn known(value: &str) -> Option<String> {
@@ -168,6 +159,39 @@ mod tests {
                 .as_deref(),
             Some("bot")
         );
+    }
+
+    #[test]
+    fn what_the_user_agent_yields_fits_its_columns() {
+        // The parser copies the version as long as it is: 200 characters here.
+        let version = "1.".repeat(100);
+        let crafted = format!(
+            "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/{version} Safari/537.36 {}",
+            // ASCII: a header value with other bytes is not read as text at all.
+            "x".repeat(600)
+        );
+        let parsed = parse_agent(&crafted);
+        assert!(
+            parsed.browser_version.as_deref().map_or(0, str::len) > 64,
+            "the parser yields the long version: {parsed:?}"
+        );
+        let resolver = ClientResolver::new(Vec::new(), 16);
+        let request = TestRequest::default()
+            .peer_addr("203.0.113.9:5000".parse().unwrap())
+            .insert_header(("user-agent", crafted.as_str()))
+            .to_http_request();
+        for info in [
+            resolver.for_request(&request),
+            resolver.with_user_agent(&ClientInfo::default(), &crafted),
+        ] {
+            let version = info.browser_version.as_deref().unwrap();
+            assert_eq!(version.chars().count(), columns::BROWSER_VERSION.width());
+            assert!(crafted.contains(version));
+            let user_agent = info.user_agent.as_deref().unwrap();
+            assert_eq!(user_agent.chars().count(), columns::USER_AGENT.width());
+            assert!(crafted.starts_with(user_agent));
+            assert_eq!(info.browser.as_deref(), Some("Chrome"));
+        }
     }
 
     #[test]

@@ -101,7 +101,8 @@ pub struct CanonicalEvent {
     user_id: Option<String>,
     anonymous_id: Option<String>,
     session_id: Option<String>,
-    /// RFC 3339 or epoch milliseconds; corrected by the batch's `sent_at` clock skew.
+    /// RFC 3339 or epoch milliseconds, from 2000-01-01T00:00:00Z to 9999-12-31T23:59:59.999Z
+    /// (else the event is rejected); corrected by the batch's `sent_at` clock skew.
     timestamp: Option<String>,
     page: Option<Page>,
     element: Option<Element>,
@@ -157,7 +158,8 @@ pub struct Screen {
 #[derive(Deserialize, ToSchema)]
 pub struct CanonicalBatch {
     /// When the client sent the batch (its clock): the skew `sent_at - server time` is
-    /// subtracted from every event's timestamp.
+    /// subtracted from every event's timestamp. In the range of `timestamp`, else the request
+    /// is refused.
     sent_at: Option<String>,
     /// Alternative to the header, query and Basic auth locations.
     write_key: Option<String>,

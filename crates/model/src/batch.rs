@@ -390,6 +390,115 @@ mod tests {
     }
 
     #[test]
+    fn a_time_before_year_zero_is_refused_with_its_field() {
+        // Issue 13: this event was accepted, then the worker could not insert it, ever.
+        let out = run(r#"{"event_type":"click","anonymous_id":"a","timestamp":-100000000000000}"#)
+            .unwrap();
+        assert!(out.accepted.is_empty());
+        assert_eq!(out.rejected.len(), 1);
+        assert_eq!(out.rejected[0].field, "timestamp");
+        assert!(
+            out.rejected[0].reason.contains("2000-01-01T00:00:00+00:00"),
+            "{}",
+            out.rejected[0].reason
+        );
+    }
+
+    #[test]
+    fn a_sent_at_outside_the_range_refuses_the_body() {
+        let err = run(
+            r#"{"sent_at":"1970-01-01T00:00:00Z","events":[{"event_type":"click","user_id":"u"}]}"#,
+        )
+        .unwrap_err();
+        assert_eq!(err.field(), "sent_at");
+    }
+
+    #[test]
+    fn json_mysql_refuses_is_refused_in_every_shape() {
+        let out = run(r#"{"events":[
+            {"event_type":"click","user_id":"u","properties":{"s":"\ud800"}},
+            {"event_type":"click","user_id":"u","user_properties":{"n":1e400}},
+            {"event_type":"click","user_id":"u","properties":{"s":"\ud83d\ude00","t":"\\ud800"}}
+        ]}"#)
+        .unwrap();
+        let fields: Vec<(usize, &str)> = out
+            .rejected
+            .iter()
+            .map(|r| (r.index, r.field.as_str()))
+            .collect();
+        assert_eq!(fields, vec![(0, "properties"), (1, "user_properties")]);
+        assert_eq!(out.accepted.len(), 1, "a surrogate pair is a character");
+
+        let limits = Limits::default();
+        let project = ProjectId::parse("p").unwrap();
+        let clock = RequestClock::new(Utc::now(), None, 60);
+        // Flat events gather loose fields into properties; Segment's traits are user_properties.
+        let flat = RawBody::parse(
+            r#"{"event_type":"x","user_id":"u","note":"\udc00"}"#,
+            &limits,
+        )
+        .unwrap();
+        let out = parse_batch_as(
+            &crate::shape::Flat::new(),
+            &flat,
+            &project,
+            &clock,
+            &limits,
+            |_| Arc::default(),
+        );
+        assert_eq!(out.rejected[0].field, "properties");
+        let segment = RawBody::parse_segment(
+            r#"{"type":"identify","userId":"u","traits":{"name":"\ud800x"}}"#,
+            &limits,
+        )
+        .unwrap();
+        let out = parse_batch_as(
+            &crate::shape::Segment::default(),
+            &segment,
+            &project,
+            &clock,
+            &limits,
+            |_| Arc::default(),
+        );
+        assert_eq!(out.rejected[0].field, "traits");
+    }
+
+    #[test]
+    fn the_worker_fits_or_refuses_payloads_that_cannot_be_stored() {
+        let ok = r#"{"schema_version":1,"event_id":"e","project":"p","event_type":"click","user_id":"u",
+            "timestamp":"2026-01-01T00:00:00Z","timestamp_source":"server","received_at":"2026-01-01T00:00:00Z"}"#;
+        for (from, to) in [
+            ("\"timestamp\":\"2026", "\"timestamp\":\"0999"),
+            ("\"received_at\":\"2026", "\"received_at\":\"1970"),
+            (
+                "\"user_id\":\"u\",",
+                "\"user_id\":\"u\",\"properties\":{\"s\":\"\\ud800\"},",
+            ),
+        ] {
+            let bad = ok.replace(from, to);
+            assert_ne!(bad, ok);
+            assert!(serde_json::from_str::<Event>(&bad).is_err(), "{bad}");
+        }
+        let long_version = ok.replace(
+            "\"user_id\":\"u\",",
+            &format!(
+                "\"user_id\":\"u\",\"client\":{{\"browser_version\":\"{}\"}},\"page\":{{\"path\":\"/{}\"}},",
+                "1.".repeat(100),
+                "p".repeat(600)
+            ),
+        );
+        let event: Event = serde_json::from_str(&long_version).unwrap();
+        assert_eq!(
+            event.client().browser_version.as_deref().map(str::len),
+            Some(crate::columns::BROWSER_VERSION.width())
+        );
+        assert_eq!(
+            event.page().unwrap().path.as_deref().map(str::len),
+            Some(crate::columns::PAGE_PATH.width())
+        );
+    }
+
+    #[test]
     fn the_worker_refuses_payloads_that_break_invariants() {
         let ok = r#"{"schema_version":1,"event_id":"e","project":"p","event_type":"click","user_id":"u",
             "timestamp":"2026-01-01T00:00:00Z","timestamp_source":"server","received_at":"2026-01-01T00:00:00Z"}"#;

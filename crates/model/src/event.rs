@@ -6,7 +6,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use uuid::Uuid;
 
+use crate::columns::{self, Column};
 use crate::raw::{IdText, RawContext, RawElement, RawEvent, RawPage, Text};
+use crate::stored_json::refused_by_mysql;
+use crate::time::stored_time;
 use crate::{
     AnonymousId, EventId, EventType, FieldError, Limits, ProjectId, RequestClock, SessionId,
     TimestampSource, UserId, SCHEMA_VERSION,
@@ -43,6 +46,41 @@ pub struct Element {
     pub x: Option<i32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub y: Option<i32>,
+}
+
+impl Page {
+    /// Every field fitted to its column ([`columns`]).
+    fn stored(self) -> Result<Self, FieldError> {
+        Ok(Self {
+            url: fit(self.url, columns::PAGE_URL, "page.url")?,
+            path: fit(self.path, columns::PAGE_PATH, "page.path")?,
+            title: fit(self.title, columns::PAGE_TITLE, "page.title")?,
+            referrer: fit(self.referrer, columns::REFERRER, "page.referrer")?,
+        })
+    }
+}
+
+impl Element {
+    /// Every field fitted to its column ([`columns`]).
+    fn stored(self) -> Result<Self, FieldError> {
+        Ok(Self {
+            tag: fit(self.tag, columns::ELEMENT_TAG, "element.tag")?,
+            id: fit(self.id, columns::ELEMENT_ID, "element.id")?,
+            classes: fit(self.classes, columns::ELEMENT_CLASSES, "element.classes")?,
+            text: fit(self.text, columns::ELEMENT_TEXT, "element.text")?,
+            selector: fit(self.selector, columns::ELEMENT_SELECTOR, "element.selector")?,
+            x: self.x,
+            y: self.y,
+        })
+    }
+}
+
+/// `value` fitted to `column` by the one rule, [`Column::fit`].
+fn fit(value: Option<String>, column: Column, field: &str) -> Result<Option<String>, FieldError> {
+    match value {
+        Some(v) => column.fit(v, field),
+        None => Ok(None),
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -92,11 +130,55 @@ pub struct ClientInfo {
     pub device_type: Option<String>,
 }
 
+impl ClientInfo {
+    /// This description with every field fitted to its column ([`columns`]): the gateway
+    /// builds it so, and [`Event`] fits whatever it is given. A field whose column would
+    /// refuse it is left out instead: the description is the gateway's own, with no client
+    /// field to blame.
+    pub fn stored(self) -> Self {
+        let fitted = |value: Option<String>, column: Column| {
+            fit(value, column, column.name()).ok().flatten()
+        };
+        Self {
+            ip: fitted(self.ip, columns::IP),
+            user_agent: fitted(self.user_agent, columns::USER_AGENT),
+            browser: fitted(self.browser, columns::BROWSER),
+            browser_version: fitted(self.browser_version, columns::BROWSER_VERSION),
+            os: fitted(self.os, columns::OS),
+            device_type: fitted(self.device_type, columns::DEVICE_TYPE),
+        }
+    }
+
+    fn is_stored(&self) -> bool {
+        [
+            (&self.ip, columns::IP),
+            (&self.user_agent, columns::USER_AGENT),
+            (&self.browser, columns::BROWSER),
+            (&self.browser_version, columns::BROWSER_VERSION),
+            (&self.os, columns::OS),
+            (&self.device_type, columns::DEVICE_TYPE),
+        ]
+        .iter()
+        .all(|(value, column)| value.as_deref().is_none_or(|v| column.fits(v)))
+    }
+
+    /// The shared description, copied only when something in it does not fit.
+    fn shared_stored(client: Arc<Self>) -> Arc<Self> {
+        if client.is_stored() {
+            client
+        } else {
+            Arc::new(Self::clone(&client).stored())
+        }
+    }
+}
+
 /// A validated, enriched event: the payload of every message on the events topic.
 ///
 /// Fields are private so an `Event` can only come from [`Event::from_raw`] (the gateway) or
 /// from deserializing a Kafka payload (the worker), and both paths check the invariants:
-/// a known schema version, at least one of `user_id` / `anonymous_id`, object-valued properties.
+/// a known schema version, at least one of `user_id` / `anonymous_id`, object-valued properties,
+/// and everything storable: times from [`crate::EARLIEST_TIME`] to [`crate::LATEST_TIME`],
+/// strings fitted to their columns ([`columns`]), JSON that MySQL's `JSON` column takes.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(try_from = "EventWire")]
 pub struct Event {
@@ -186,25 +268,31 @@ impl TryFrom<EventWire> for Event {
                 check_object(v.get(), field, usize::MAX)?;
             }
         }
+        // A payload written before these rules (or by another producer) is fitted the same
+        // way, and one that cannot be stored is poison, dead-lettered by the worker, instead
+        // of failing every insert of its batch.
         Ok(Self {
             schema_version: w.schema_version,
             event_id: w.event_id,
             project: w.project,
             event_type: w.event_type,
-            event_name: w.event_name,
+            event_name: fit(w.event_name, columns::EVENT_NAME, "event_name")?,
             user_id: w.user_id,
             anonymous_id: w.anonymous_id,
             session_id: w.session_id,
-            timestamp: w.timestamp,
+            timestamp: stored_time(w.timestamp, "timestamp")?,
             timestamp_source: w.timestamp_source,
-            client_timestamp: w.client_timestamp,
-            received_at: w.received_at,
-            page: w.page,
-            element: w.element,
+            client_timestamp: w
+                .client_timestamp
+                .map(|t| stored_time(t, "client_timestamp"))
+                .transpose()?,
+            received_at: stored_time(w.received_at, "received_at")?,
+            page: w.page.map(Page::stored).transpose()?,
+            element: w.element.map(Element::stored).transpose()?,
             properties: w.properties,
             user_properties: w.user_properties,
             context: w.context,
-            client: w.client,
+            client: ClientInfo::shared_stored(w.client),
         })
     }
 }
@@ -222,7 +310,8 @@ fn check_identity(
     Ok(())
 }
 
-/// Properties must be a JSON object no deeper than `max_depth`.
+/// Properties must be a JSON object no deeper than `max_depth`, which MySQL's `JSON` column
+/// takes.
 fn check_object(json: &str, field: &str, max_depth: usize) -> Result<(), FieldError> {
     if !json.trim_start().starts_with('{') {
         return Err(FieldError::new(field, "must be a JSON object"));
@@ -233,6 +322,9 @@ fn check_object(json: &str, field: &str, max_depth: usize) -> Result<(), FieldEr
             field,
             format!("is nested {depth} levels deep, limit {max_depth}"),
         ));
+    }
+    if let Some(reason) = refused_by_mysql(json) {
+        return Err(FieldError::new(field, reason));
     }
     Ok(())
 }
@@ -317,7 +409,8 @@ fn page(raw: RawPage<'_>, limits: &Limits) -> Result<Option<Page>, FieldError> {
         path,
         title: text(raw.title, "page.title", limits.max_string_bytes)?,
         referrer: text(raw.referrer, "page.referrer", limits.max_url_bytes)?,
-    };
+    }
+    .stored()?;
     Ok((page != Page::default()).then_some(page))
 }
 
@@ -356,14 +449,15 @@ fn element(raw: RawElement<'_>, limits: &Limits) -> Result<Option<Element>, Fiel
         }
     };
     let element = Element {
-        tag: text(raw.tag, "element.tag", 64)?,
+        tag: text(raw.tag, "element.tag", columns::ELEMENT_TAG.width())?,
         id: text(raw.id, "element.id", limits.max_string_bytes)?,
         classes,
         text: text(raw.text, "element.text", limits.max_string_bytes)?,
         selector: text(raw.selector, "element.selector", limits.max_string_bytes)?,
         x: coordinate(raw.x, "element.x")?,
         y: coordinate(raw.y, "element.y")?,
-    };
+    }
+    .stored()?;
     Ok((element != Element::default()).then_some(element))
 }
 
@@ -419,7 +513,7 @@ impl Event {
             .timestamp
             .map(|t| crate::parse_timestamp(t, "timestamp"))
             .transpose()?;
-        let (timestamp, timestamp_source) = clock.event_time(client_timestamp);
+        let (timestamp, timestamp_source) = clock.event_time(client_timestamp)?;
         for (field, value) in [
             ("properties", raw.properties.as_deref()),
             ("user_properties", raw.user_properties.as_deref()),
@@ -433,7 +527,11 @@ impl Event {
             event_id,
             project: project.clone(),
             event_type,
-            event_name: text(raw.event_name, "event_name", limits.max_string_bytes)?,
+            event_name: fit(
+                text(raw.event_name, "event_name", limits.max_string_bytes)?,
+                columns::EVENT_NAME,
+                "event_name",
+            )?,
             user_id,
             anonymous_id,
             session_id: id(raw.session_id, SessionId::parse)?,
@@ -454,7 +552,7 @@ impl Event {
                 .map(|c| context(c, limits))
                 .transpose()?
                 .flatten(),
-            client,
+            client: ClientInfo::shared_stored(client),
         })
     }
 

@@ -2,7 +2,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::FieldError;
+use crate::{columns, FieldError};
 
 /// An event's type: one of the standard types or a custom name.
 ///
@@ -38,7 +38,7 @@ impl EventType {
         Self::CART_REMOVE,
         Self::IDENTIFY,
     ];
-    pub const MAX_LEN: usize = 64;
+    pub const MAX_LEN: usize = columns::EVENT_TYPE.width();
     pub const PATTERN: &'static str = "^[a-z][a-z0-9_]{0,63}$";
 
     pub fn parse(input: &str) -> Result<Self, FieldError> {
@@ -104,6 +104,13 @@ mod tests {
         assert_eq!(EventType::parse(" cart-add ").unwrap().as_str(), "cart_add");
         assert!(EventType::parse("purchase").unwrap().is_standard());
         assert!(!EventType::parse("video_played").unwrap().is_standard());
+    }
+
+    #[test]
+    fn the_pattern_and_the_column_agree() {
+        let pattern = format!("^[a-z][a-z0-9_]{{0,{}}}$", columns::EVENT_TYPE.width() - 1);
+        assert_eq!(EventType::PATTERN, pattern);
+        assert!(EventType::parse(&"x".repeat(64)).is_ok());
     }
 
     #[test]

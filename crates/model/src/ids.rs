@@ -2,9 +2,13 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::columns::{self, Column};
 use crate::FieldError;
 
 /// Checks shared by every identifier: present, bounded, printable.
+///
+/// The bound is the column's width counted in bytes, stricter than MySQL's characters: an id
+/// that fits it always fits the column, and is also a bounded key in Kafka and Redis.
 fn check_identifier(value: &str, field: &str, max_len: usize) -> Result<(), FieldError> {
     if value.is_empty() {
         return Err(FieldError::new(field, "must not be empty"));
@@ -25,18 +29,20 @@ fn check_identifier(value: &str, field: &str, max_len: usize) -> Result<(), Fiel
 }
 
 macro_rules! identifier {
-    ($(#[$meta:meta])* $name:ident, field = $field:literal, max_len = $max:literal) => {
+    ($(#[$meta:meta])* $name:ident, field = $field:literal, column = $column:expr) => {
         $(#[$meta])*
         #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
         #[serde(try_from = "String")]
         pub struct $name(String);
 
         impl $name {
-            pub const MAX_LEN: usize = $max;
+            /// The most bytes an id may have: its column's width.
+            pub const MAX_LEN: usize = $column.width();
+            pub const COLUMN: Column = $column;
 
             pub fn parse(value: impl Into<String>) -> Result<Self, FieldError> {
                 let value = value.into();
-                check_identifier(&value, $field, $max)?;
+                check_identifier(&value, $field, Self::MAX_LEN)?;
                 Ok(Self(value))
             }
 
@@ -69,19 +75,19 @@ macro_rules! identifier {
 identifier!(
     /// Idempotency key of an event, unique per project. Client-generated (a UUID from our SDKs,
     /// Segment's `messageId`, ...); the gateway generates a UUIDv7 when the client sent none.
-    EventId, field = "event_id", max_len = 128
+    EventId, field = "event_id", column = columns::EVENT_ID
 );
 identifier!(
     /// The application's identifier of a known user.
-    UserId, field = "user_id", max_len = 255
+    UserId, field = "user_id", column = columns::USER_ID
 );
 identifier!(
     /// The SDK's identifier of a device or browser before (or without) identification.
-    AnonymousId, field = "anonymous_id", max_len = 255
+    AnonymousId, field = "anonymous_id", column = columns::ANONYMOUS_ID
 );
 identifier!(
     /// A visit, as the SDK delimits it.
-    SessionId, field = "session_id", max_len = 128
+    SessionId, field = "session_id", column = columns::SESSION_ID
 );
 
 /// A tenant. Comes from the write key's configuration, never from the event body.
@@ -90,7 +96,7 @@ identifier!(
 pub struct ProjectId(String);
 
 impl ProjectId {
-    pub const MAX_LEN: usize = 64;
+    pub const MAX_LEN: usize = columns::PROJECT.width();
 
     /// `[a-z0-9_-]{1,64}`: project ids appear in Redis keys and Kafka keys.
     pub fn parse(value: impl Into<String>) -> Result<Self, FieldError> {
@@ -139,6 +145,31 @@ mod tests {
             SessionId::parse("s\n1").unwrap_err().field,
             "session_id".to_owned()
         );
+    }
+
+    #[test]
+    fn an_id_within_its_byte_bound_fits_its_column() {
+        // 127 two-byte characters: 254 bytes, within the bound, and 127 of the column's 255.
+        let accented = "é".repeat(127);
+        assert!(UserId::parse(accented.clone()).is_ok());
+        assert!(UserId::COLUMN.fits(&accented));
+        // 128 of them are 256 bytes: refused, although MySQL would hold 255 characters.
+        assert!(UserId::parse("é".repeat(128)).is_err());
+        // Each id is bounded by its own column: the one its field names.
+        for (field, column) in [
+            (EventId::parse("").unwrap_err().field, EventId::COLUMN),
+            (UserId::parse("").unwrap_err().field, UserId::COLUMN),
+            (
+                AnonymousId::parse("").unwrap_err().field,
+                AnonymousId::COLUMN,
+            ),
+            (SessionId::parse("").unwrap_err().field, SessionId::COLUMN),
+            (ProjectId::parse("").unwrap_err().field, columns::PROJECT),
+        ] {
+            assert_eq!(field, column.name());
+            assert_eq!(column.overflow(), columns::Overflow::Refuse, "{field}");
+        }
+        assert!(EventId::parse("\0").is_err(), "NUL is a control character");
     }
 
     #[test]

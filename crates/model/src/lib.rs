@@ -7,6 +7,7 @@
 //! message that does not validate is a poison message by construction.
 
 mod batch;
+pub mod columns;
 mod error;
 mod event;
 mod event_type;
@@ -14,6 +15,7 @@ mod ids;
 mod limits;
 mod raw;
 pub mod shape;
+mod stored_json;
 mod time;
 
 pub use batch::{parse_batch, parse_batch_as, BatchOutcome, BodyError, RawBody, Rejection};
@@ -23,7 +25,9 @@ pub use event_type::EventType;
 pub use ids::{AnonymousId, EventId, ProjectId, SessionId, UserId};
 pub use limits::Limits;
 pub use raw::{IdText, RawContext, RawElement, RawEvent, RawLibrary, RawPage, RawScreen, Text};
-pub use time::{parse_timestamp, RequestClock, TimestampSource};
+pub use time::{
+    parse_timestamp, stored_time, RequestClock, TimestampSource, EARLIEST_TIME, LATEST_TIME,
+};
 
 /// Version of the [`Event`] JSON layout on the Kafka topic. It travels in every message (field
 /// `schema_version` and header `schema-version`); the worker dead-letters versions it does not know.
