@@ -2,7 +2,7 @@
 
 use prometheus::{
     exponential_buckets, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
-    IntGaugeVec, Opts, Registry,
+    IntGauge, IntGaugeVec, Opts, Registry,
 };
 
 #[derive(Clone)]
@@ -20,6 +20,8 @@ pub struct WorkerMetrics {
     pub paused_seconds: IntCounter,
     pub retention_deleted: IntCounter,
     pub offset_gaps: IntCounterVec,
+    pub refused_splits: IntCounter,
+    pub buffered_messages: IntGauge,
 }
 
 impl WorkerMetrics {
@@ -108,7 +110,17 @@ impl WorkerMetrics {
                 ),
                 &["partition"],
             )?,
+            refused_splits: IntCounter::new(
+                "worker_mysql_refused_splits_total",
+                "Writes MySQL refused as data that were split in halves to isolate the refused events",
+            )?,
+            buffered_messages: IntGauge::new(
+                "worker_buffered_messages",
+                "Messages read from Kafka and not yet applied (the batch in hand and what a pause carried over)",
+            )?,
         };
+        registry.register(Box::new(m.refused_splits.clone()))?;
+        registry.register(Box::new(m.buffered_messages.clone()))?;
         registry.register(Box::new(m.offset_gaps.clone()))?;
         registry.register(Box::new(m.messages_consumed.clone()))?;
         registry.register(Box::new(m.events_written.clone()))?;

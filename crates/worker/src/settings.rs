@@ -48,6 +48,7 @@ pub struct KafkaSettings {
     pub auto_commit_interval_ms: u32,
     pub statistics_interval_ms: u32,
     pub lag_probe_interval_ms: u64,
+    pub max_prefetch_kbytes: u32,
 }
 
 impl KafkaSettings {

@@ -302,3 +302,141 @@ async fn poison_messages_go_to_the_dead_letter_topic_and_the_partition_keeps_flo
     ingest.stop().await;
     target.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_mysql_refuses_are_isolated_and_dead_lettered_and_the_rest_of_the_batch_applied() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let target = WorkerTarget::create().await;
+    // MySQL refuses two chosen events as data (SQLSTATE class 22), as it would a value it
+    // cannot store: the gateway now refuses every such value it knows of at the door.
+    sqlx::query(
+        "CREATE TRIGGER refuse_chosen BEFORE INSERT ON user_events FOR EACH ROW \
+         BEGIN IF NEW.event_id IN ('ev-97', 'ev-211') THEN \
+         SIGNAL SQLSTATE '22000' SET MESSAGE_TEXT = 'refused by the test trigger'; END IF; END",
+    )
+    .execute(&target.pool().await)
+    .await
+    .unwrap();
+    let worker = spawn_worker(&target).await;
+    let ingest = spawn_ingest(&target.topic).await;
+    // One request, so the refused events share their consumer batch with 298 good ones.
+    send(&ingest, events(0, 300, 30)).await;
+
+    wait_for_both(&target, 298).await;
+    let dead = kafka::read(&format!("{}.dlq", target.topic), 2);
+    assert_eq!(dead.len(), 2, "both refused events are dead-lettered");
+    let mut ids: Vec<String> = dead
+        .iter()
+        .map(|m| {
+            let event: Value =
+                serde_json::from_slice(rdkafka::Message::payload(m).unwrap()).unwrap();
+            assert_eq!(header(m, "dlq-reason").as_deref(), Some("refused"));
+            assert!(
+                header(m, "dlq-error").is_some_and(|e| e.contains("refused by the test trigger")),
+                "the store's reason travels with the message"
+            );
+            event["event_id"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    ids.sort();
+    assert_eq!(ids, ["ev-211", "ev-97"]);
+    assert_eq!(
+        metric(
+            &worker.address,
+            r#"worker_dead_lettered_total{reason="refused"}"#
+        )
+        .await,
+        Some(2.0)
+    );
+    let splits = metric(&worker.address, "worker_mysql_refused_splits_total")
+        .await
+        .unwrap();
+    assert!(
+        (1.0..300.0).contains(&splits),
+        "isolated by splitting, not one transaction per event: {splits} splits"
+    );
+    assert_exactly_once(&target, 298).await;
+    worker.stop().await;
+    ingest.stop().await;
+    target.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebalance_during_a_store_outage_keeps_the_partitions_paused() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let target = WorkerTarget::create().await;
+    let proxy = TcpProxy::start("127.0.0.1:6379").await;
+    let assigns = |address: String| async move {
+        metric(&address, r#"worker_rebalances_total{kind="assign"}"#)
+            .await
+            .unwrap_or(0.0)
+    };
+    let consumed = |address: String| async move {
+        metric(&address, "worker_messages_consumed_total")
+            .await
+            .unwrap_or(0.0)
+    };
+    // The first member reaches Redis through a proxy the test cuts; the second directly.
+    let mut settings = worker_settings(&target);
+    settings.redis.url = format!("redis://127.0.0.1:{}/0", proxy.port);
+    settings.kafka.session_timeout_ms = 6000;
+    let first = spawn_worker_with(settings, Role::All).await;
+    eventually(WAIT, "the first worker to hold partitions", || async {
+        (assigns(first.address.clone()).await >= 1.0).then_some(())
+    })
+    .await;
+    let mut settings = worker_settings(&target);
+    settings.kafka.session_timeout_ms = 6000;
+    let second = spawn_worker_with(settings, Role::All).await;
+    eventually(WAIT, "both workers to hold partitions", || async {
+        let a = assigns(first.address.clone()).await;
+        let b = assigns(second.address.clone()).await;
+        (a >= 2.0 && b >= 1.0).then_some(())
+    })
+    .await;
+    let ingest = spawn_ingest(&target.topic).await;
+    send(&ingest, events(0, 100, 20)).await;
+    wait_for_both(&target, 100).await;
+
+    proxy.cut();
+    send(&ingest, events(100, 100, 20)).await;
+    let http = reqwest::Client::new();
+    eventually(WAIT, "the first worker to pause on Redis", || async {
+        let body: Value = http
+            .get(format!("{}/ready", first.address))
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        body["consumer"]
+            .as_str()
+            .is_some_and(|c| c.starts_with("paused"))
+            .then_some(())
+    })
+    .await;
+    // The second member leaves while the first one's Redis is down: the group rebalances and
+    // the first member is assigned partitions it did not hold. They must start paused, or it
+    // would fetch into memory what it cannot write.
+    second.stop().await;
+    eventually(WAIT, "the rebalance to reach the first worker", || async {
+        (assigns(first.address.clone()).await >= 3.0).then_some(())
+    })
+    .await;
+    let before = consumed(first.address.clone()).await;
+    send(&ingest, events(200, 400, 20)).await;
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let fetched_while_paused = consumed(first.address.clone()).await - before;
+    assert_eq!(
+        fetched_while_paused, 0.0,
+        "the newly assigned partitions stayed paused during the outage"
+    );
+
+    proxy.restore();
+    wait_for_both(&target, 600).await;
+    assert_exactly_once(&target, 600).await;
+    first.stop().await;
+    ingest.stop().await;
+    target.cleanup().await;
+}

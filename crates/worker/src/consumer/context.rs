@@ -6,7 +6,7 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 use rdkafka::config::RDKafkaLogLevel;
-use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::{ClientContext, Statistics};
 
 use super::health::ConsumerHealth;
@@ -115,6 +115,19 @@ impl ConsumerContext for WorkerContext {
             Rebalance::Error(e) => {
                 tracing::error!(error = %e, "rebalance error");
                 self.metrics.rebalances.with_label_values(&["error"]).inc();
+            }
+        }
+    }
+
+    /// A partition assigned while the loop is paused on a failing store starts paused too:
+    /// otherwise a rebalance during an outage would fetch into memory what cannot be written.
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(partitions) = rebalance {
+            if !self.health.stores_ok() && partitions.count() > 0 {
+                match consumer.pause(partitions) {
+                    Ok(()) => tracing::info!("new assignment paused: a store is failing"),
+                    Err(e) => tracing::warn!(error = %e, "cannot pause the new assignment"),
+                }
             }
         }
     }

@@ -93,6 +93,11 @@ impl ConsumerHealth {
         self.0.stores_ok.store(ok, Ordering::Relaxed);
     }
 
+    /// False while the consume loop is paused on a failing store.
+    pub(super) fn stores_ok(&self) -> bool {
+        self.0.stores_ok.load(Ordering::Relaxed)
+    }
+
     /// The rebalance callback's news: how many partitions this member now holds.
     pub(super) fn set_assigned(&self, partitions: usize, now: Instant) {
         if let Ok(mut since) = self.0.unassigned_since.lock() {

@@ -44,6 +44,8 @@ pub struct EventConsumer {
     backoff: BackoffSettings,
     /// Messages that arrived while a batch was being retried; they start the next batch.
     carried_over: Vec<OwnedMessage>,
+    /// Messages of the batch being written (with `carried_over`: worker_buffered_messages).
+    in_hand: usize,
     /// The last offset read per partition, to notice offsets the broker never delivered.
     last_offsets: HashMap<i32, i64>,
 }
@@ -72,6 +74,12 @@ impl EventConsumer {
             .set("enable.partition.eof", "false")
             .set("partition.assignment.strategy", "range,roundrobin")
             .set("fetch.wait.max.ms", settings.fetch_wait_max_ms.to_string())
+            // What librdkafka may fetch ahead of the loop: with the batch in hand and what a
+            // pause carries over, the bound on memory held for unapplied messages.
+            .set(
+                "queued.max.messages.kbytes",
+                settings.max_prefetch_kbytes.to_string(),
+            )
             .set(
                 "session.timeout.ms",
                 settings.session_timeout_ms.to_string(),
@@ -97,6 +105,7 @@ impl EventConsumer {
             batch_max_wait: Duration::from_millis(settings.batch_max_wait_ms),
             backoff,
             carried_over: Vec::new(),
+            in_hand: 0,
             last_offsets: HashMap::new(),
         })
     }
@@ -116,6 +125,7 @@ impl EventConsumer {
         let mut deadline: Option<tokio::time::Instant> = None;
         loop {
             batch.append(&mut self.carried_over);
+            self.metrics.buffered_messages.set(batch.len() as i64);
             if batch.is_empty() {
                 deadline = None;
             } else if deadline.is_none() {
@@ -168,6 +178,7 @@ impl EventConsumer {
         shutdown: &CancellationToken,
     ) -> Result<(), Stopped> {
         self.metrics.batch_size.observe(batch.len() as f64);
+        self.in_hand = batch.len();
         if let Some(kept) = self.consumer.context().take_kept() {
             self.last_offsets
                 .retain(|partition, _| kept.contains(partition));
@@ -215,7 +226,7 @@ impl EventConsumer {
         let refused = self.write_mysql(&events, shutdown).await?;
         let applicable: Vec<&Event> = events
             .iter()
-            .filter(|(e, _)| !refused.contains(e.event_id().as_str()))
+            .filter(|(e, _)| refused.is_empty() || !refused.contains(&EventKey::of(e)))
             .map(|(e, _)| e)
             .collect();
         let positions = next_offsets(batch);
@@ -240,42 +251,47 @@ impl EventConsumer {
         Ok(())
     }
 
-    /// Writes the batch to MySQL. Returns the ids of events MySQL refused as data (each of
-    /// them dead-lettered), which must not reach Redis either.
+    /// Writes the batch to MySQL. Returns the events MySQL refused as data, each dead-lettered
+    /// with MySQL's reason, which must not reach Redis either.
+    ///
+    /// A refused write is split in halves until the refused events stand alone: k bad events
+    /// in n cost about 2k log2(n) transactions, and every other event of the batch is applied.
     async fn write_mysql(
         &mut self,
         events: &[(Event, &OwnedMessage)],
         shutdown: &CancellationToken,
-    ) -> Result<HashSet<String>, Stopped> {
-        let all: Vec<&Event> = events.iter().map(|(e, _)| e).collect();
+    ) -> Result<HashSet<EventKey>, Stopped> {
         let started = Instant::now();
         let mysql = self.mysql.clone();
         let mut refused = HashSet::new();
-        match self
-            .with_retry("mysql", shutdown, || mysql.write(&all))
-            .await
-        {
-            Ok(outcome) => self.count_mysql(outcome.inserted, outcome.duplicates),
-            Err(RetryError::Stopped) => return Err(Stopped),
-            Err(RetryError::Data(e)) => {
-                // One bad row must not block the partition: write one by one, dead-letter the
-                // events MySQL refuses.
-                tracing::warn!(error = %e, "MySQL refused the batch; writing its events one by one");
-                for (event, message) in events {
-                    let single = [event];
-                    match self
-                        .with_retry("mysql", shutdown, || mysql.write(&single))
-                        .await
-                    {
-                        Ok(outcome) => self.count_mysql(outcome.inserted, outcome.duplicates),
-                        Err(RetryError::Stopped) => return Err(Stopped),
-                        Err(RetryError::Data(e)) => {
-                            self.dead_letter(message, Reason::Refused, &format!("{e:#}"), shutdown)
-                                .await?;
-                            refused.insert(event.event_id().as_str().to_owned());
-                        }
+        // Slices still to write, the next one last (a stack, so the batch keeps its order).
+        let mut pending = vec![events];
+        while let Some(slice) = pending.pop() {
+            let part: Vec<&Event> = slice.iter().map(|(e, _)| e).collect();
+            match self
+                .with_retry("mysql", shutdown, || mysql.write(&part))
+                .await
+            {
+                Ok(outcome) => self.count_mysql(outcome.inserted, outcome.duplicates),
+                Err(RetryError::Stopped) => return Err(Stopped),
+                Err(RetryError::Data(e)) => match slice {
+                    [(event, message)] => {
+                        self.dead_letter(message, Reason::Refused, &format!("{e:#}"), shutdown)
+                            .await?;
+                        refused.insert(EventKey::of(event));
                     }
-                }
+                    _ => {
+                        tracing::warn!(
+                            events = slice.len(),
+                            error = %format!("{e:#}"),
+                            "MySQL refused a write; splitting it to isolate the refused events"
+                        );
+                        self.metrics.refused_splits.inc();
+                        let (first, second) = slice.split_at(slice.len() / 2);
+                        pending.push(second);
+                        pending.push(first);
+                    }
+                },
             }
         }
         self.metrics
@@ -323,6 +339,7 @@ impl EventConsumer {
                 &self.health,
                 &self.backoff,
                 &mut self.carried_over,
+                self.in_hand,
                 "kafka_dead_letter",
                 shutdown,
                 send,
@@ -357,6 +374,7 @@ impl EventConsumer {
             &self.health,
             &self.backoff,
             &mut self.carried_over,
+            self.in_hand,
             dependency,
             shutdown,
             op,
@@ -384,6 +402,22 @@ impl EventConsumer {
     }
 }
 
+/// An event's identity: ids are unique per project, not across projects.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct EventKey {
+    project: String,
+    event_id: String,
+}
+
+impl EventKey {
+    fn of(event: &Event) -> Self {
+        Self {
+            project: event.project().as_str().to_owned(),
+            event_id: event.event_id().as_str().to_owned(),
+        }
+    }
+}
+
 enum RetryError {
     Stopped,
     Data(anyhow::Error),
@@ -397,7 +431,9 @@ impl From<RetryError> for Stopped {
 
 /// Runs `op` until it succeeds. On a transient error: pause the assigned partitions, report
 /// not-ready, wait with capped exponential backoff (polling the consumer meanwhile so the group
-/// does not evict us; messages of newly assigned partitions are carried over), then retry.
+/// does not evict us), then retry. A rebalance meanwhile keeps the partitions paused (the
+/// context pauses a new assignment while the stores fail); what librdkafka had fetched before
+/// a pause, at most `kafka.max_prefetch_kbytes`, is carried over to the next batch.
 #[allow(clippy::too_many_arguments)]
 async fn retry_loop<T, F, Fut>(
     consumer: &StreamConsumer<WorkerContext>,
@@ -405,6 +441,7 @@ async fn retry_loop<T, F, Fut>(
     health: &ConsumerHealth,
     backoff: &BackoffSettings,
     carried_over: &mut Vec<OwnedMessage>,
+    in_hand: usize,
     dependency: &'static str,
     shutdown: &CancellationToken,
     mut op: F,
@@ -419,8 +456,9 @@ where
         match op().await {
             Ok(value) => {
                 if let Some(since) = paused_at {
-                    resume(consumer);
+                    // Flag first: a rebalance callback that reads it then pauses nothing new.
                     health.set_stores_ok(true);
+                    resume(consumer);
                     metrics.paused_seconds.inc_by(since.elapsed().as_secs());
                     tracing::info!(dependency, paused_for = ?since.elapsed(), "dependency back; consuming again");
                 }
@@ -428,8 +466,8 @@ where
             }
             Err(StoreError::Data(e)) => {
                 if paused_at.is_some() {
-                    resume(consumer);
                     health.set_stores_ok(true);
+                    resume(consumer);
                 }
                 return Err(RetryError::Data(e));
             }
@@ -440,8 +478,8 @@ where
                     .inc();
                 if paused_at.is_none() {
                     tracing::error!(dependency, error = %format!("{e:#}"), "write failed; pausing consumption");
-                    pause(consumer);
                     health.set_stores_ok(false);
+                    pause(consumer);
                     paused_at = Some(Instant::now());
                 } else {
                     tracing::warn!(dependency, error = %format!("{e:#}"), retry_in = ?delay, "still failing");
@@ -459,6 +497,9 @@ where
                             if let Ok(message) = received {
                                 metrics.messages_consumed.inc();
                                 carried_over.push(message.detach());
+                                metrics
+                                    .buffered_messages
+                                    .set((in_hand + carried_over.len()) as i64);
                             }
                         }
                     }
