@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::RDKafkaErrorCode;
@@ -81,6 +81,39 @@ pub async fn ensure_topics(
         }
     }
     Ok(())
+}
+
+/// How long the cluster keeps `topic`'s messages (`retention.ms`); `None` when it keeps them
+/// forever (-1).
+pub async fn topic_retention(
+    connection: &KafkaConnection,
+    topic: &str,
+) -> anyhow::Result<Option<Duration>> {
+    let admin: AdminClient<DefaultClientContext> = connection
+        .client_config()
+        .create()
+        .context("cannot create Kafka admin client")?;
+    let options = AdminOptions::new().request_timeout(Some(Duration::from_secs(10)));
+    let results = tokio::time::timeout(
+        Duration::from_secs(15),
+        admin.describe_configs(&[ResourceSpecifier::Topic(topic)], &options),
+    )
+    .await
+    .with_context(|| format!("Kafka at {} did not answer within 15 s", connection.brokers))?
+    .with_context(|| format!("cannot describe topic {topic} at {}", connection.brokers))?;
+    let resource = results
+        .into_iter()
+        .next()
+        .context("no answer for the topic's configuration")?
+        .map_err(|code| anyhow::anyhow!("cannot describe topic {topic}: {code}"))?;
+    let value = resource
+        .get("retention.ms")
+        .and_then(|entry| entry.value.clone())
+        .with_context(|| format!("topic {topic} reports no retention.ms"))?;
+    let millis: i64 = value
+        .parse()
+        .with_context(|| format!("topic {topic}: retention.ms {value:?} is not a number"))?;
+    Ok(u64::try_from(millis).ok().map(Duration::from_millis))
 }
 
 /// Whether the cluster answers metadata requests for a topic; refreshed in the background, so

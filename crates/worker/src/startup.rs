@@ -6,7 +6,7 @@ use actix_web::middleware::from_fn;
 use actix_web::{web, App, HttpServer};
 use anyhow::Context;
 use insightflow_runtime::http::{self, HttpMetrics};
-use insightflow_runtime::kafka::{ensure_topics, BrokerProbe};
+use insightflow_runtime::kafka::{ensure_topics, topic_retention, BrokerProbe};
 use prometheus::Registry;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -82,6 +82,17 @@ impl Application {
             Ok(())
         })];
         let consumer_health = if role.consumes() {
+            let kept =
+                topic_retention(&settings.kafka.connection(), &settings.kafka.topic.name).await?;
+            consumer::replay_window::check(
+                &settings.kafka.topic.name,
+                kept,
+                &settings.aggregates,
+                &settings.retention,
+            )
+            .map_err(|reason| {
+                anyhow::anyhow!("the dedupe window does not cover replays: {reason}")
+            })?;
             let health = ConsumerHealth::new(Duration::from_millis(u64::from(
                 settings.kafka.session_timeout_ms,
             )));

@@ -440,3 +440,51 @@ async fn a_rebalance_during_a_store_outage_keeps_the_partitions_paused() {
     ingest.stop().await;
     target.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_topic_that_outlives_the_dedupe_window_stops_the_worker_at_start_up() {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    let target = WorkerTarget::create().await;
+    let settings = worker_settings(&target);
+    // Ten days of messages, one day of dedupe marks: a replay could count days 2..10 twice.
+    let mut settings_short_window = settings.clone();
+    settings_short_window.aggregates.dedupe_ttl_seconds = 86_400;
+    let admin: AdminClient<_> = settings
+        .kafka
+        .connection()
+        .client_config()
+        .create()
+        .unwrap();
+    let ten_days = (10 * 86_400_000u64).to_string();
+    let topic =
+        NewTopic::new(&target.topic, 2, TopicReplication::Fixed(1)).set("retention.ms", &ten_days);
+    admin
+        .create_topics(&[topic], &AdminOptions::new())
+        .await
+        .unwrap()
+        .into_iter()
+        .for_each(|r| {
+            r.unwrap();
+        });
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let refused = insightflow_worker::Application::build_with_listener(
+        settings_short_window,
+        Role::Consume,
+        listener,
+        prometheus::Registry::new(),
+        tokio_util::sync::CancellationToken::new(),
+    )
+    .await;
+    let error = format!("{:#}", refused.err().expect("the worker refuses to start"));
+    assert!(error.contains("dedupe window"), "{error}");
+    assert!(
+        error.contains("DEDUPE_TTL_SECONDS to at least 864000"),
+        "{error}"
+    );
+    // A window that covers the topic's retention starts.
+    let mut settings_long_window = settings;
+    settings_long_window.aggregates.dedupe_ttl_seconds = 10 * 86_400;
+    let worker = spawn_worker_with(settings_long_window, Role::Consume).await;
+    worker.stop().await;
+    target.cleanup().await;
+}

@@ -6,6 +6,7 @@ mod context;
 pub mod dead_letter;
 mod health;
 pub mod lag;
+pub mod replay_window;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
