@@ -9,7 +9,6 @@
 mod support;
 
 use std::collections::{BTreeSet, HashSet};
-use std::time::Duration;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
