@@ -3,7 +3,7 @@ use insightflow_runtime::{shutdown, telemetry};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let settings = Settings::load()?;
+    let settings = Settings::load().unwrap_or_else(|e| e.exit());
     telemetry::init(&settings.log);
     let shutdown = shutdown::on_signal();
     let app = Application::build(settings, prometheus::Registry::new(), shutdown).await?;

@@ -3,6 +3,7 @@ use std::collections::HashMap;
 use anyhow::{anyhow, Context};
 use insightflow_model::{Limits, ProjectId};
 use insightflow_runtime::kafka::{KafkaConnection, TopicSpec};
+use insightflow_runtime::settings::{self, SettingsError, Sources};
 use insightflow_runtime::telemetry::LogSettings;
 use ipnet::IpNet;
 use serde::Deserialize;
@@ -19,10 +20,29 @@ pub struct Settings {
     pub log: LogSettings,
 }
 
+/// Where the gateway's settings come from; every list setting with the example an error shows.
+const SOURCES: Sources<'static> = Sources {
+    defaults: DEFAULTS,
+    prefix: "INGEST",
+    lists: &[
+        ("http.trusted_proxies", "10.0.0.0/8,192.0.2.7"),
+        (
+            "http.cors_allowed_origins",
+            "https://shop.example,https://www.shop.example",
+        ),
+        ("auth.write_keys", "wk_live_1=shop,wk_live_2=blog"),
+    ],
+};
+
 impl Settings {
     /// Defaults, then `$INGEST_CONFIG`, then `INGEST__*` variables.
-    pub fn load() -> anyhow::Result<Self> {
-        insightflow_runtime::settings::load(DEFAULTS, "INGEST")
+    pub fn load() -> Result<Self, SettingsError> {
+        settings::load(&SOURCES)
+    }
+
+    /// `load` from an environment given as a map (tests).
+    pub fn load_with_env(env: HashMap<String, String>) -> Result<Self, SettingsError> {
+        settings::load_with_env(&SOURCES, Some(env))
     }
 }
 
@@ -90,5 +110,57 @@ impl AuthSettings {
                 Ok((key.trim().to_owned(), project))
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod list_settings_tests {
+    use super::*;
+
+    fn with(variable: &str, value: &str) -> Settings {
+        Settings::load_with_env(HashMap::from([(variable.to_owned(), value.to_owned())]))
+            .unwrap_or_else(|e| panic!("{variable}={value}: {e}"))
+    }
+
+    #[test]
+    fn trusted_proxies_are_comma_separated() {
+        let settings = with("INGEST__HTTP__TRUSTED_PROXIES", "10.0.0.0/8,192.0.2.7/32");
+        let shown: Vec<String> = settings
+            .http
+            .trusted_proxies
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(shown, ["10.0.0.0/8", "192.0.2.7/32"]);
+    }
+
+    #[test]
+    fn cors_origins_are_comma_separated() {
+        let settings = with(
+            "INGEST__HTTP__CORS_ALLOWED_ORIGINS",
+            "https://shop.example,https://www.shop.example",
+        );
+        assert_eq!(
+            settings.http.cors_allowed_origins,
+            ["https://shop.example", "https://www.shop.example"]
+        );
+    }
+
+    #[test]
+    fn write_keys_are_comma_separated_key_project_pairs() {
+        let settings = with("INGEST__AUTH__WRITE_KEYS", "wk_1=shop,wk_2=blog");
+        assert_eq!(settings.auth.write_keys, ["wk_1=shop", "wk_2=blog"]);
+    }
+
+    #[test]
+    fn a_bad_list_value_says_which_variable_and_shows_an_example() {
+        let error = Settings::load_with_env(HashMap::from([(
+            "INGEST__HTTP__TRUSTED_PROXIES".to_owned(),
+            "not-an-address".to_owned(),
+        )]))
+        .unwrap_err()
+        .to_string();
+        assert!(!error.contains('\n'), "{error}");
+        assert!(error.contains("INGEST__HTTP__TRUSTED_PROXIES"), "{error}");
     }
 }

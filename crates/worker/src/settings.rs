@@ -1,6 +1,7 @@
 use std::collections::HashMap;
 
 use insightflow_runtime::kafka::{KafkaConnection, TopicSpec};
+use insightflow_runtime::settings::{self, SettingsError, Sources};
 use insightflow_runtime::telemetry::LogSettings;
 use serde::Deserialize;
 
@@ -19,10 +20,22 @@ pub struct Settings {
     pub log: LogSettings,
 }
 
+/// Where the worker's settings come from; every list setting with the example an error shows.
+const SOURCES: Sources<'static> = Sources {
+    defaults: DEFAULTS,
+    prefix: "WORKER",
+    lists: &[("stats.api_keys", "token1=shop|blog,token2=*")],
+};
+
 impl Settings {
     /// Defaults, then `$WORKER_CONFIG`, then `WORKER__*` variables.
-    pub fn load() -> anyhow::Result<Self> {
-        insightflow_runtime::settings::load(DEFAULTS, "WORKER")
+    pub fn load() -> Result<Self, SettingsError> {
+        settings::load(&SOURCES)
+    }
+
+    /// `load` from an environment given as a map (tests).
+    pub fn load_with_env(env: HashMap<String, String>) -> Result<Self, SettingsError> {
+        settings::load_with_env(&SOURCES, Some(env))
     }
 }
 
@@ -120,4 +133,19 @@ pub struct StatsSettings {
     pub api_keys: Vec<String>,
     /// How long a rendered dashboard is shared by identical requests; 0 = never.
     pub dashboard_cache_ms: u64,
+}
+
+#[cfg(test)]
+mod list_settings_tests {
+    use super::*;
+
+    #[test]
+    fn api_keys_are_comma_separated_in_the_documented_form() {
+        let settings = Settings::load_with_env(HashMap::from([(
+            "WORKER__STATS__API_KEYS".to_owned(),
+            "secret=*,bff=shop|blog".to_owned(),
+        )]))
+        .unwrap();
+        assert_eq!(settings.stats.api_keys, ["secret=*", "bff=shop|blog"]);
+    }
 }
