@@ -194,6 +194,11 @@ mod tests {
             loaded.http.origins,
             ["https://a.example", "https://b.example"]
         );
+        assert_eq!(
+            (loaded.http.port, loaded.http.open),
+            (1, false),
+            "defaults kept"
+        );
         let one: Example =
             load_with_env(&SOURCES, env(&[("EXAMPLE__HTTP__ORIGINS", "solo")])).unwrap();
         assert_eq!(one.http.origins, ["solo"]);
