@@ -77,6 +77,19 @@ pub fn positions(prefix: &str) -> String {
     format!("{prefix}:positions")
 }
 
+/// The generation marker (no TTL): `ready` when Redis holds every event MySQL holds,
+/// `rebuilding` while a rebuild replays MySQL into it, `clearing` while `worker rebuild-redis`
+/// deletes the old aggregates. Missing means Redis lost its data: the aggregate script then
+/// writes nothing and the stats API stops calling Redis figures exact (see `rebuild.rs`).
+pub fn generation(prefix: &str) -> String {
+    format!("{prefix}:generation")
+}
+
+/// The lock held by the one worker that rebuilds Redis from MySQL.
+pub fn rebuild_lock(prefix: &str) -> String {
+    format!("{prefix}:rebuild-lock")
+}
+
 /// The lock the retention job holds while it runs.
 pub fn retention_lock(prefix: &str) -> String {
     format!("{prefix}:lock:retention")
@@ -92,5 +105,7 @@ mod tests {
         assert_eq!(keys.events_minute(29_000_000), "if:shop:events:m:29000000");
         assert_eq!(keys.session("s1"), "if:shop:session:s1");
         assert_eq!(positions("if"), "if:positions");
+        assert_eq!(generation("if"), "if:generation");
+        assert_eq!(rebuild_lock("if"), "if:rebuild-lock");
     }
 }

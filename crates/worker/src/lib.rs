@@ -5,6 +5,7 @@ pub mod api;
 pub mod consumer;
 pub mod keys;
 pub mod metrics;
+pub mod rebuild;
 pub mod retention;
 pub mod settings;
 pub mod startup;

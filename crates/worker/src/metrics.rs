@@ -22,6 +22,8 @@ pub struct WorkerMetrics {
     pub offset_gaps: IntCounterVec,
     pub refused_splits: IntCounter,
     pub buffered_messages: IntGauge,
+    pub redis_rebuilds: IntCounter,
+    pub redis_rebuilt_events: IntCounter,
 }
 
 impl WorkerMetrics {
@@ -118,7 +120,18 @@ impl WorkerMetrics {
                 "worker_buffered_messages",
                 "Messages read from Kafka and not yet applied (the batch in hand and what a pause carried over)",
             )?,
+            redis_rebuilds: IntCounter::new(
+                "worker_redis_rebuilds_total",
+                "Rebuilds of the Redis aggregates from MySQL completed by this process \
+                 (after Redis lost its data, or on demand)",
+            )?,
+            redis_rebuilt_events: IntCounter::new(
+                "worker_redis_rebuilt_events_total",
+                "Events a rebuild read from MySQL and applied to Redis",
+            )?,
         };
+        registry.register(Box::new(m.redis_rebuilds.clone()))?;
+        registry.register(Box::new(m.redis_rebuilt_events.clone()))?;
         registry.register(Box::new(m.refused_splits.clone()))?;
         registry.register(Box::new(m.buffered_messages.clone()))?;
         registry.register(Box::new(m.offset_gaps.clone()))?;

@@ -14,10 +14,10 @@ use tokio_util::sync::CancellationToken;
 use crate::api::{self, ApiState};
 use crate::consumer::{self, ConsumerHealth, EventConsumer};
 use crate::metrics::WorkerMetrics;
-use crate::retention;
 use crate::settings::Settings;
 use crate::store::mysql::MysqlStore;
 use crate::store::redis::RedisStore;
+use crate::{rebuild, retention};
 
 /// What this process does. Operators scale consumers and API replicas independently.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,7 +57,8 @@ impl Application {
     }
 
     /// Connects to MySQL, Redis and Kafka (failing with the unreachable one's address), starts
-    /// the consumer and retention job when the role consumes, and the HTTP server.
+    /// the consumer, the Redis guard and the retention job when the role consumes, and the
+    /// HTTP server.
     pub async fn build_with_listener(
         settings: Settings,
         role: Role,
@@ -93,6 +94,19 @@ impl Application {
             .map_err(|reason| {
                 anyhow::anyhow!("the dedupe window does not cover replays: {reason}")
             })?;
+            // Before the consumer: it cannot apply anything to Redis until the guard found
+            // the generation marker (or rebuilt Redis and set it).
+            let guard = rebuild::guard(
+                mysql.clone(),
+                redis.clone(),
+                metrics.clone(),
+                shutdown.child_token(),
+            );
+            tasks.push(tokio::spawn(stop_all_when_done(
+                "Redis guard",
+                shutdown.clone(),
+                guard,
+            )));
             let health = ConsumerHealth::new(Duration::from_millis(u64::from(
                 settings.kafka.session_timeout_ms,
             )));

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::auth::Project;
-use super::stats::{unavailable, ApiError, AsOf, Counters, Meta};
+use super::stats::{ApiError, AsOf, Counters, Meta};
 use super::summary::online_seconds;
 use super::ApiState;
 use crate::keys;
@@ -35,25 +35,24 @@ async fn snapshot(
     let keys = state.keys(project);
     let now = Utc::now();
     let since = now.timestamp_millis() - i64::from(seconds) * 1000;
-    let mut conn = state.redis_conn().await?;
-    let (online, totals, minute, meta, positions): (u64, Counters, Counters, Meta, Meta) =
-        redis::pipe()
-            .zcount(keys.online(), since, "+inf")
-            .hgetall(keys.events_total())
-            .hgetall(keys.events_minute(now.timestamp().div_euclid(60)))
-            .hgetall(keys.meta())
-            .hgetall(keys::positions(state.redis.prefix()))
-            .query_async(&mut *conn)
-            .await
-            .map_err(unavailable)?;
-    Ok(json!({
+    let mut pipe = redis::pipe();
+    pipe.zcount(keys.online(), since, "+inf")
+        .hgetall(keys.events_total())
+        .hgetall(keys.events_minute(now.timestamp().div_euclid(60)))
+        .hgetall(keys.meta())
+        .hgetall(keys::positions(state.redis.prefix()));
+    let ((online, totals, minute, meta, positions), generation): (
+        (u64, Counters, Counters, Meta, Meta),
+        _,
+    ) = state.redis_read(pipe).await?;
+    Ok(generation.stamp(json!({
         "at": now,
         "online_users": online,
         "online_seconds": seconds,
         "counts": totals,
         "current_minute": minute,
         "as_of": AsOf::from_parts(&meta, positions),
-    }))
+    })))
 }
 
 fn frame(event: &str, data: &serde_json::Value) -> Bytes {

@@ -4,7 +4,9 @@
 //! hours, the live stream) come from Redis; ranges come from MySQL (rollups for counts,
 //! `user_events` for people, sessions, funnels, breakdowns and heatmaps). Both are written
 //! from the same events exactly once, MySQL first, so every figure is exact and `as_of`
-//! (read before the query) is a lower bound of what the answer includes.
+//! (read before the query) is a lower bound of what the answer includes. Exact only while
+//! Redis is whole: answers with Redis figures read the generation marker in the same round
+//! trip (`ApiState::redis_read`) and say `"exact": false` while Redis is lost or rebuilding.
 
 pub mod auth;
 pub mod dashboard;
@@ -20,14 +22,16 @@ pub mod timeseries;
 pub mod users;
 
 use actix_web::{web, HttpResponse};
+use deadpool_redis::redis::{self, FromRedisValue};
 use deadpool_redis::Pool;
 use insightflow_runtime::kafka::BrokerProbe;
 use prometheus::Registry;
 use tokio_util::sync::CancellationToken;
 
 use crate::consumer::ConsumerHealth;
-use crate::keys::Keys;
+use crate::keys::{self, Keys};
 use crate::metrics::WorkerMetrics;
+use crate::rebuild;
 use crate::store::mysql::MysqlStore;
 use crate::store::redis::RedisStore;
 use auth::{Project, StatsAccess};
@@ -66,11 +70,84 @@ impl ApiState {
         self.mysql.pool()
     }
 
+    /// Runs a read of Redis figures with the generation marker appended to the same pipeline
+    /// (one round trip, so the marker describes the figures read), and returns the figures
+    /// as `T` and whether Redis was whole when they were read.
+    pub async fn redis_read<T: FromRedisValue>(
+        &self,
+        mut pipe: redis::Pipeline,
+    ) -> Result<(T, RedisGeneration), ApiError> {
+        pipe.get(keys::generation(self.redis.prefix()));
+        let mut conn = self.redis_conn().await?;
+        let mut replies: Vec<redis::Value> =
+            pipe.query_async(&mut *conn).await.map_err(unavailable)?;
+        let marker = replies
+            .pop()
+            .ok_or_else(|| unavailable(anyhow::anyhow!("Redis answered an empty pipeline")))?;
+        let marker: Option<String> = redis::from_redis_value(marker).map_err(unavailable)?;
+        let figures = redis::from_redis_value(redis::Value::Array(replies)).map_err(unavailable)?;
+        Ok((figures, RedisGeneration::of_marker(marker.as_deref())))
+    }
+
     /// Freshness of the project's data, read before a MySQL query so the answer includes at
     /// least everything it names.
     pub async fn as_of(&self, project: &Project) -> Result<AsOf, ApiError> {
         let mut conn = self.redis_conn().await?;
         stats::as_of(&mut conn, self.redis.prefix(), &self.keys(project)).await
+    }
+}
+
+/// Whether Redis held every applied event when figures were read from it (the generation
+/// marker, see `rebuild.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RedisGeneration {
+    Ready,
+    /// Being rebuilt from MySQL (or cleared first): figures are partial.
+    Rebuilding,
+    /// The marker is gone: Redis restarted empty and no rebuild has started yet.
+    Lost,
+}
+
+impl RedisGeneration {
+    fn of_marker(marker: Option<&str>) -> Self {
+        match marker {
+            Some(rebuild::READY) => Self::Ready,
+            Some(_) => Self::Rebuilding,
+            None => Self::Lost,
+        }
+    }
+
+    pub fn is_ready(self) -> bool {
+        self == Self::Ready
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ready => "ready",
+            Self::Rebuilding => "rebuilding",
+            Self::Lost => "lost",
+        }
+    }
+
+    /// The less whole of two reads (an answer built from both).
+    pub fn and(self, other: Self) -> Self {
+        match (self, other) {
+            (Self::Lost, _) | (_, Self::Lost) => Self::Lost,
+            (Self::Rebuilding, _) | (_, Self::Rebuilding) => Self::Rebuilding,
+            _ => Self::Ready,
+        }
+    }
+
+    /// An answer holding Redis figures: unchanged while Redis is whole; otherwise
+    /// `"exact": false` and `"redis"` naming the state, so no partial figure passes for truth.
+    pub fn stamp(self, mut body: serde_json::Value) -> serde_json::Value {
+        if !self.is_ready() {
+            if let Some(fields) = body.as_object_mut() {
+                fields.insert("exact".into(), false.into());
+                fields.insert("redis".into(), self.as_str().into());
+            }
+        }
+        body
     }
 }
 

@@ -10,7 +10,7 @@ use super::auth::Project;
 use super::params::{self, TimeRange};
 use super::stats::{unavailable, ApiError};
 use super::summary::{range_json, range_of};
-use super::ApiState;
+use super::{ApiState, RedisGeneration};
 use crate::store::DbText;
 
 /// Redis answers hot pages for ranges starting at most this long ago: its hourly rankings
@@ -64,14 +64,16 @@ pub fn hour_range(range: TimeRange) -> TimeRange {
 }
 
 /// The top pages by views in an hour-aligned range: the live Redis ranking for recent ranges,
-/// the MySQL hourly rollup for older ones (or as forced by `source`). Ties by path.
+/// the MySQL hourly rollup for older ones (or as forced by `source`). Ties by path. Also
+/// says whether Redis was whole (always `Ready` for MySQL).
 pub async fn top_pages(
     state: &ApiState,
     project: &Project,
     hours: TimeRange,
     limit: u32,
     source: Option<PagesSource>,
-) -> Result<(Vec<PageViews>, PagesSource), ApiError> {
+) -> Result<(Vec<PageViews>, PagesSource, RedisGeneration), ApiError> {
+    let mut generation = RedisGeneration::Ready;
     let recent = hours.from >= Utc::now() - Duration::hours(LIVE_PAGES_HOURS);
     let source = source.unwrap_or(if recent {
         PagesSource::Redis
@@ -91,14 +93,14 @@ pub async fn top_pages(
             let keys = state.keys(project);
             let (first, last) = (hours.from.timestamp() / 3600, hours.to.timestamp() / 3600);
             let names: Vec<String> = (first..last).map(|h| keys.pages_hour(h)).collect();
-            let mut conn = state.redis_conn().await?;
-            let scored: Vec<(String, f64)> = redis::cmd("ZUNION")
+            let mut pipe = redis::pipe();
+            pipe.cmd("ZUNION")
                 .arg(names.len())
                 .arg(&names)
-                .arg("WITHSCORES")
-                .query_async(&mut *conn)
-                .await
-                .map_err(unavailable)?;
+                .arg("WITHSCORES");
+            let ((scored,), read_generation): ((Vec<(String, f64)>,), _) =
+                state.redis_read(pipe).await?;
+            generation = read_generation;
             scored
                 .into_iter()
                 .map(|(path, views)| PageViews {
@@ -130,7 +132,7 @@ pub async fn top_pages(
     };
     pages.sort_by(|a, b| b.views.cmp(&a.views).then_with(|| a.path.cmp(&b.path)));
     pages.truncate(limit as usize);
-    Ok((pages, source))
+    Ok((pages, source, generation))
 }
 
 /// `GET /pages/hot?from=&to=&limit=10`: top pages by views (default: the last 24 hours).
@@ -159,15 +161,15 @@ pub async fn hot_pages(
     };
     let hours = hour_range(range);
     let as_of = state.as_of(&project).await?;
-    let (pages, source) = top_pages(&state, &project, hours, limit, source).await?;
-    Ok(HttpResponse::Ok().json(json!({
+    let (pages, source, generation) = top_pages(&state, &project, hours, limit, source).await?;
+    Ok(HttpResponse::Ok().json(generation.stamp(json!({
         "project": project.as_str(),
         "range": range_json(hours),
         "pages": pages,
         "exact": true,
         "source": source.as_str(),
         "as_of": as_of,
-    })))
+    }))))
 }
 
 #[derive(Debug, Deserialize)]

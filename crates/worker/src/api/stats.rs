@@ -134,23 +134,17 @@ pub async fn event_counts(
     project: Project,
 ) -> Result<HttpResponse, ApiError> {
     let keys = state.keys(&project);
-    let mut conn = state.redis_conn().await?;
-    let (counts, meta, positions): (
-        BTreeMap<String, u64>,
-        BTreeMap<String, i64>,
-        BTreeMap<String, i64>,
-    ) = redis::pipe()
-        .hgetall(keys.events_total())
+    let mut pipe = redis::pipe();
+    pipe.hgetall(keys.events_total())
         .hgetall(keys.meta())
-        .hgetall(keys::positions(state.redis.prefix()))
-        .query_async(&mut *conn)
-        .await
-        .map_err(unavailable)?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({
+        .hgetall(keys::positions(state.redis.prefix()));
+    let ((counts, meta, positions), generation): ((Counters, Meta, Meta), _) =
+        state.redis_read(pipe).await?;
+    Ok(HttpResponse::Ok().json(generation.stamp(serde_json::json!({
         "project": project.as_str(),
         "total": counts.values().sum::<u64>(),
         "counts": counts,
         "exact": true,
         "as_of": AsOf::from_parts(&meta, positions),
-    })))
+    }))))
 }

@@ -13,7 +13,7 @@ use sqlx::MySqlPool;
 use super::auth::Project;
 use super::params::{self, TimeRange};
 use super::stats::{unavailable, ApiError, AsOf, Counters, Meta};
-use super::ApiState;
+use super::{ApiState, RedisGeneration};
 use crate::keys;
 use crate::store::DbText;
 
@@ -26,24 +26,22 @@ pub struct OnlineQuery {
     pub seconds: Option<String>,
 }
 
-/// Users seen in the last `seconds` (by event time) and the freshness, in one round trip.
+/// Users seen in the last `seconds` (by event time), the freshness and whether Redis is
+/// whole, in one round trip.
 pub async fn online_count(
     state: &ApiState,
     project: &Project,
     seconds: u32,
-) -> Result<(u64, AsOf), ApiError> {
+) -> Result<(u64, AsOf, RedisGeneration), ApiError> {
     let keys = state.keys(project);
     let since = Utc::now().timestamp_millis() - i64::from(seconds) * 1000;
-    let mut conn = state.redis_conn().await?;
-    let (online, meta, positions): (u64, BTreeMap<String, i64>, BTreeMap<String, i64>) =
-        redis::pipe()
-            .zcount(keys.online(), since, "+inf")
-            .hgetall(keys.meta())
-            .hgetall(keys::positions(state.redis.prefix()))
-            .query_async(&mut *conn)
-            .await
-            .map_err(unavailable)?;
-    Ok((online, AsOf::from_parts(&meta, positions)))
+    let mut pipe = redis::pipe();
+    pipe.zcount(keys.online(), since, "+inf")
+        .hgetall(keys.meta())
+        .hgetall(keys::positions(state.redis.prefix()));
+    let ((online, meta, positions), generation): ((u64, Meta, Meta), _) =
+        state.redis_read(pipe).await?;
+    Ok((online, AsOf::from_parts(&meta, positions), generation))
 }
 
 pub fn online_seconds(raw: Option<&str>) -> Result<u32, ApiError> {
@@ -57,15 +55,15 @@ pub async fn online(
     query: web::Query<OnlineQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let seconds = online_seconds(query.seconds.as_deref())?;
-    let (online, as_of) = online_count(&state, &project, seconds).await?;
-    Ok(HttpResponse::Ok().json(json!({
+    let (online, as_of, generation) = online_count(&state, &project, seconds).await?;
+    Ok(HttpResponse::Ok().json(generation.stamp(json!({
         "project": project.as_str(),
         "seconds": seconds,
         "online_users": online,
         "exact": true,
         "source": "redis",
         "as_of": as_of,
-    })))
+    }))))
 }
 
 #[derive(Debug, Deserialize)]
@@ -251,22 +249,19 @@ pub async fn type_count(
 ) -> Result<HttpResponse, ApiError> {
     let event_type = params::event_type("event_type", &path)?;
     let keys = state.keys(&project);
-    let mut conn = state.redis_conn().await?;
-    let (count, meta, positions): (Option<u64>, BTreeMap<String, i64>, BTreeMap<String, i64>) =
-        redis::pipe()
-            .hget(keys.events_total(), &event_type)
-            .hgetall(keys.meta())
-            .hgetall(keys::positions(state.redis.prefix()))
-            .query_async(&mut *conn)
-            .await
-            .map_err(unavailable)?;
-    Ok(HttpResponse::Ok().json(json!({
+    let mut pipe = redis::pipe();
+    pipe.hget(keys.events_total(), &event_type)
+        .hgetall(keys.meta())
+        .hgetall(keys::positions(state.redis.prefix()));
+    let ((count, meta, positions), generation): ((Option<u64>, Meta, Meta), _) =
+        state.redis_read(pipe).await?;
+    Ok(HttpResponse::Ok().json(generation.stamp(json!({
         "project": project.as_str(),
         "event_type": event_type,
         "count": count.unwrap_or(0),
         "exact": true,
         "as_of": AsOf::from_parts(&meta, positions),
-    })))
+    }))))
 }
 
 /// `GET /api/v1/stats/` (reference route): totals by type and users online now.
@@ -276,16 +271,14 @@ pub async fn overall(
 ) -> Result<HttpResponse, ApiError> {
     let keys = state.keys(&project);
     let since = Utc::now().timestamp_millis() - i64::from(ONLINE_DEFAULT_SECONDS) * 1000;
-    let mut conn = state.redis_conn().await?;
-    let (counts, online, meta, positions): (Counters, u64, Meta, Meta) = redis::pipe()
-        .hgetall(keys.events_total())
+    let mut pipe = redis::pipe();
+    pipe.hgetall(keys.events_total())
         .zcount(keys.online(), since, "+inf")
         .hgetall(keys.meta())
-        .hgetall(keys::positions(state.redis.prefix()))
-        .query_async(&mut *conn)
-        .await
-        .map_err(unavailable)?;
-    Ok(HttpResponse::Ok().json(json!({
+        .hgetall(keys::positions(state.redis.prefix()));
+    let ((counts, online, meta, positions), generation): ((Counters, u64, Meta, Meta), _) =
+        state.redis_read(pipe).await?;
+    Ok(HttpResponse::Ok().json(generation.stamp(json!({
         "project": project.as_str(),
         "total_events": counts.values().sum::<u64>(),
         "event_types": counts.len(),
@@ -293,7 +286,7 @@ pub async fn overall(
         "online_users": online,
         "exact": true,
         "as_of": AsOf::from_parts(&meta, positions),
-    })))
+    }))))
 }
 
 /// `GET /api/v1/stats/{type}` (reference route): one type's all-time total, its count in
@@ -317,8 +310,7 @@ pub async fn type_stats(
     }
     pipe.hgetall(keys.meta())
         .hgetall(keys::positions(state.redis.prefix()));
-    let mut conn = state.redis_conn().await?;
-    let values: Vec<redis::Value> = pipe.query_async(&mut *conn).await.map_err(unavailable)?;
+    let (values, generation): (Vec<redis::Value>, _) = state.redis_read(pipe).await?;
     let number = |v: &redis::Value| {
         redis::from_redis_value::<Option<u64>>(v.clone())
             .ok()
@@ -336,7 +328,7 @@ pub async fn type_stats(
         .get(86)
         .and_then(|v| redis::from_redis_value(v.clone()).ok())
         .unwrap_or_default();
-    Ok(HttpResponse::Ok().json(json!({
+    Ok(HttpResponse::Ok().json(generation.stamp(json!({
         "project": project.as_str(),
         "event_type": event_type,
         "total": total,
@@ -344,7 +336,7 @@ pub async fn type_stats(
         "last_24_hours": last_day,
         "exact": true,
         "as_of": AsOf::from_parts(&meta, positions),
-    })))
+    }))))
 }
 
 #[derive(Debug, Deserialize)]

@@ -3,11 +3,16 @@
 -- runs atomically, so a redelivered or retried event can never count twice.
 --
 -- ARGV: prefix, now_ms, dedupe_ttl_s, online_keep_ms, session_ttl_s, minute_keep_s,
---       hour_keep_s, day_keep_s, path_len, path_ttl_s, pages_total_max, n_positions,
+--       hour_keep_s, day_keep_s, path_len, path_ttl_s, pages_total_max, writer
+--       ('consumer' or 'rebuild'), n_positions,
 --       then n_positions pairs (partition field, next offset),
 --       then 7 fields per event: project, event_id, distinct_id, event_type, ts_ms, path,
 --       session_id ("" when absent). path is "" unless the event is a page view with a path.
--- Returns the number of events applied (the rest were already applied before).
+-- Returns the number of events applied (the rest were already applied before), or -1 without
+-- writing anything when the generation marker does not let this writer write: the consumer
+-- writes only while it is 'ready' (when Redis lost its data the marker is gone with it, and
+-- counting on top of that would serve a partial total as the truth), the rebuild only while it
+-- is 'clearing' (rebuild.rs holds the consumer meanwhile).
 -- Key names must match crates/worker/src/keys.rs.
 
 local prefix = ARGV[1]
@@ -21,10 +26,18 @@ local day_keep = tonumber(ARGV[8])
 local path_len = tonumber(ARGV[9])
 local path_ttl = tonumber(ARGV[10])
 local pages_total_max = tonumber(ARGV[11])
-local n_positions = tonumber(ARGV[12])
+local writer = ARGV[12]
+local n_positions = tonumber(ARGV[13])
 local now_s = math.floor(now_ms / 1000)
 
-local i = 13
+local generation = redis.call('GET', prefix .. ':generation')
+local allowed = (writer == 'consumer' and generation == 'ready')
+  or (writer == 'rebuild' and generation == 'clearing')
+if not allowed then
+  return -1
+end
+
+local i = 14
 local positions_key = prefix .. ':positions'
 for _ = 1, n_positions do
   local field, offset = ARGV[i], tonumber(ARGV[i + 1])

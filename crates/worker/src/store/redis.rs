@@ -64,6 +64,11 @@ impl RedisStore {
         &self.prefix
     }
 
+    /// How many all-time hot pages are kept per project (`aggregates.hot_pages_total_max`).
+    pub fn hot_pages_total_max(&self) -> u64 {
+        self.aggregates.hot_pages_total_max
+    }
+
     pub async fn ping(&self) -> bool {
         match self.pool.get().await {
             Ok(mut conn) => redis::cmd("PING")
@@ -81,13 +86,42 @@ impl RedisStore {
         events: &[&Event],
         positions: &[Position],
     ) -> Result<usize, StoreError> {
+        let inputs: Vec<AggregateInput<'_>> =
+            events.iter().map(|e| AggregateInput::of_event(e)).collect();
+        self.apply_inputs(&inputs, positions).await
+    }
+
+    /// What `apply` does, for events however they were read (from Kafka, or from MySQL by
+    /// a rebuild): one argument layout for `aggregate.lua`, built in one place.
+    pub async fn apply_inputs(
+        &self,
+        events: &[AggregateInput<'_>],
+        positions: &[Position],
+    ) -> Result<usize, StoreError> {
+        self.invoke(events, positions, "consumer").await
+    }
+
+    /// `apply_inputs` for the rebuild, which writes while the consumer is held (rebuild.rs).
+    pub async fn apply_inputs_during_rebuild(
+        &self,
+        events: &[AggregateInput<'_>],
+    ) -> Result<usize, StoreError> {
+        self.invoke(events, &[], "rebuild").await
+    }
+
+    async fn invoke(
+        &self,
+        events: &[AggregateInput<'_>],
+        positions: &[Position],
+        writer: &str,
+    ) -> Result<usize, StoreError> {
         let mut conn = self.pool.get().await.map_err(|e| {
             StoreError::Transient(anyhow::Error::new(e).context("no Redis connection"))
         })?;
         let now_ms = chrono::Utc::now().timestamp_millis();
         let a = &self.aggregates;
         let mut applied = 0;
-        let chunks: Vec<&[&Event]> = if events.is_empty() {
+        let chunks: Vec<&[AggregateInput<'_>]> = if events.is_empty() {
             vec![&[]]
         } else {
             events.chunks(EVENTS_PER_SCRIPT).collect()
@@ -106,7 +140,8 @@ impl RedisStore {
                 .arg(a.day_retention_days * 86_400)
                 .arg(a.recent_path_length)
                 .arg(a.recent_path_ttl_days * 86_400)
-                .arg(a.hot_pages_total_max);
+                .arg(a.hot_pages_total_max)
+                .arg(writer);
             // Positions go with the last chunk: they are only true once every event is in.
             let positions = if n == last { positions } else { &[] };
             invocation.arg(positions.len());
@@ -116,30 +151,84 @@ impl RedisStore {
                     .arg(p.next_offset);
             }
             for e in chunk {
-                let path = if e.event_type().is(EventType::PAGE_VIEW) {
-                    e.page()
-                        .and_then(|p| p.path.as_deref())
-                        .map(stored_path)
-                        .unwrap_or("")
-                } else {
-                    ""
-                };
                 invocation
-                    .arg(e.project().as_str())
-                    .arg(e.event_id().as_str())
-                    .arg(e.distinct_id())
-                    .arg(e.event_type().as_str())
-                    .arg(e.timestamp().timestamp_millis())
-                    .arg(path)
-                    .arg(e.session_id().map_or("", |s| s.as_str()));
+                    .arg(e.project)
+                    .arg(e.event_id)
+                    .arg(e.distinct_id)
+                    .arg(e.event_type)
+                    .arg(e.ts_ms)
+                    .arg(e.path)
+                    .arg(e.session_id);
             }
-            applied += invocation
-                .invoke_async::<usize>(&mut *conn)
+            let outcome = invocation
+                .invoke_async::<i64>(&mut *conn)
                 .await
                 .map_err(|e| {
                     StoreError::Transient(anyhow::Error::new(e).context("aggregate script failed"))
                 })?;
+            // The script wrote nothing: the generation marker is gone (Redis restarted empty)
+            // or Redis is being cleared or rebuilt. Retrying with backoff waits for the rebuild.
+            let Ok(new) = usize::try_from(outcome) else {
+                return Err(StoreError::Transient(anyhow::anyhow!(
+                    "Redis lost its aggregates; waiting for the rebuild"
+                )));
+            };
+            applied += new;
         }
         Ok(applied)
+    }
+}
+
+/// One event as `aggregate.lua` applies it: the consumer builds it from a Kafka event, a
+/// rebuild from a `user_events` row, so both count the same thing the same way.
+#[derive(Debug, Clone, Copy)]
+pub struct AggregateInput<'a> {
+    pub project: &'a str,
+    pub event_id: &'a str,
+    pub distinct_id: &'a str,
+    pub event_type: &'a str,
+    pub ts_ms: i64,
+    /// The stored path of a page view, "" for every other event.
+    pub path: &'a str,
+    /// "" when the event has no session.
+    pub session_id: &'a str,
+}
+
+impl<'a> AggregateInput<'a> {
+    pub fn new(
+        project: &'a str,
+        event_id: &'a str,
+        distinct_id: &'a str,
+        event_type: &'a str,
+        ts_ms: i64,
+        page_path: Option<&'a str>,
+        session_id: Option<&'a str>,
+    ) -> Self {
+        let path = if event_type == EventType::PAGE_VIEW {
+            page_path.map(stored_path).unwrap_or("")
+        } else {
+            ""
+        };
+        Self {
+            project,
+            event_id,
+            distinct_id,
+            event_type,
+            ts_ms,
+            path,
+            session_id: session_id.unwrap_or(""),
+        }
+    }
+
+    pub fn of_event(e: &'a Event) -> Self {
+        Self::new(
+            e.project().as_str(),
+            e.event_id().as_str(),
+            e.distinct_id(),
+            e.event_type().as_str(),
+            e.timestamp().timestamp_millis(),
+            e.page().and_then(|p| p.path.as_deref()),
+            e.session_id().map(|s| s.as_str()),
+        )
     }
 }

@@ -1,0 +1,503 @@
+//! Detects that Redis lost its aggregates and rebuilds them from MySQL, which holds every
+//! stored event (`user_events`): Redis is derived data, and a Redis that keeps nothing on disk
+//! comes back empty after a restart.
+//!
+//! The generation marker (`keys::generation`, no TTL) says whether Redis is whole. Losing
+//! Redis loses the marker, so `aggregate.lua` then writes nothing (the consumer pauses and
+//! retries with backoff) and the stats API answers `"exact": false`. The guard in every
+//! consuming worker checks the marker every second; the worker that takes the rebuild lock
+//! replays `user_events` in id order, from one MySQL snapshot, through the same script as
+//! the consumer, which waits meanwhile; the all-time totals come from the rollups, which keep
+//! what retention deleted from `user_events`. `worker rebuild-redis` (`rebuild_now`) does the same on demand, after deleting
+//! the old aggregates (re-applying events older than the dedupe window onto counters that
+//! already hold them would count them twice).
+//!
+//! Marker values: `ready`; `clearing` (old aggregates are being deleted or the snapshot is
+//! being replayed; the consumer waits); `rebuilding` (left by an earlier version: replayed
+//! again). A rebuilder that dies
+//! leaves `rebuilding` or `clearing` and lets its lock expire: the next guard to take the lock
+//! resumes from the start (replaying is idempotent) or clears again.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use chrono::NaiveDateTime;
+use deadpool_redis::redis;
+use tokio_util::sync::CancellationToken;
+
+use crate::keys;
+use crate::metrics::WorkerMetrics;
+use crate::store::mysql::MysqlStore;
+use crate::store::redis::{AggregateInput, RedisStore};
+use crate::store::DbText;
+
+/// Marker values (see the module comment).
+pub const READY: &str = "ready";
+pub const CLEARING: &str = "clearing";
+
+const CHECK_EVERY: Duration = Duration::from_secs(1);
+/// The lock's lifetime; the holder renews it after every chunk, so only a dead holder loses it.
+const LOCK_SECONDS: u64 = 60;
+const ROWS_PER_READ: u32 = 5000;
+const KEYS_PER_SCAN: usize = 10_000;
+
+const RENEW: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then \
+     return redis.call('EXPIRE', KEYS[1], ARGV[2]) end return 0";
+const RELEASE: &str =
+    "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0";
+/// Sets the marker only while the caller still holds the lock: a rebuild that outlived its
+/// lock (or its Redis) must not declare the new Redis ready.
+const MARK: &str = "if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end \
+     redis.call('EXPIRE', KEYS[1], ARGV[3]) redis.call('SET', KEYS[2], ARGV[2]) return 1";
+
+/// What one rebuild did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rebuilt {
+    /// Keys deleted before replaying (only when asked for, or when resuming a clear).
+    pub deleted_keys: u64,
+    /// Events read from MySQL and passed to the aggregate script.
+    pub events_replayed: u64,
+    /// Of those, the events that were new to Redis (the rest the consumer applied meanwhile).
+    pub events_applied: u64,
+    pub duration: Duration,
+}
+
+/// What one check of the guard found or did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Check {
+    /// The marker says `ready`.
+    Whole,
+    /// Another worker holds the rebuild lock.
+    Busy,
+    /// No marker, but consumer positions: aggregates written before the marker existed.
+    MarkedReady,
+    Rebuilt(Rebuilt),
+}
+
+/// The guard: checks the marker every second and repairs Redis when it is not `ready`. Ends
+/// only on shutdown; a failed check (Redis or MySQL down) is logged and tried again.
+pub async fn guard(
+    mysql: MysqlStore,
+    redis: RedisStore,
+    metrics: WorkerMetrics,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    loop {
+        if let Err(e) = check_once(&mysql, &redis, &metrics, &shutdown).await {
+            tracing::warn!(error = %format!("{e:#}"), "Redis guard: check or rebuild failed; will try again");
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return Ok(()),
+            () = tokio::time::sleep(CHECK_EVERY) => {}
+        }
+    }
+}
+
+/// One check: nothing to do when the marker says `ready` or another worker holds the lock;
+/// otherwise, under the lock, mark pre-marker aggregates ready or rebuild.
+pub async fn check_once(
+    mysql: &MysqlStore,
+    redis: &RedisStore,
+    metrics: &WorkerMetrics,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Check> {
+    let mut conn = redis.pool().get().await?;
+    let marker: Option<String> = redis::cmd("GET")
+        .arg(keys::generation(redis.prefix()))
+        .query_async(&mut *conn)
+        .await?;
+    drop(conn);
+    if marker.as_deref() == Some(READY) {
+        return Ok(Check::Whole);
+    }
+    let Some(lock) = RebuildLock::acquire(redis).await? else {
+        return Ok(Check::Busy);
+    };
+    let outcome = repair(&lock, mysql, redis, metrics, shutdown).await;
+    lock.release().await;
+    outcome
+}
+
+async fn repair(
+    lock: &RebuildLock<'_>,
+    mysql: &MysqlStore,
+    redis: &RedisStore,
+    metrics: &WorkerMetrics,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Check> {
+    let started = Instant::now();
+    // Read again under the lock: another worker may have finished in between.
+    let mut conn = redis.pool().get().await?;
+    let (marker, has_positions): (Option<String>, bool) = redis::pipe()
+        .get(keys::generation(redis.prefix()))
+        .exists(keys::positions(redis.prefix()))
+        .query_async(&mut *conn)
+        .await?;
+    drop(conn);
+    let deleted_keys = match marker.as_deref() {
+        Some(READY) => return Ok(Check::Whole),
+        // The script refuses to write without the marker, so positions without a marker were
+        // written by a version before it: an upgrade, not a loss.
+        None if has_positions => {
+            lock.mark(READY).await?;
+            tracing::info!(
+                "Redis holds aggregates from before the generation marker; marked them ready"
+            );
+            return Ok(Check::MarkedReady);
+        }
+        None => {
+            tracing::warn!(
+                "the Redis generation marker is missing (Redis lost its data, or this is a \
+                 new installation): rebuilding the aggregates from MySQL"
+            );
+            0
+        }
+        Some(other) => {
+            tracing::warn!(
+                marker = other,
+                "a clear of Redis stopped before its end; clearing and rebuilding"
+            );
+            lock.mark(CLEARING).await?;
+            clear(lock, redis).await?
+        }
+    };
+    let rebuilt = replay(lock, mysql, redis, metrics, shutdown, started, deleted_keys).await?;
+    Ok(Check::Rebuilt(rebuilt))
+}
+
+/// `worker rebuild-redis`: deletes every aggregate under the prefix and rebuilds them all from
+/// MySQL. Fails when another worker holds the rebuild lock.
+pub async fn rebuild_now(
+    mysql: &MysqlStore,
+    redis: &RedisStore,
+    metrics: &WorkerMetrics,
+) -> anyhow::Result<Rebuilt> {
+    let Some(lock) = RebuildLock::acquire(redis).await? else {
+        anyhow::bail!(
+            "another worker is rebuilding Redis (it holds {}); try again when it is done",
+            keys::rebuild_lock(redis.prefix())
+        );
+    };
+    let outcome = async {
+        let started = Instant::now();
+        // Consumers stop writing first: a counter they bumped while keys are being deleted
+        // could lose its update or keep one its dedupe mark no longer remembers.
+        lock.mark(CLEARING).await?;
+        let deleted_keys = clear(&lock, redis).await?;
+        replay(
+            &lock,
+            mysql,
+            redis,
+            metrics,
+            &CancellationToken::new(),
+            started,
+            deleted_keys,
+        )
+        .await
+    }
+    .await;
+    lock.release().await;
+    outcome
+}
+
+/// Deletes every key under `{prefix}:` but the marker and the locks (SCAN + UNLINK, in
+/// batches, so Redis is never blocked for long). Returns how many were deleted.
+async fn clear(lock: &RebuildLock<'_>, redis: &RedisStore) -> anyhow::Result<u64> {
+    let prefix = redis.prefix();
+    let keep = [
+        keys::generation(prefix),
+        keys::rebuild_lock(prefix),
+        keys::retention_lock(prefix),
+    ];
+    let pattern = format!("{}:*", glob_escape(prefix));
+    let mut conn = redis.pool().get().await?;
+    let mut cursor: u64 = 0;
+    let mut deleted = 0;
+    loop {
+        let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(&pattern)
+            .arg("COUNT")
+            .arg(KEYS_PER_SCAN)
+            .query_async(&mut *conn)
+            .await
+            .context("SCAN the aggregates")?;
+        let doomed: Vec<String> = batch.into_iter().filter(|k| !keep.contains(k)).collect();
+        if !doomed.is_empty() {
+            let n: u64 = redis::cmd("UNLINK")
+                .arg(&doomed)
+                .query_async(&mut *conn)
+                .await
+                .context("UNLINK the aggregates")?;
+            deleted += n;
+        }
+        lock.renew().await?;
+        if next == 0 {
+            return Ok(deleted);
+        }
+        cursor = next;
+    }
+}
+
+/// Replays `user_events` in id order through the aggregate script, restores the all-time
+/// totals from the rollups, then marks Redis ready.
+///
+/// The consumer is held (`CLEARING`: the script writes nothing) and every read comes from one
+/// MySQL snapshot, so the rebuilt Redis is exactly the snapshot: the events it holds have their
+/// dedupe marks (the consumer skips them when it resumes) and the events it does not hold have
+/// none (the consumer applies them). The all-time totals (`events:total`, `pages:total`) are then
+/// set from `rollup_events_hour` and `rollup_page_views_hour`, which keep the history that
+/// retention deleted from `user_events`.
+async fn replay(
+    lock: &RebuildLock<'_>,
+    mysql: &MysqlStore,
+    redis: &RedisStore,
+    metrics: &WorkerMetrics,
+    shutdown: &CancellationToken,
+    started: Instant,
+    deleted_keys: u64,
+) -> anyhow::Result<Rebuilt> {
+    lock.mark(CLEARING).await?;
+    let mut snapshot = mysql
+        .pool()
+        .begin()
+        .await
+        .context("open the rebuild's snapshot")?;
+    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        .execute(&mut *snapshot)
+        .await
+        .ok();
+    let mut after: u64 = 0;
+    let (mut replayed, mut applied) = (0_u64, 0_u64);
+    loop {
+        if shutdown.is_cancelled() {
+            anyhow::bail!(
+                "shutdown after replaying {replayed} events; the next worker to take the lock \
+                 clears and replays again"
+            );
+        }
+        let rows: Vec<StoredEvent> = sqlx::query_as(
+            "SELECT id, project, event_id, distinct_id, event_type, event_time, page_path, \
+             session_id FROM user_events WHERE id > ? ORDER BY id LIMIT ?",
+        )
+        .bind(after)
+        .bind(ROWS_PER_READ)
+        .fetch_all(&mut *snapshot)
+        .await
+        .context("read user_events for the rebuild")?;
+        let Some(last) = rows.last() else { break };
+        after = last.id;
+        let inputs: Vec<AggregateInput<'_>> = rows.iter().map(StoredEvent::input).collect();
+        let new = redis
+            .apply_inputs_during_rebuild(&inputs)
+            .await
+            .context("apply replayed events to Redis")?;
+        replayed += rows.len() as u64;
+        applied += new as u64;
+        metrics.redis_rebuilt_events.inc_by(rows.len() as u64);
+        lock.renew().await?;
+        if rows.len() < ROWS_PER_READ as usize {
+            break;
+        }
+    }
+    restore_all_time_totals(&mut snapshot, redis).await?;
+    snapshot.commit().await.ok();
+    lock.mark(READY).await?;
+    metrics.redis_rebuilds.inc();
+    let rebuilt = Rebuilt {
+        deleted_keys,
+        events_replayed: replayed,
+        events_applied: applied,
+        duration: started.elapsed(),
+    };
+    tracing::info!(
+        events = replayed,
+        applied,
+        deleted_keys,
+        duration_ms = rebuilt.duration.as_millis() as u64,
+        "Redis rebuilt from MySQL; its figures are exact again"
+    );
+    Ok(rebuilt)
+}
+
+/// Sets every project's all-time counters from the rollups of the same snapshot: they count
+/// every event ever stored, also those retention has since deleted from `user_events`.
+async fn restore_all_time_totals(
+    snapshot: &mut sqlx::Transaction<'_, sqlx::MySql>,
+    redis: &RedisStore,
+) -> anyhow::Result<()> {
+    let types: Vec<(DbText, DbText, i64)> = sqlx::query_as(
+        "SELECT project, event_type, CAST(SUM(events) AS SIGNED) FROM rollup_events_hour \
+         GROUP BY project, event_type",
+    )
+    .fetch_all(&mut **snapshot)
+    .await
+    .context("read the event rollups")?;
+    let pages: Vec<(DbText, DbText, i64)> = sqlx::query_as(
+        "SELECT project, page_path, CAST(SUM(views) AS SIGNED) FROM rollup_page_views_hour \
+         GROUP BY project, page_path",
+    )
+    .fetch_all(&mut **snapshot)
+    .await
+    .context("read the page-view rollups")?;
+    let mut pipe = redis::pipe();
+    let mut projects = std::collections::BTreeSet::new();
+    for (project, _, _) in types.iter().chain(&pages) {
+        projects.insert(project.as_str());
+    }
+    for project in &projects {
+        let keys = keys::Keys::new(redis.prefix(), project);
+        pipe.del(keys.events_total()).ignore();
+        pipe.del(keys.pages_total()).ignore();
+    }
+    for (project, event_type, count) in &types {
+        let keys = keys::Keys::new(redis.prefix(), project.as_str());
+        pipe.hset(keys.events_total(), event_type.as_str(), *count)
+            .ignore();
+    }
+    for (project, path, views) in &pages {
+        let keys = keys::Keys::new(redis.prefix(), project.as_str());
+        pipe.zadd(keys.pages_total(), path.as_str(), *views)
+            .ignore();
+    }
+    let keep = isize::try_from(redis.hot_pages_total_max()).unwrap_or(isize::MAX);
+    for project in &projects {
+        // The same trim as the script's: the least viewed beyond the kept number go.
+        let keys = keys::Keys::new(redis.prefix(), project);
+        pipe.zremrangebyrank(keys.pages_total(), 0, -keep - 1)
+            .ignore();
+    }
+    let mut conn = redis.pool().get().await?;
+    pipe.atomic()
+        .query_async::<()>(&mut *conn)
+        .await
+        .context("write the all-time totals")?;
+    Ok(())
+}
+
+/// The columns of `user_events` the aggregates are derived from.
+#[derive(sqlx::FromRow)]
+struct StoredEvent {
+    id: u64,
+    project: DbText,
+    event_id: DbText,
+    distinct_id: DbText,
+    event_type: DbText,
+    event_time: NaiveDateTime,
+    page_path: Option<DbText>,
+    session_id: Option<DbText>,
+}
+
+impl StoredEvent {
+    fn input(&self) -> AggregateInput<'_> {
+        AggregateInput::new(
+            self.project.as_str(),
+            self.event_id.as_str(),
+            self.distinct_id.as_str(),
+            self.event_type.as_str(),
+            // Stored in UTC (see the migrations).
+            self.event_time.and_utc().timestamp_millis(),
+            self.page_path.as_ref().map(DbText::as_str),
+            self.session_id.as_ref().map(DbText::as_str),
+        )
+    }
+}
+
+/// The rebuild lock, held by one worker of the group: `SET NX EX`, renewed as work goes on,
+/// released (only by its holder) at the end.
+struct RebuildLock<'a> {
+    redis: &'a RedisStore,
+    key: String,
+    token: String,
+}
+
+impl<'a> RebuildLock<'a> {
+    async fn acquire(redis: &'a RedisStore) -> anyhow::Result<Option<Self>> {
+        let key = keys::rebuild_lock(redis.prefix());
+        let token = format!("{}-{}", std::process::id(), rand::random::<u64>());
+        let mut conn = redis.pool().get().await?;
+        let acquired: Option<String> = redis::cmd("SET")
+            .arg(&key)
+            .arg(&token)
+            .arg("NX")
+            .arg("EX")
+            .arg(LOCK_SECONDS)
+            .query_async(&mut *conn)
+            .await?;
+        Ok(acquired.map(|_| Self { redis, key, token }))
+    }
+
+    async fn renew(&self) -> anyhow::Result<()> {
+        let mut conn = self.redis.pool().get().await?;
+        let renewed: i64 = redis::Script::new(RENEW)
+            .key(&self.key)
+            .arg(&self.token)
+            .arg(LOCK_SECONDS)
+            .invoke_async(&mut *conn)
+            .await?;
+        anyhow::ensure!(
+            renewed == 1,
+            "lost the rebuild lock (it expired, or Redis restarted)"
+        );
+        Ok(())
+    }
+
+    /// Sets the generation marker, if this lock is still held (and renews it).
+    async fn mark(&self, value: &str) -> anyhow::Result<()> {
+        let mut conn = self.redis.pool().get().await?;
+        let marked: i64 = redis::Script::new(MARK)
+            .key(&self.key)
+            .key(keys::generation(self.redis.prefix()))
+            .arg(&self.token)
+            .arg(value)
+            .arg(LOCK_SECONDS)
+            .invoke_async(&mut *conn)
+            .await?;
+        anyhow::ensure!(
+            marked == 1,
+            "lost the rebuild lock (it expired, or Redis restarted) before marking Redis {value}"
+        );
+        Ok(())
+    }
+
+    /// Releases the lock if still held; on failure it expires by itself.
+    async fn release(self) {
+        let released = async {
+            let mut conn = self.redis.pool().get().await?;
+            redis::Script::new(RELEASE)
+                .key(&self.key)
+                .arg(&self.token)
+                .invoke_async::<i64>(&mut *conn)
+                .await?;
+            anyhow::Ok(())
+        }
+        .await;
+        if let Err(e) = released {
+            tracing::warn!(error = %format!("{e:#}"), "cannot release the rebuild lock; it expires by itself");
+        }
+    }
+}
+
+/// `prefix` as a literal in a SCAN MATCH pattern.
+fn glob_escape(prefix: &str) -> String {
+    let mut escaped = String::with_capacity(prefix.len());
+    for c in prefix.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            escaped.push('\\');
+        }
+        escaped.push(c);
+    }
+    escaped
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefixes_match_literally() {
+        assert_eq!(glob_escape("if"), "if");
+        assert_eq!(glob_escape("a*b[1]?"), "a\\*b\\[1\\]\\?");
+    }
+}

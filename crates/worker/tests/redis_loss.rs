@@ -1,0 +1,361 @@
+//! Redis loss is detected and repaired from MySQL, never served as truth: a Redis that
+//! restarts empty makes the stats API say `"exact": false` until the worker has rebuilt it,
+//! and `worker rebuild-redis` rebuilds the aggregates from MySQL, idempotently.
+
+// A test panics to fail: unwrapping in its helpers is how it reports.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use insightflow_worker::metrics::WorkerMetrics;
+use insightflow_worker::rebuild;
+use insightflow_worker::store::mysql::MysqlStore;
+use insightflow_worker::store::redis::RedisStore;
+use insightflow_worker::Role;
+use serde_json::Value;
+use support::counts::{events, metric, mysql_count, send, wait_for_both, WAIT};
+use support::state::{assert_same, snapshot};
+use support::{eventually, spawn_ingest, spawn_worker_with, worker_settings, WorkerTarget};
+
+const REDIS_SERVER: &str = "/usr/bin/redis-server";
+
+/// A Redis of the test's own that keeps nothing on disk, as a child process: killing it
+/// loses every key, like a restart of a Redis without persistence.
+struct PrivateRedis {
+    port: u16,
+    child: Option<Child>,
+}
+
+impl PrivateRedis {
+    async fn start() -> Self {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut redis = Self { port, child: None };
+        redis.restart().await;
+        redis
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    /// Starts the server on the same port, empty, and waits until it answers PING.
+    async fn restart(&mut self) {
+        let child = Command::new(REDIS_SERVER)
+            .args(["--port", &self.port.to_string()])
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(["--daemonize", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {REDIS_SERVER}: {e}"));
+        self.child = Some(child);
+        let url = self.url();
+        eventually(
+            Duration::from_secs(10),
+            "the private Redis to answer",
+            || {
+                let url = url.clone();
+                async move {
+                    let mut conn = redis::Client::open(url)
+                        .ok()?
+                        .get_multiplexed_async_connection()
+                        .await
+                        .ok()?;
+                    redis::cmd("PING")
+                        .query_async::<String>(&mut conn)
+                        .await
+                        .ok()
+                }
+            },
+        )
+        .await;
+    }
+
+    /// `kill -9`: nothing is saved, every key is gone.
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+    }
+
+    async fn conn(&self) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(self.url())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap()
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The all-time counters by type of the default project in one Redis.
+async fn redis_counts(
+    conn: &mut redis::aio::MultiplexedConnection,
+    prefix: &str,
+) -> BTreeMap<String, i64> {
+    redis::cmd("HGETALL")
+        .arg(format!("{prefix}:default:events:total"))
+        .query_async(conn)
+        .await
+        .unwrap()
+}
+
+/// Counts by type computed from what was sent: independent of both stores.
+fn sent_counts(sent: &[Value]) -> BTreeMap<String, i64> {
+    let mut counts = BTreeMap::new();
+    for e in sent {
+        *counts
+            .entry(e["event_type"].as_str().unwrap().to_owned())
+            .or_default() += 1;
+    }
+    counts
+}
+
+async fn mysql_counts(target: &WorkerTarget) -> BTreeMap<String, i64> {
+    sqlx::query_as::<_, (Vec<u8>, i64)>(
+        "SELECT event_type, COUNT(*) FROM user_events WHERE project = 'default' GROUP BY event_type",
+    )
+    .fetch_all(&target.pool().await)
+    .await
+    .unwrap()
+    .into_iter()
+    .map(|(t, n)| (String::from_utf8(t).unwrap(), n))
+    .collect()
+}
+
+async fn stats_events(address: &str) -> Option<Value> {
+    let response = reqwest::get(format!("{address}/api/v1/stats/events?project=default"))
+        .await
+        .ok()?;
+    if !response.status().is_success() {
+        return None; // 503 while Redis is down: honest, and not a figure.
+    }
+    response.json().await.ok()
+}
+
+/// Polls the stats answer until it is exact with `n` events; every answer on the way that
+/// says `"exact": true` must hold exactly `n`. Returns how many inexact answers were seen.
+async fn poll_until_exact(address: &str, n: u64) -> usize {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut inexact = 0;
+    loop {
+        if let Some(body) = stats_events(address).await {
+            let total = body["total"].as_u64().unwrap();
+            if body["exact"] == true {
+                assert_eq!(
+                    total, n,
+                    "an answer claimed exactness it does not have: {body}"
+                );
+                assert!(body.get("redis").is_none(), "{body}");
+                return inexact;
+            }
+            let state = body["redis"].as_str().unwrap();
+            assert!(state == "lost" || state == "rebuilding", "{body}");
+            inexact += 1;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no exact answer within {WAIT:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_that_restarts_empty_is_rebuilt_and_never_served_as_truth() {
+    let mut private = PrivateRedis::start().await;
+    let target = WorkerTarget::create().await;
+    let mut settings = worker_settings(&target);
+    settings.redis.url = private.url();
+    let prefix = target.redis_prefix.clone();
+    let ingest = spawn_ingest(&target.topic).await;
+    let worker = spawn_worker_with(settings, Role::All).await;
+
+    let mut sent = events(0, 190, 17);
+    send(&ingest, sent.clone()).await;
+    eventually(
+        WAIT,
+        "190 events in MySQL and the private Redis",
+        || async {
+            let mut conn = private.conn().await;
+            let redis: i64 = redis_counts(&mut conn, &prefix).await.values().sum();
+            (mysql_count(&target).await == 190 && redis == 190).then_some(())
+        },
+    )
+    .await;
+    assert_eq!(poll_until_exact(&worker.address, 190).await, 0);
+    // A new installation is rebuilt too (from an empty MySQL) when the worker starts.
+    let rebuilds_before = metric(&worker.address, "worker_redis_rebuilds_total").await;
+    let replayed_before = metric(&worker.address, "worker_redis_rebuilt_events_total").await;
+
+    private.kill();
+    private.restart().await;
+
+    // (a) Until rebuilt, no answer says exact with a partial total.
+    let inexact = poll_until_exact(&worker.address, 190).await;
+    eprintln!("{inexact} answers said \"exact\": false while Redis was lost or rebuilding");
+
+    // (b) The rebuilt counters are MySQL's, type by type, and what was sent.
+    let mut conn = private.conn().await;
+    let rebuilt = redis_counts(&mut conn, &prefix).await;
+    assert_eq!(rebuilt, sent_counts(&sent));
+    assert_eq!(rebuilt, mysql_counts(&target).await);
+    let marker: Option<String> = redis::cmd("GET")
+        .arg(format!("{prefix}:generation"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(marker.as_deref(), Some("ready"));
+    assert_eq!(
+        metric(&worker.address, "worker_redis_rebuilds_total").await,
+        rebuilds_before.map(|n| n + 1.0)
+    );
+    assert_eq!(
+        metric(&worker.address, "worker_redis_rebuilt_events_total").await,
+        replayed_before.map(|n| n + 190.0)
+    );
+
+    // (c) Consumption goes on, on top of the rebuilt counters.
+    let more = events(190, 10, 17);
+    sent.extend(more.iter().cloned());
+    send(&ingest, more).await;
+    eventually(WAIT, "200 events in the private Redis", || async {
+        let mut conn = private.conn().await;
+        let redis: i64 = redis_counts(&mut conn, &prefix).await.values().sum();
+        assert!(redis <= 200, "counted twice: {redis}");
+        (redis == 200).then_some(())
+    })
+    .await;
+    assert_eq!(poll_until_exact(&worker.address, 200).await, 0);
+    assert_eq!(mysql_count(&target).await, 200);
+    assert_eq!(
+        redis_counts(&mut private.conn().await, &prefix).await,
+        sent_counts(&sent)
+    );
+
+    worker.stop().await;
+    ingest.stop().await;
+    // The keys were in the private Redis; cleanup drops the database.
+    target.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rebuild_redis_restores_mysql_counts_and_is_idempotent() {
+    let target = WorkerTarget::create().await;
+    let settings = worker_settings(&target);
+    let ingest = spawn_ingest(&target.topic).await;
+    let worker = spawn_worker_with(settings.clone(), Role::All).await;
+    let sent = events(0, 120, 11);
+    send(&ingest, sent.clone()).await;
+    wait_for_both(&target, 120).await;
+    worker.stop().await;
+    ingest.stop().await;
+
+    // Aggregates that disagree with MySQL, and a stray key: a rebuild starts from nothing.
+    let prefix = &target.redis_prefix;
+    let mut conn = target.redis().await;
+    let _: () = redis::pipe()
+        .hincr(format!("{prefix}:default:events:total"), "click", 1000)
+        .set(format!("{prefix}:default:stray"), "x")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+
+    let mysql = MysqlStore::connect(&settings.mysql).await.unwrap();
+    let redis = RedisStore::connect(&settings.redis, &settings.aggregates)
+        .await
+        .unwrap();
+    let metrics = WorkerMetrics::register(&prometheus::Registry::new()).unwrap();
+    let first = rebuild::rebuild_now(&mysql, &redis, &metrics)
+        .await
+        .unwrap();
+    assert_eq!(first.events_replayed, 120);
+    assert_eq!(
+        first.events_applied, 120,
+        "every dedupe mark was deleted too"
+    );
+    assert!(first.deleted_keys > 120, "{first:?}");
+    assert_eq!(redis_counts(&mut conn, prefix).await, sent_counts(&sent));
+    assert_eq!(
+        redis_counts(&mut conn, prefix).await,
+        mysql_counts(&target).await
+    );
+    let stray: bool = redis::cmd("EXISTS")
+        .arg(format!("{prefix}:default:stray"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(!stray, "the rebuild deletes what MySQL does not explain");
+    let after_first = snapshot(&target).await;
+    assert_eq!(
+        after_first.get("redis:generation"),
+        Some(&"ready".to_owned())
+    );
+
+    let second = rebuild::rebuild_now(&mysql, &redis, &metrics)
+        .await
+        .unwrap();
+    assert_eq!((second.events_replayed, second.events_applied), (120, 120));
+    assert_same(
+        &after_first,
+        &snapshot(&target).await,
+        "after a second rebuild",
+    );
+    assert_eq!(metrics.redis_rebuilds.get(), 2);
+    assert_eq!(metrics.redis_rebuilt_events.get(), 240);
+
+    target.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn all_time_totals_come_back_from_the_rollups_after_retention_deleted_raw_events() {
+    let target = WorkerTarget::create().await;
+    let settings = worker_settings(&target);
+    let ingest = spawn_ingest(&target.topic).await;
+    let worker = spawn_worker_with(settings.clone(), Role::All).await;
+    let sent = events(0, 120, 11);
+    send(&ingest, sent.clone()).await;
+    wait_for_both(&target, 120).await;
+    worker.stop().await;
+    ingest.stop().await;
+    // What the retention job does to old raw events; the rollups keep counting them.
+    sqlx::query("DELETE FROM user_events ORDER BY id LIMIT 50")
+        .execute(&target.pool().await)
+        .await
+        .unwrap();
+
+    let mysql = MysqlStore::connect(&settings.mysql).await.unwrap();
+    let redis = RedisStore::connect(&settings.redis, &settings.aggregates)
+        .await
+        .unwrap();
+    let metrics = WorkerMetrics::register(&prometheus::Registry::new()).unwrap();
+    let rebuilt = rebuild::rebuild_now(&mysql, &redis, &metrics)
+        .await
+        .unwrap();
+    assert_eq!(
+        rebuilt.events_replayed, 70,
+        "only the raw events still kept"
+    );
+    let mut conn = target.redis().await;
+    assert_eq!(
+        redis_counts(&mut conn, &target.redis_prefix).await,
+        sent_counts(&sent),
+        "the all-time totals count every event ever stored, from the rollups"
+    );
+    target.cleanup().await;
+}
