@@ -16,7 +16,7 @@ use insightflow_worker::metrics::WorkerMetrics;
 use insightflow_worker::rebuild;
 use insightflow_worker::store::mysql::MysqlStore;
 use insightflow_worker::store::redis::RedisStore;
-use insightflow_worker::Role;
+use insightflow_worker::{Role, Settings as WorkerSettings};
 use serde_json::Value;
 use support::counts::{events, metric, mysql_count, send, wait_for_both, WAIT};
 use support::state::{assert_same, snapshot};
@@ -254,17 +254,33 @@ async fn a_redis_that_restarts_empty_is_rebuilt_and_never_served_as_truth() {
     target.cleanup().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rebuild_redis_restores_mysql_counts_and_is_idempotent() {
+/// `n` events sent through a gateway and a worker, both stopped once MySQL and Redis hold them.
+async fn stored_through_the_pipeline(n: usize) -> (WorkerTarget, WorkerSettings, Vec<Value>) {
     let target = WorkerTarget::create().await;
     let settings = worker_settings(&target);
     let ingest = spawn_ingest(&target.topic).await;
     let worker = spawn_worker_with(settings.clone(), Role::All).await;
-    let sent = events(0, 120, 11);
+    let sent = events(0, n, 11);
     send(&ingest, sent.clone()).await;
-    wait_for_both(&target, 120).await;
+    wait_for_both(&target, i64::try_from(n).unwrap()).await;
     worker.stop().await;
     ingest.stop().await;
+    (target, settings, sent)
+}
+
+/// The stores a rebuild works on, as `worker rebuild-redis` builds them.
+async fn stores(settings: &WorkerSettings) -> (MysqlStore, RedisStore, WorkerMetrics) {
+    let mysql = MysqlStore::connect(&settings.mysql).await.unwrap();
+    let redis = RedisStore::connect(&settings.redis, &settings.aggregates)
+        .await
+        .unwrap();
+    let metrics = WorkerMetrics::register(&prometheus::Registry::new()).unwrap();
+    (mysql, redis, metrics)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rebuild_redis_restores_mysql_counts_and_is_idempotent() {
+    let (target, settings, sent) = stored_through_the_pipeline(120).await;
 
     // Aggregates that disagree with MySQL, and a stray key: a rebuild starts from nothing.
     let prefix = &target.redis_prefix;
@@ -276,11 +292,7 @@ async fn rebuild_redis_restores_mysql_counts_and_is_idempotent() {
         .await
         .unwrap();
 
-    let mysql = MysqlStore::connect(&settings.mysql).await.unwrap();
-    let redis = RedisStore::connect(&settings.redis, &settings.aggregates)
-        .await
-        .unwrap();
-    let metrics = WorkerMetrics::register(&prometheus::Registry::new()).unwrap();
+    let (mysql, redis, metrics) = stores(&settings).await;
     let first = rebuild::rebuild_now(&mysql, &redis, &metrics)
         .await
         .unwrap();
@@ -324,26 +336,14 @@ async fn rebuild_redis_restores_mysql_counts_and_is_idempotent() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn all_time_totals_come_back_from_the_rollups_after_retention_deleted_raw_events() {
-    let target = WorkerTarget::create().await;
-    let settings = worker_settings(&target);
-    let ingest = spawn_ingest(&target.topic).await;
-    let worker = spawn_worker_with(settings.clone(), Role::All).await;
-    let sent = events(0, 120, 11);
-    send(&ingest, sent.clone()).await;
-    wait_for_both(&target, 120).await;
-    worker.stop().await;
-    ingest.stop().await;
+    let (target, settings, sent) = stored_through_the_pipeline(120).await;
     // What the retention job does to old raw events; the rollups keep counting them.
     sqlx::query("DELETE FROM user_events ORDER BY id LIMIT 50")
         .execute(&target.pool().await)
         .await
         .unwrap();
 
-    let mysql = MysqlStore::connect(&settings.mysql).await.unwrap();
-    let redis = RedisStore::connect(&settings.redis, &settings.aggregates)
-        .await
-        .unwrap();
-    let metrics = WorkerMetrics::register(&prometheus::Registry::new()).unwrap();
+    let (mysql, redis, metrics) = stores(&settings).await;
     let rebuilt = rebuild::rebuild_now(&mysql, &redis, &metrics)
         .await
         .unwrap();
