@@ -20,7 +20,8 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::ClientConfig;
 use serde_json::{json, Value};
 use support::counts::{
-    assert_exactly_once, events, metric, mysql_count, send_to, wait_for_both, WAIT,
+    assert_exactly_once, events, metric, mysql_count, send_to, wait_for_both, wait_for_partitions,
+    wait_until_both_hold_partitions, WAIT,
 };
 use support::kafka::committed_total;
 use support::process::WorkerProcess;
@@ -79,24 +80,11 @@ async fn two_workers_one_killed_the_survivor_takes_over_its_partitions() {
     let _serial = ONE_AT_A_TIME.lock().await;
     let target = WorkerTarget::create().await;
     let ingest = spawn_ingest(&target.topic).await;
-    let assigns = |address: String| async move {
-        metric(&address, r#"worker_rebalances_total{kind="assign"}"#)
-            .await
-            .unwrap_or(0.0)
-    };
     let mut doomed = WorkerProcess::spawn(&target, 100, &[]);
-    eventually(WAIT, "the first worker to hold partitions", || async {
-        (assigns(doomed.address.clone()).await >= 1.0).then_some(())
-    })
-    .await;
+    wait_for_partitions(&doomed.address).await;
     let mut survivor = WorkerProcess::spawn(&target, 100, &[]);
     // The second member's join makes the group rebalance: both end up with partitions.
-    eventually(WAIT, "both workers to hold partitions", || async {
-        let a = assigns(doomed.address.clone()).await;
-        let b = assigns(survivor.address.clone()).await;
-        (a >= 2.0 && b >= 1.0).then_some(())
-    })
-    .await;
+    wait_until_both_hold_partitions(&doomed.address, &survivor.address).await;
     send_to(&ingest.address, events(0, 2000, 300), 100).await;
     wait_for_both(&target, 2000).await;
     let written = |address: String| async move {

@@ -9,7 +9,8 @@ mod support;
 use insightflow_worker::Role;
 use serde_json::{json, Value};
 use support::counts::{
-    assert_exactly_once, events, metric, mysql_count, redis_total, send, wait_for_both, WAIT,
+    assert_exactly_once, assignments, events, metric, mysql_count, redis_total, send,
+    wait_for_both, wait_for_partitions, wait_until_both_hold_partitions, WAIT,
 };
 use support::kafka::{self, header};
 use support::process::WorkerProcess;
@@ -111,19 +112,10 @@ async fn two_workers_in_one_group_share_the_partitions_and_process_each_event_on
     let _serial = ONE_AT_A_TIME.lock().await;
     let target = WorkerTarget::create().await;
     let first = spawn_worker(&target).await;
-    eventually(WAIT, "the first worker to get partitions", || async {
-        (metric(&first.address, r#"worker_rebalances_total{kind="assign"}"#).await? >= 1.0)
-            .then_some(())
-    })
-    .await;
+    wait_for_partitions(&first.address).await;
     let second = spawn_worker(&target).await;
     // The second member's join makes the group rebalance: both end up with partitions.
-    eventually(WAIT, "both workers to be assigned partitions", || async {
-        let a = metric(&first.address, r#"worker_rebalances_total{kind="assign"}"#).await?;
-        let b = metric(&second.address, r#"worker_rebalances_total{kind="assign"}"#).await?;
-        (a >= 2.0 && b >= 1.0).then_some(())
-    })
-    .await;
+    wait_until_both_hold_partitions(&first.address, &second.address).await;
     let ingest = spawn_ingest(&target.topic).await;
     send(&ingest, events(0, 3000, 400)).await;
     wait_for_both(&target, 3000).await;
@@ -366,11 +358,6 @@ async fn a_rebalance_during_a_store_outage_keeps_the_partitions_paused() {
     let _serial = ONE_AT_A_TIME.lock().await;
     let target = WorkerTarget::create().await;
     let proxy = TcpProxy::start("127.0.0.1:6379").await;
-    let assigns = |address: String| async move {
-        metric(&address, r#"worker_rebalances_total{kind="assign"}"#)
-            .await
-            .unwrap_or(0.0)
-    };
     let consumed = |address: String| async move {
         metric(&address, "worker_messages_consumed_total")
             .await
@@ -381,19 +368,11 @@ async fn a_rebalance_during_a_store_outage_keeps_the_partitions_paused() {
     settings.redis.url = format!("redis://127.0.0.1:{}/0", proxy.port);
     settings.kafka.session_timeout_ms = 6000;
     let first = spawn_worker_with(settings, Role::All).await;
-    eventually(WAIT, "the first worker to hold partitions", || async {
-        (assigns(first.address.clone()).await >= 1.0).then_some(())
-    })
-    .await;
+    wait_for_partitions(&first.address).await;
     let mut settings = worker_settings(&target);
     settings.kafka.session_timeout_ms = 6000;
     let second = spawn_worker_with(settings, Role::All).await;
-    eventually(WAIT, "both workers to hold partitions", || async {
-        let a = assigns(first.address.clone()).await;
-        let b = assigns(second.address.clone()).await;
-        (a >= 2.0 && b >= 1.0).then_some(())
-    })
-    .await;
+    wait_until_both_hold_partitions(&first.address, &second.address).await;
     let ingest = spawn_ingest(&target.topic).await;
     send(&ingest, events(0, 100, 20)).await;
     wait_for_both(&target, 100).await;
@@ -421,7 +400,7 @@ async fn a_rebalance_during_a_store_outage_keeps_the_partitions_paused() {
     // would fetch into memory what it cannot write.
     second.stop().await;
     eventually(WAIT, "the rebalance to reach the first worker", || async {
-        (assigns(first.address.clone()).await >= 3.0).then_some(())
+        (assignments(&first.address).await >= 3.0).then_some(())
     })
     .await;
     let before = consumed(first.address.clone()).await;

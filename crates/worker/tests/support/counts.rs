@@ -166,3 +166,28 @@ pub async fn metric(address: &str, line_prefix: &str) -> Option<f64> {
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
 }
+
+/// Assignments the worker at `address` has received (rebalances that handed it partitions).
+pub async fn assignments(address: &str) -> f64 {
+    metric(address, r#"worker_rebalances_total{kind="assign"}"#)
+        .await
+        .unwrap_or(0.0)
+}
+
+/// Waits until the worker at `address` holds partitions.
+pub async fn wait_for_partitions(address: &str) {
+    super::eventually(WAIT, "the worker to hold partitions", || async {
+        (assignments(address).await >= 1.0).then_some(())
+    })
+    .await;
+}
+
+/// After `first` held partitions, `second` joined: waits for the rebalance that gives both
+/// theirs (the first member's second assignment, the second member's first).
+pub async fn wait_until_both_hold_partitions(first: &str, second: &str) {
+    super::eventually(WAIT, "both workers to hold partitions", || async {
+        let (a, b) = (assignments(first).await, assignments(second).await);
+        (a >= 2.0 && b >= 1.0).then_some(())
+    })
+    .await;
+}
