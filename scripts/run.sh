@@ -22,7 +22,17 @@ cargo build --release -p insightflow-ingest -p insightflow-worker
 log "migrate: target/release/worker migrate"
 target/release/worker migrate
 
-# 4. start the services (restart them if a previous `make run` left them up)
+# 4. the stats API's key: made once, kept in .data (never committed), readable by this user only.
+# A WORKER__STATS__API_KEYS already in the environment wins.
+KEY_FILE="$DATA/stats-api-key"
+if [[ ! -s "$KEY_FILE" ]]; then
+  (umask 077 && python3 -c 'import secrets; print(secrets.token_urlsafe(24))' >"$KEY_FILE")
+  log "stats API: made a key for this machine in $KEY_FILE"
+fi
+STATS_KEY="$(cat "$KEY_FILE")"
+export WORKER__STATS__API_KEYS="${WORKER__STATS__API_KEYS:-$STATS_KEY=*}"
+
+# 5. start the services (restart them if a previous `make run` left them up)
 for svc in worker ingest; do
   if pid_alive "$RUN_DIR/$svc.pid"; then
     log "$svc: already running (pid $(cat "$RUN_DIR/$svc.pid")), restarting it with the new build"
@@ -32,7 +42,7 @@ for svc in worker ingest; do
   log "$svc: started (pid $(cat "$RUN_DIR/$svc.pid"), log $RUN_DIR/$svc.log)"
 done
 
-# 5. wait for readiness
+# 6. wait for readiness
 ready() { curl -fsS -o /dev/null "http://127.0.0.1:$1/ready"; }
 for pair in "ingest:$INGEST_PORT" "worker:$WORKER_PORT"; do
   svc="${pair%%:*}" port="${pair##*:}"
@@ -44,7 +54,7 @@ for pair in "ingest:$INGEST_PORT" "worker:$WORKER_PORT"; do
   log "$svc: ready on http://127.0.0.1:$port"
 done
 
-# 6. how to use it
+# 7. how to use it
 cat <<MSG
 
 InsightFlow is running:
@@ -54,7 +64,9 @@ InsightFlow is running:
 
 Try it:
   curl -sS -X POST http://127.0.0.1:$INGEST_PORT/api/v1/events -H 'Content-Type: application/json' -d '{"events":[{"event_type":"page_view","user_id":"u1","page":{"url":"https://shop.example/","path":"/"}},{"event_type":"click","user_id":"u1"}]}'
-  curl -sS http://127.0.0.1:$WORKER_PORT/api/v1/stats/events
+  curl -sS -H 'Authorization: Bearer $STATS_KEY' 'http://127.0.0.1:$WORKER_PORT/api/v1/stats/events?project=default'
+
+The stats API answers only with a key: $STATS_KEY (kept in $KEY_FILE, for every project).
 
 make down to stop.
 MSG

@@ -131,6 +131,8 @@ pub struct StatsSettings {
     pub rate_limit_per_second: u32,
     pub rate_limit_burst: u32,
     pub api_keys: Vec<String>,
+    /// Serve the stats API without keys (development only); without this, no keys is an error.
+    pub allow_open: bool,
     /// How long a rendered dashboard is shared by identical requests; 0 = never.
     pub dashboard_cache_ms: u64,
 }

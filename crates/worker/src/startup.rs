@@ -158,7 +158,7 @@ impl Application {
             registry,
             consumer: consumer_health,
             kafka,
-            access: api::auth::StatsAccess::from_settings(&settings.stats)?,
+            access: stats_access(&settings, role)?,
             shutdown: shutdown.clone(),
             dashboards: api::dashboard::DashboardCache::new(settings.stats.dashboard_cache_ms),
         });
@@ -214,6 +214,25 @@ impl Application {
         served.context("HTTP server failed")?;
         failure.map_or(Ok(()), Err)
     }
+}
+
+/// The stats API's keys. A process that serves the API with no keys refuses to start unless
+/// `stats.allow_open` says that is on purpose: nothing answers without a key by accident.
+fn stats_access(settings: &Settings, role: Role) -> anyhow::Result<api::auth::StatsAccess> {
+    let access = api::auth::StatsAccess::from_settings(&settings.stats)?;
+    if role != Role::Consume && access.is_open() {
+        anyhow::ensure!(
+            settings.stats.allow_open,
+            "the stats API has no keys and would answer anyone: set WORKER__STATS__API_KEYS \
+             (e.g. WORKER__STATS__API_KEYS='a-long-random-token=default'), or \
+             WORKER__STATS__ALLOW_OPEN=true to serve it open on purpose (development only)"
+        );
+        tracing::warn!(
+            "the stats API is OPEN: no keys, no rate limit (stats.allow_open = true); \
+             set stats.api_keys anywhere but on a development machine"
+        );
+    }
+    Ok(access)
 }
 
 /// Runs a task that must last as long as the process. If it ends before shutdown was asked

@@ -517,3 +517,58 @@ async fn the_live_stream_pushes_updates_every_second() {
     drop(response);
     p.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_keys_the_stats_api_refuses_to_start_unless_open_on_purpose() {
+    let target = support::WorkerTarget::create().await;
+    let build = |settings: insightflow_worker::Settings, role: insightflow_worker::Role| async move {
+        insightflow_worker::Application::build_with_listener(
+            settings,
+            role,
+            std::net::TcpListener::bind("127.0.0.1:0").unwrap(),
+            prometheus::Registry::new(),
+            tokio_util::sync::CancellationToken::new(),
+        )
+        .await
+    };
+    let mut closed = support::worker_settings(&target);
+    closed.stats.allow_open = false;
+    closed.stats.api_keys.clear();
+    for role in [
+        insightflow_worker::Role::All,
+        insightflow_worker::Role::Serve,
+    ] {
+        let error = format!(
+            "{:#}",
+            build(closed.clone(), role)
+                .await
+                .err()
+                .expect("no keys, not open on purpose: refused")
+        );
+        assert!(error.contains("WORKER__STATS__API_KEYS"), "{error}");
+        assert!(error.contains("WORKER__STATS__ALLOW_OPEN=true"), "{error}");
+    }
+    // A consume-only worker serves no stats: no keys needed.
+    let consumer = support::spawn_worker_with(closed, insightflow_worker::Role::Consume).await;
+    consumer.stop().await;
+    // Open on purpose: it starts, and /ready says so.
+    let open = support::spawn_worker_with(
+        support::worker_settings(&target),
+        insightflow_worker::Role::Serve,
+    )
+    .await;
+    let ready: serde_json::Value = reqwest::get(format!("{}/ready", open.address))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        ready["stats_api"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("open")),
+        "{ready}"
+    );
+    open.stop().await;
+    target.cleanup().await;
+}

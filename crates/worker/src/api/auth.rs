@@ -232,6 +232,7 @@ mod tests {
             rate_limit_burst: burst,
             api_keys: keys.iter().map(|k| (*k).to_owned()).collect(),
             dashboard_cache_ms: 0,
+            allow_open: false,
         })
         .expect("valid keys")
     }
@@ -298,6 +299,7 @@ mod tests {
                     rate_limit_burst: 1,
                     api_keys: vec![bad.to_owned()],
                     dashboard_cache_ms: 0,
+                    allow_open: false,
                 })
                 .is_err(),
                 "{bad}"

@@ -21,6 +21,11 @@ pub async fn ready(state: web::Data<ApiState>) -> HttpResponse {
         "redis": status(redis),
         "kafka": status(kafka),
         "consumer": consumer.map(|c| c.describe()),
+        "stats_api": if state.access.is_open() {
+            "open: no keys (stats.allow_open = true, development only)"
+        } else {
+            "keys required"
+        },
     });
     if ready {
         HttpResponse::Ok().json(body)

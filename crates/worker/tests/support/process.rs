@@ -46,6 +46,7 @@ impl WorkerProcess {
             ("WORKER__REDIS__KEY_PREFIX", target.redis_prefix.clone()),
             ("WORKER__HTTP__PORT", port.to_string()),
             ("WORKER__LOG__LEVEL", "warn".to_owned()),
+            ("WORKER__STATS__ALLOW_OPEN", "true".to_owned()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
