@@ -27,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::keys;
 use crate::metrics::WorkerMetrics;
+use crate::store::lock::RedisLock;
 use crate::store::mysql::MysqlStore;
 use crate::store::redis::{AggregateInput, RedisStore};
 use crate::store::DbText;
@@ -37,14 +38,10 @@ pub const CLEARING: &str = "clearing";
 
 const CHECK_EVERY: Duration = Duration::from_secs(1);
 /// The lock's lifetime; the holder renews it after every chunk, so only a dead holder loses it.
-const LOCK_SECONDS: u64 = 60;
+const LOCK_TTL: Duration = Duration::from_secs(60);
 const ROWS_PER_READ: u32 = 5000;
 const KEYS_PER_SCAN: usize = 10_000;
 
-const RENEW: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then \
-     return redis.call('EXPIRE', KEYS[1], ARGV[2]) end return 0";
-const RELEASE: &str =
-    "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0";
 /// Sets the marker only while the caller still holds the lock: a rebuild that outlived its
 /// lock (or its Redis) must not declare the new Redis ready.
 const MARK: &str = "if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end \
@@ -404,54 +401,29 @@ impl StoredEvent {
     }
 }
 
-/// The rebuild lock, held by one worker of the group: `SET NX EX`, renewed as work goes on,
-/// released (only by its holder) at the end.
-struct RebuildLock<'a> {
-    redis: &'a RedisStore,
-    key: String,
-    token: String,
-}
+/// The rebuild lock, held by one worker of the group, renewed as work goes on, released by
+/// its holder at the end; with it, the holder alone sets the generation marker.
+struct RebuildLock<'a>(RedisLock<'a>);
 
 impl<'a> RebuildLock<'a> {
     async fn acquire(redis: &'a RedisStore) -> anyhow::Result<Option<Self>> {
         let key = keys::rebuild_lock(redis.prefix());
-        let token = format!("{}-{}", std::process::id(), rand::random::<u64>());
-        let mut conn = redis.pool().get().await?;
-        let acquired: Option<String> = redis::cmd("SET")
-            .arg(&key)
-            .arg(&token)
-            .arg("NX")
-            .arg("EX")
-            .arg(LOCK_SECONDS)
-            .query_async(&mut *conn)
-            .await?;
-        Ok(acquired.map(|_| Self { redis, key, token }))
+        Ok(RedisLock::acquire(redis, key, LOCK_TTL).await?.map(Self))
     }
 
     async fn renew(&self) -> anyhow::Result<()> {
-        let mut conn = self.redis.pool().get().await?;
-        let renewed: i64 = redis::Script::new(RENEW)
-            .key(&self.key)
-            .arg(&self.token)
-            .arg(LOCK_SECONDS)
-            .invoke_async(&mut *conn)
-            .await?;
-        anyhow::ensure!(
-            renewed == 1,
-            "lost the rebuild lock (it expired, or Redis restarted)"
-        );
-        Ok(())
+        self.0.renew().await
     }
 
     /// Sets the generation marker, if this lock is still held (and renews it).
     async fn mark(&self, value: &str) -> anyhow::Result<()> {
-        let mut conn = self.redis.pool().get().await?;
+        let mut conn = self.0.redis().pool().get().await?;
         let marked: i64 = redis::Script::new(MARK)
-            .key(&self.key)
-            .key(keys::generation(self.redis.prefix()))
-            .arg(&self.token)
+            .key(self.0.key())
+            .key(keys::generation(self.0.redis().prefix()))
+            .arg(self.0.token())
             .arg(value)
-            .arg(LOCK_SECONDS)
+            .arg(self.0.ttl().as_secs())
             .invoke_async(&mut *conn)
             .await?;
         anyhow::ensure!(
@@ -461,21 +433,8 @@ impl<'a> RebuildLock<'a> {
         Ok(())
     }
 
-    /// Releases the lock if still held; on failure it expires by itself.
     async fn release(self) {
-        let released = async {
-            let mut conn = self.redis.pool().get().await?;
-            redis::Script::new(RELEASE)
-                .key(&self.key)
-                .arg(&self.token)
-                .invoke_async::<i64>(&mut *conn)
-                .await?;
-            anyhow::Ok(())
-        }
-        .await;
-        if let Err(e) = released {
-            tracing::warn!(error = %format!("{e:#}"), "cannot release the rebuild lock; it expires by itself");
-        }
+        self.0.release().await;
     }
 }
 

@@ -1,6 +1,7 @@
 //! The two sinks of the worker. Both are idempotent by event id, so at-least-once delivery
 //! from Kafka becomes an exactly-once effect.
 
+pub mod lock;
 pub mod mysql;
 pub mod redis;
 pub mod text;
