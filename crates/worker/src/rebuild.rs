@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use chrono::NaiveDateTime;
 use deadpool_redis::redis;
+use sqlx::Connection;
 use tokio_util::sync::CancellationToken;
 
 use crate::keys;
@@ -256,15 +257,21 @@ async fn replay(
     deleted_keys: u64,
 ) -> anyhow::Result<Rebuilt> {
     lock.mark(CLEARING).await?;
-    let mut snapshot = mysql
+    // The isolation level is set for the next transaction, before it begins: every read of
+    // the rebuild then sees one snapshot, whatever the server's default.
+    let mut connection = mysql
         .pool()
-        .begin()
+        .acquire()
         .await
         .context("open the rebuild's snapshot")?;
     sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-        .execute(&mut *snapshot)
+        .execute(&mut *connection)
         .await
-        .ok();
+        .context("open the rebuild's snapshot")?;
+    let mut snapshot = connection
+        .begin()
+        .await
+        .context("open the rebuild's snapshot")?;
     let mut after: u64 = 0;
     let (mut replayed, mut applied) = (0_u64, 0_u64);
     loop {
@@ -324,38 +331,38 @@ async fn restore_all_time_totals(
     snapshot: &mut sqlx::Transaction<'_, sqlx::MySql>,
     redis: &RedisStore,
 ) -> anyhow::Result<()> {
-    let types: Vec<(DbText, DbText, i64)> = sqlx::query_as(
-        "SELECT project, event_type, CAST(SUM(events) AS SIGNED) FROM rollup_events_hour \
-         GROUP BY project, event_type",
+    let types = all_time(
+        snapshot,
+        "SELECT project, event_type AS member, CAST(SUM(events) AS SIGNED) AS total \
+         FROM rollup_events_hour GROUP BY project, event_type",
     )
-    .fetch_all(&mut **snapshot)
     .await
     .context("read the event rollups")?;
-    let pages: Vec<(DbText, DbText, i64)> = sqlx::query_as(
-        "SELECT project, page_path, CAST(SUM(views) AS SIGNED) FROM rollup_page_views_hour \
-         GROUP BY project, page_path",
+    let pages = all_time(
+        snapshot,
+        "SELECT project, page_path AS member, CAST(SUM(views) AS SIGNED) AS total \
+         FROM rollup_page_views_hour GROUP BY project, page_path",
     )
-    .fetch_all(&mut **snapshot)
     .await
     .context("read the page-view rollups")?;
     let mut pipe = redis::pipe();
     let mut projects = std::collections::BTreeSet::new();
-    for (project, _, _) in types.iter().chain(&pages) {
-        projects.insert(project.as_str());
+    for row in types.iter().chain(&pages) {
+        projects.insert(row.project.as_str());
     }
     for project in &projects {
         let keys = keys::Keys::new(redis.prefix(), project);
         pipe.del(keys.events_total()).ignore();
         pipe.del(keys.pages_total()).ignore();
     }
-    for (project, event_type, count) in &types {
-        let keys = keys::Keys::new(redis.prefix(), project.as_str());
-        pipe.hset(keys.events_total(), event_type.as_str(), *count)
+    for row in &types {
+        let keys = keys::Keys::new(redis.prefix(), row.project.as_str());
+        pipe.hset(keys.events_total(), row.member.as_str(), row.total)
             .ignore();
     }
-    for (project, path, views) in &pages {
-        let keys = keys::Keys::new(redis.prefix(), project.as_str());
-        pipe.zadd(keys.pages_total(), path.as_str(), *views)
+    for row in &pages {
+        let keys = keys::Keys::new(redis.prefix(), row.project.as_str());
+        pipe.zadd(keys.pages_total(), row.member.as_str(), row.total)
             .ignore();
     }
     let keep = isize::try_from(redis.hot_pages_total_max()).unwrap_or(isize::MAX);
@@ -371,6 +378,21 @@ async fn restore_all_time_totals(
         .await
         .context("write the all-time totals")?;
     Ok(())
+}
+
+/// One all-time total of a rollup: an event type's events or a page's views in a project.
+#[derive(sqlx::FromRow)]
+struct AllTimeTotal {
+    project: DbText,
+    member: DbText,
+    total: i64,
+}
+
+async fn all_time(
+    snapshot: &mut sqlx::Transaction<'_, sqlx::MySql>,
+    query: &'static str,
+) -> sqlx::Result<Vec<AllTimeTotal>> {
+    sqlx::query_as(query).fetch_all(&mut **snapshot).await
 }
 
 /// The columns of `user_events` the aggregates are derived from.
