@@ -30,7 +30,8 @@ if [[ ! -s "$KEY_FILE" ]]; then
   log "stats API: made a key for this machine in $KEY_FILE"
 fi
 STATS_KEY="$(cat "$KEY_FILE")"
-export WORKER__STATS__API_KEYS="${WORKER__STATS__API_KEYS:-$STATS_KEY=*}"
+# The local key reads every project and may write funnels (admin scope): it is the owner's.
+export WORKER__STATS__API_KEYS="${WORKER__STATS__API_KEYS:-$STATS_KEY=*:admin}"
 
 # 5. start the services (restart them if a previous `make run` left them up)
 for svc in worker ingest; do

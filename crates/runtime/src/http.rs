@@ -88,19 +88,22 @@ pub fn metrics_response(registry: &Registry) -> HttpResponse {
 }
 
 /// Serves until `shutdown` fires, then stops taking connections and lets in-flight requests
-/// finish. Cancels `shutdown` on return, so the caller's other tasks stop too even when the
-/// server ended by itself.
+/// finish. Cancels `shutdown` on return, so the caller's other tasks stop too even when a
+/// server ended by itself. `servers`: the main one first, then e.g. the metrics listener.
 pub async fn serve_until_cancelled(
-    server: actix_web::dev::Server,
+    servers: Vec<actix_web::dev::Server>,
     shutdown: tokio_util::sync::CancellationToken,
 ) -> std::io::Result<()> {
-    let handle = server.handle();
+    let handles: Vec<_> = servers.iter().map(actix_web::dev::Server::handle).collect();
     let token = shutdown.clone();
     let stopper = tokio::spawn(async move {
         token.cancelled().await;
-        handle.stop(true).await;
+        for handle in handles {
+            handle.stop(true).await;
+        }
     });
-    let served = server.await;
+    // Whichever server ends first (by itself, or stopped) ends the process's serving.
+    let served = futures::future::select_all(servers).await.0;
     shutdown.cancel();
     let _ = stopper.await;
     served

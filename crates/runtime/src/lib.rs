@@ -2,6 +2,9 @@
 
 pub mod http;
 pub mod kafka;
+pub mod net;
+pub mod secret;
+pub mod server;
 pub mod settings;
 pub mod shutdown;
 pub mod telemetry;

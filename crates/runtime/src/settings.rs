@@ -26,6 +26,13 @@ pub struct SettingsError {
 }
 
 impl SettingsError {
+    /// A value that parsed but cannot be used (checked by the service after loading).
+    pub fn invalid(message: impl std::fmt::Display) -> Self {
+        Self {
+            message: format!("invalid setting: {message}"),
+        }
+    }
+
     /// Prints the one line and ends the process with status 2 (a usage error), no backtrace.
     pub fn exit(self) -> ! {
         eprintln!("error: {self}");

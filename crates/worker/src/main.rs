@@ -1,4 +1,5 @@
 use anyhow::bail;
+use insightflow_runtime::settings::SettingsError;
 use insightflow_runtime::{shutdown, telemetry};
 use insightflow_worker::metrics::WorkerMetrics;
 use insightflow_worker::rebuild;
@@ -55,6 +56,8 @@ async fn main() -> anyhow::Result<()> {
         Some(other) => bail!("unknown command {other:?}\n{USAGE}"),
     };
     let settings = Settings::load().unwrap_or_else(|e| e.exit());
+    insightflow_worker::startup::check_settings(&settings, role)
+        .unwrap_or_else(|e| SettingsError::invalid(format!("{e:#}")).exit());
     telemetry::init(&settings.log);
     let shutdown = shutdown::on_signal();
     let app = Application::build(settings, role, prometheus::Registry::new(), shutdown).await?;

@@ -1,6 +1,7 @@
 use std::collections::HashMap;
 
 use insightflow_runtime::kafka::{KafkaConnection, TopicSpec};
+use insightflow_runtime::server::ConnectionSettings;
 use insightflow_runtime::settings::{self, SettingsError, Sources};
 use insightflow_runtime::telemetry::LogSettings;
 use serde::Deserialize;
@@ -17,6 +18,7 @@ pub struct Settings {
     pub retention: RetentionSettings,
     pub backoff: BackoffSettings,
     pub stats: StatsSettings,
+    pub connections: ConnectionSettings,
     pub log: LogSettings,
 }
 
@@ -44,6 +46,8 @@ pub struct HttpSettings {
     pub host: String,
     pub port: u16,
     pub workers: usize,
+    /// `host:port` of a listener serving only `/metrics`; empty: the API port serves it.
+    pub metrics_listen: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -135,6 +139,16 @@ pub struct StatsSettings {
     pub allow_open: bool,
     /// How long a rendered dashboard is shared by identical requests; 0 = never.
     pub dashboard_cache_ms: u64,
+    pub failed_auth_per_minute: u32,
+    pub live_streams_per_key: usize,
+    pub live_streams_max: usize,
+    pub heavy_queries_max: usize,
+    pub heavy_query_wait_ms: u64,
+    /// MySQL stops a stats query after this long; 0 = no limit.
+    pub query_timeout_ms: u64,
+    /// The stats API's own pools (the consumer has `mysql.max_connections`, `redis.pool_size`).
+    pub mysql_max_connections: u32,
+    pub redis_pool_size: usize,
 }
 
 #[cfg(test)]

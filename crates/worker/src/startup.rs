@@ -1,4 +1,5 @@
 use std::net::TcpListener;
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::dev::Server;
@@ -7,10 +8,12 @@ use actix_web::{web, App, HttpServer};
 use anyhow::Context;
 use insightflow_runtime::http::{self, HttpMetrics};
 use insightflow_runtime::kafka::{ensure_topics, topic_retention, BrokerProbe};
+use insightflow_runtime::server::{self, ConnectionMetrics};
 use prometheus::Registry;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::api::limits::ApiLimitMetrics;
 use crate::api::{self, ApiState};
 use crate::consumer::{self, ConsumerHealth, EventConsumer};
 use crate::metrics::WorkerMetrics;
@@ -38,7 +41,8 @@ impl Role {
 
 pub struct Application {
     port: u16,
-    server: Server,
+    metrics_port: Option<u16>,
+    servers: Vec<Server>,
     tasks: Vec<JoinHandle<anyhow::Result<()>>>,
     shutdown: CancellationToken,
 }
@@ -67,10 +71,38 @@ impl Application {
         shutdown: CancellationToken,
     ) -> anyhow::Result<Self> {
         let port = listener.local_addr()?.port();
+        check_settings(&settings, role)?;
         let metrics = WorkerMetrics::register(&registry)?;
         let http_metrics = web::Data::new(HttpMetrics::register(&registry, "worker")?);
-        let mysql = MysqlStore::connect(&settings.mysql).await?;
-        let redis = RedisStore::connect(&settings.redis, &settings.aggregates).await?;
+        let connection_metrics =
+            ConnectionMetrics::register(&registry, "worker", &settings.connections)?;
+        let limit_metrics = ApiLimitMetrics::register(&registry)?;
+        // Serving and consuming never share a pool: a storm of stats reads cannot starve the
+        // writes, nor a slow write the reads. MySQL stops the API's statements at
+        // stats.query_timeout_ms.
+        let (mysql, redis) = if role == Role::Consume {
+            (
+                MysqlStore::connect(&settings.mysql).await?,
+                RedisStore::connect(&settings.redis, &settings.aggregates).await?,
+            )
+        } else {
+            let timeout = (settings.stats.query_timeout_ms > 0)
+                .then(|| Duration::from_millis(settings.stats.query_timeout_ms));
+            (
+                MysqlStore::connect_for_reads(
+                    &settings.mysql,
+                    settings.stats.mysql_max_connections,
+                    timeout,
+                )
+                .await?,
+                RedisStore::connect_sized(
+                    &settings.redis,
+                    &settings.aggregates,
+                    settings.stats.redis_pool_size,
+                )
+                .await?,
+            )
+        };
         ensure_topics(&settings.kafka.connection(), &settings.kafka.topics()).await?;
         let (kafka, probe_task) = BrokerProbe::spawn(
             &settings.kafka.connection(),
@@ -83,6 +115,15 @@ impl Application {
             Ok(())
         })];
         let consumer_health = if role.consumes() {
+            // The consumer's own pools (in the consume role, the same as /ready's).
+            let (mysql, redis) = if role == Role::Consume {
+                (mysql.clone(), redis.clone())
+            } else {
+                (
+                    MysqlStore::connect(&settings.mysql).await?,
+                    RedisStore::connect(&settings.redis, &settings.aggregates).await?,
+                )
+            };
             let kept =
                 topic_retention(&settings.kafka.connection(), &settings.kafka.topic.name).await?;
             consumer::replay_window::check(
@@ -158,19 +199,36 @@ impl Application {
             registry,
             consumer: consumer_health,
             kafka,
-            access: stats_access(&settings, role)?,
+            access: stats_access(&settings, role)?.with_metrics(limit_metrics.clone()),
             shutdown: shutdown.clone(),
             dashboards: api::dashboard::DashboardCache::new(settings.stats.dashboard_cache_ms),
+            limits: Arc::new(api::limits::ApiLimits::new(&settings.stats, limit_metrics)?),
+            metrics_elsewhere: !settings.http.metrics_listen.is_empty(),
         });
+        let metrics_server = match settings.http.metrics_listen.as_str() {
+            "" => None,
+            address => Some(server::metrics_server(
+                address,
+                state.registry.clone(),
+                &settings.connections,
+            )?),
+        };
         let workers = match settings.http.workers {
             0 => std::thread::available_parallelism().map_or(2, usize::from),
             n => n,
         };
         let serve_stats = role != Role::Consume;
+        let limits = settings.connections.clone();
+        let deadline = web::Data::new(limits.deadline());
+        let on_connect = connection_metrics.on_connect();
+        let connection_metrics = web::Data::new(connection_metrics);
         let server = HttpServer::new(move || {
             let app = App::new()
                 .app_data(state.clone())
                 .app_data(http_metrics.clone())
+                .app_data(deadline.clone())
+                .app_data(connection_metrics.clone())
+                .wrap(from_fn(server::enforce_deadline))
                 .wrap(from_fn(http::record_request));
             if serve_stats {
                 app.configure(api::configure)
@@ -179,13 +237,20 @@ impl Application {
             }
         })
         .workers(workers)
+        .on_connect(on_connect)
+        .max_connections(limits.per_worker(workers))
+        .client_request_timeout(limits.header_timeout())
+        .client_disconnect_timeout(Duration::from_secs(1))
+        .keep_alive(limits.keep_alive())
         .disable_signals()
         .shutdown_timeout(10)
         .listen(listener)?
         .run();
+        let (metrics_server, metrics_port) = metrics_server.unzip();
         Ok(Self {
             port,
-            server,
+            metrics_port,
+            servers: std::iter::once(server).chain(metrics_server).collect(),
             tasks,
             shutdown,
         })
@@ -195,11 +260,16 @@ impl Application {
         self.port
     }
 
+    /// The port of the separate `/metrics` listener, when `http.metrics_listen` is set.
+    pub fn metrics_port(&self) -> Option<u16> {
+        self.metrics_port
+    }
+
     /// Runs until the shutdown token fires (a signal, or a task that ended on its own), then
     /// stops the HTTP server and waits for the consumer to finish its batch and commit. Fails
     /// when a task failed: the process exits non-zero and its supervisor restarts it.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
-        let served = http::serve_until_cancelled(self.server, self.shutdown).await;
+        let served = http::serve_until_cancelled(self.servers, self.shutdown).await;
         let mut failure = None;
         for task in self.tasks {
             let error = match task.await {
@@ -214,6 +284,18 @@ impl Application {
         served.context("HTTP server failed")?;
         failure.map_or(Ok(()), Err)
     }
+}
+
+/// What loading cannot check: keys, caps and timeouts that parse but cannot be used. Run
+/// before anything connects, so a bad setting fails at once (`main`: one line, status 2).
+pub fn check_settings(settings: &Settings, role: Role) -> anyhow::Result<()> {
+    settings.connections.validate()?;
+    stats_access(settings, role)?;
+    api::limits::ApiLimits::new(
+        &settings.stats,
+        ApiLimitMetrics::register(&Registry::new())?,
+    )?;
+    Ok(())
 }
 
 /// The stats API's keys. A process that serves the API with no keys refuses to start unless

@@ -222,8 +222,10 @@ async fn keys_authenticate_scope_and_rate_limit() {
     let p = pipeline_with_keys(
         &[
             "sk_default_reader=default",
-            "sk_other_reader=other",
-            "sk_slow_reader=default",
+            "sk_other_reader_01=other",
+            "sk_slow_reader_0001=default",
+            "sk_default_admin_1=default:admin",
+            "sk_default_reader_2=default",
         ],
         1,
         2,
@@ -233,9 +235,9 @@ async fn keys_authenticate_scope_and_rate_limit() {
     let missing = get_with(&p, path, None, &[]).await;
     assert_eq!(missing.status, 401, "{}", missing.body);
     assert_eq!(missing.body["field"], "authorization");
-    let wrong = get_with(&p, path, Some("sk_not_a_key"), &[]).await;
+    let wrong = get_with(&p, path, Some("sk_not_a_key_at_all"), &[]).await;
     assert_eq!(wrong.status, 401);
-    let scoped = get_with(&p, path, Some("sk_other_reader"), &[]).await;
+    let scoped = get_with(&p, path, Some("sk_other_reader_01"), &[]).await;
     assert_eq!(scoped.status, 403, "{}", scoped.body);
     assert_eq!(scoped.body["field"], "project");
     let fine = get_with(&p, path, Some("sk_default_reader"), &[]).await;
@@ -246,7 +248,7 @@ async fn keys_authenticate_scope_and_rate_limit() {
 
     let mut limited = None;
     for _ in 0..10 {
-        let answer = get_with(&p, path, Some("sk_slow_reader"), &[]).await;
+        let answer = get_with(&p, path, Some("sk_slow_reader_0001"), &[]).await;
         if answer.status == 429 {
             limited = Some(answer);
             break;
@@ -259,12 +261,99 @@ async fn keys_authenticate_scope_and_rate_limit() {
     let other = get_with(
         &p,
         "/api/v1/projects/other/online",
-        Some("sk_other_reader"),
+        Some("sk_other_reader_01"),
         &[],
     )
     .await;
     assert_eq!(other.status, 200, "{}", other.body);
+
+    // Funnel writes need the admin scope; reading them does not.
+    let funnel = json!({"name": "scoped", "steps": [{"event_type": "page_view"}, {"event_type": "purchase"}]});
+    let post = |key: &'static str| {
+        p.http
+            .post(format!(
+                "{}/api/v1/projects/default/funnels",
+                p.worker.address
+            ))
+            .bearer_auth(key)
+            .json(&funnel)
+            .send()
+    };
+    // (A key of its own: the first reader spent its burst above.)
+    let refused = post("sk_default_reader_2").await.expect("worker answered");
+    assert_eq!(refused.status(), 403);
+    let body: serde_json::Value = refused.json().await.unwrap();
+    assert_eq!(body["field"], "authorization", "{body}");
+    let created = post("sk_default_admin_1").await.expect("worker answered");
+    assert_eq!(created.status(), 201);
+    let listed = get_with(
+        &p,
+        "/api/v1/projects/default/funnels",
+        Some("sk_default_reader_2"),
+        &[],
+    )
+    .await;
+    assert_eq!(listed.status, 200, "{}", listed.body);
+    assert!(
+        listed.body.to_string().contains("scoped"),
+        "{}",
+        listed.body
+    );
+
+    // Missing and wrong keys were counted; the rate-limited request too.
+    let metrics = p
+        .http
+        .get(format!("{}/metrics", p.worker.address))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(r#"worker_stats_auth_failures_total{reason="missing"} 1"#)
+            && metrics.contains(r#"worker_stats_auth_failures_total{reason="unknown"} 1"#)
+            && metrics.contains(r#"worker_stats_refused_total{limit="key_rate"} 1"#),
+        "{metrics}"
+    );
     p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_guessing_keys_is_locked_out() {
+    let target = support::WorkerTarget::create().await;
+    let mut settings = support::worker_settings(&target);
+    settings.stats.api_keys = vec!["sk_the_real_key_0001=default".to_owned()];
+    settings.stats.failed_auth_per_minute = 5;
+    let worker = support::spawn_worker_with(settings, insightflow_worker::Role::Serve).await;
+    let http = reqwest::Client::new();
+    let get = |key: String| {
+        http.get(format!("{}/api/v1/projects/default/online", worker.address))
+            .bearer_auth(key)
+            .send()
+    };
+    for n in 0..5 {
+        let guess = get(format!("sk_guess_number_{n:04}")).await.unwrap();
+        assert_eq!(guess.status(), 401);
+    }
+    // Locked out, even with the right key: a guess that hits is not even looked at.
+    let locked = get("sk_the_real_key_0001".to_owned()).await.unwrap();
+    assert_eq!(locked.status(), 429);
+    let retry_after: u64 = locked.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&retry_after), "{retry_after}");
+    let body: serde_json::Value = locked.json().await.unwrap();
+    assert_eq!(body["field"], "authorization", "{body}");
+    assert_eq!(body["error"], "too_many_failed_authentications", "{body}");
+    // The lock-out refills at 5 a minute: one failure's worth is back within 12 s.
+    tokio::time::sleep(std::time::Duration::from_secs(13)).await;
+    let back = get("sk_the_real_key_0001".to_owned()).await.unwrap();
+    assert_eq!(back.status(), 200);
+    worker.stop().await;
+    target.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

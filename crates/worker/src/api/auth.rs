@@ -1,12 +1,16 @@
-//! Stats API keys: bearer tokens scoped to projects, each with its own rate limit.
+//! Stats API keys: bearer tokens scoped to projects and to what they may do (read; admin also
+//! writes funnels), each with its own rate limit; and a limit on failed attempts per client.
 //!
 //! Read keys are configured here only ([stats] api_keys); the gateway's write keys are a
-//! different list, so a write key never grants read access. With no keys configured the API
-//! is open (development): no authentication, no rate limit, and a request that names no
-//! project reads the `default` project.
+//! different list, so a write key never grants read access. Presented tokens are compared in
+//! constant time (`insightflow_runtime::secret`). With no keys configured the API is open
+//! (only with `stats.allow_open`, development): no authentication, no rate limit, and a
+//! request that names no project reads the `default` project.
 
 use std::collections::HashMap;
 use std::future::{ready, Ready};
+use std::hash::Hash;
+use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::Instant;
 
@@ -14,93 +18,149 @@ use actix_web::dev::Payload;
 use actix_web::{web, FromRequest, HttpRequest};
 use anyhow::Context;
 use insightflow_model::ProjectId;
+use insightflow_runtime::net::rate_limit_key;
+use insightflow_runtime::secret::{KeyId, Secrets};
 
+use super::limits::ApiLimitMetrics;
 use super::stats::{ApiError, ProjectQuery};
 use super::ApiState;
 use crate::settings::StatsSettings;
 
 /// The project used by an open API when the request names none.
 const OPEN_DEFAULT_PROJECT: &str = "default";
+/// Shortest token accepted in `stats.api_keys`.
+const MIN_TOKEN_CHARS: usize = 16;
+/// Clients whose failures are tracked at once; past it, fully recovered clients are
+/// forgotten first.
+const TRACKED_CLIENTS: usize = 100_000;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Grant {
-    AllProjects,
-    Projects(Vec<ProjectId>),
+enum Projects {
+    All,
+    Only(Vec<ProjectId>),
+}
+
+/// What a key may do: read stats, or also create, change and delete funnels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    Read,
+    Admin,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Grant {
+    projects: Projects,
+    scope: Scope,
 }
 
 impl Grant {
+    /// `project1|project2` or `*`, then optionally `:read` or `:admin`.
+    fn parse(n: usize, text: &str) -> anyhow::Result<Self> {
+        let (projects, scope) = match text.rsplit_once(':') {
+            Some((projects, "admin")) => (projects, Scope::Admin),
+            Some((projects, "read")) => (projects, Scope::Read),
+            Some((_, other)) => {
+                anyhow::bail!("stats.api_keys[{n}]: unknown scope `{other}` (use :read or :admin)")
+            }
+            None => (text, Scope::Read),
+        };
+        let projects = if projects.trim() == "*" {
+            Projects::All
+        } else {
+            let list = projects
+                .split('|')
+                .map(|p| ProjectId::parse(p.trim()))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| anyhow::anyhow!("stats.api_keys[{n}]: {}", e.reason))?;
+            anyhow::ensure!(!list.is_empty(), "stats.api_keys[{n}] names no project");
+            Projects::Only(list)
+        };
+        Ok(Self { projects, scope })
+    }
+
     fn allows(&self, project: &ProjectId) -> bool {
-        match self {
-            Self::AllProjects => true,
-            Self::Projects(list) => list.contains(project),
+        match &self.projects {
+            Projects::All => true,
+            Projects::Only(list) => list.contains(project),
         }
     }
 
     /// The project a request means when it names none: the key's only project.
     fn sole_project(&self) -> Option<&ProjectId> {
-        match self {
-            Self::Projects(list) if list.len() == 1 => list.first(),
+        match &self.projects {
+            Projects::Only(list) if list.len() == 1 => list.first(),
             _ => None,
         }
     }
 }
 
-/// The configured keys and their rate limiters.
+/// The configured keys, their rate limits, and the failed-attempt limit per client.
 pub struct StatsAccess {
-    grants: HashMap<String, Grant>,
-    limiter: RateLimiter,
+    keys: Secrets<Grant>,
+    per_key: TokenBuckets<KeyId>,
+    failures: TokenBuckets<IpAddr>,
+    metrics: Option<ApiLimitMetrics>,
 }
 
 impl StatsAccess {
-    /// Parses `token=project1|project2` pairs; fails at boot on a malformed one.
+    /// Parses `token=project1|project2[:admin]` entries; fails at boot on a malformed one.
     pub fn from_settings(settings: &StatsSettings) -> anyhow::Result<Self> {
-        let mut grants = HashMap::new();
+        let mut entries = Vec::with_capacity(settings.api_keys.len());
         for (n, entry) in settings.api_keys.iter().enumerate() {
-            let (token, projects) = entry
-                .split_once('=')
-                .with_context(|| format!("stats.api_keys[{n}] is not `token=project|...`"))?;
+            let (token, grant) = entry.split_once('=').with_context(|| {
+                format!("stats.api_keys[{n}] is not `token=project|...[:admin]`")
+            })?;
             let token = token.trim();
             anyhow::ensure!(
-                token.len() >= 8,
-                "stats.api_keys[{n}]: the token must have at least 8 characters"
+                token.chars().count() >= MIN_TOKEN_CHARS,
+                "stats.api_keys[{n}]: the token must have at least {MIN_TOKEN_CHARS} characters \
+                 (e.g. `openssl rand -hex 16`)"
             );
-            let grant = if projects.trim() == "*" {
-                Grant::AllProjects
-            } else {
-                let list = projects
-                    .split('|')
-                    .map(|p| ProjectId::parse(p.trim()))
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(|e| anyhow::anyhow!("stats.api_keys[{n}]: {}", e.reason))?;
-                anyhow::ensure!(!list.is_empty(), "stats.api_keys[{n}] names no project");
-                Grant::Projects(list)
-            };
-            grants.insert(token.to_owned(), grant);
+            anyhow::ensure!(
+                !entries.iter().any(|(t, _)| t == token),
+                "stats.api_keys[{n}]: the same token is configured twice"
+            );
+            entries.push((token.to_owned(), Grant::parse(n, grant)?));
         }
         anyhow::ensure!(
             settings.rate_limit_per_second > 0 && settings.rate_limit_burst > 0,
             "stats.rate_limit_per_second and stats.rate_limit_burst must be positive"
         );
+        anyhow::ensure!(
+            settings.failed_auth_per_minute > 0,
+            "stats.failed_auth_per_minute must be positive"
+        );
+        let failures_per_minute = f64::from(settings.failed_auth_per_minute);
         Ok(Self {
-            grants,
-            limiter: RateLimiter::new(
+            keys: Secrets::new(entries),
+            per_key: TokenBuckets::new(
                 f64::from(settings.rate_limit_per_second),
                 f64::from(settings.rate_limit_burst),
             ),
+            failures: TokenBuckets::new(failures_per_minute / 60.0, failures_per_minute),
+            metrics: None,
         })
     }
 
-    pub fn is_open(&self) -> bool {
-        self.grants.is_empty()
+    /// Counts failures and refusals in `metrics`.
+    pub fn with_metrics(mut self, metrics: ApiLimitMetrics) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
-    /// Authenticates, resolves the project, checks the scope and spends one token of the
-    /// key's rate limit, in that order: 401, then 400, then 429, then 403.
+    pub fn is_open(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// Checks the client's failed attempts, authenticates, resolves the project, spends one
+    /// token of the key's rate limit and checks the grant, in that order: 429, 401, 400,
+    /// 429, 403. A client past its failed attempts gets 429 before its key is looked at.
     fn authorize(
         &self,
+        client: Option<IpAddr>,
         authorization: Option<&str>,
         requested: Option<&str>,
-    ) -> Result<ProjectId, ApiError> {
+    ) -> Result<Project, ApiError> {
         let parse = |p: &str| {
             ProjectId::parse(p).map_err(|e| ApiError::BadRequest {
                 field: "project",
@@ -108,19 +168,42 @@ impl StatsAccess {
             })
         };
         if self.is_open() {
-            return parse(requested.unwrap_or(OPEN_DEFAULT_PROJECT));
+            return Ok(Project {
+                id: parse(requested.unwrap_or(OPEN_DEFAULT_PROJECT))?,
+                key: None,
+                scope: Scope::Admin,
+            });
         }
-        let token = authorization
+        let client = client.map(rate_limit_key);
+        if let Some(client) = client {
+            if let Err(retry_after_seconds) = self.failures.peek(&client) {
+                return Err(ApiError::AuthLocked {
+                    retry_after_seconds,
+                });
+            }
+        }
+        let found = authorization
             .and_then(|h| {
                 h.strip_prefix("Bearer ")
                     .or_else(|| h.strip_prefix("bearer "))
             })
             .map(str::trim)
-            .ok_or(ApiError::Unauthorized)?;
-        let (key, grant) = self
-            .grants
-            .get_key_value(token)
-            .ok_or(ApiError::Unauthorized)?;
+            .and_then(|token| self.keys.find(token));
+        let Some((key, grant)) = found else {
+            if let Some(metrics) = &self.metrics {
+                let reason = if authorization.is_some() {
+                    "unknown"
+                } else {
+                    "missing"
+                };
+                metrics.auth_failures.with_label_values(&[reason]).inc();
+            }
+            if let Some(client) = client {
+                // Spends one failure; the next request sees an empty bucket.
+                let _ = self.failures.take(client);
+            }
+            return Err(ApiError::Unauthorized);
+        };
         let project = match requested {
             Some(p) => parse(p)?,
             None => grant.sole_project().cloned().ok_or_else(|| {
@@ -130,23 +213,32 @@ impl StatsAccess {
                 )
             })?,
         };
-        self.limiter.check(key)?;
+        if let Err(retry_after_seconds) = self.per_key.take(key) {
+            return Err(ApiError::RateLimited {
+                retry_after_seconds,
+            });
+        }
         if grant.allows(&project) {
-            Ok(project)
+            Ok(Project {
+                id: project,
+                key: Some(key),
+                scope: grant.scope,
+            })
         } else {
             Err(ApiError::Forbidden(project.as_str().to_owned()))
         }
     }
 }
 
-/// A token bucket per key. Keys come from configuration, so the map is bounded.
-struct RateLimiter {
+/// Token buckets by key, in memory. Bounded: past `TRACKED_CLIENTS` entries, buckets that
+/// have refilled are forgotten (a full bucket is the same as no bucket).
+struct TokenBuckets<K> {
     per_second: f64,
     burst: f64,
-    buckets: Mutex<HashMap<String, (f64, Instant)>>,
+    buckets: Mutex<HashMap<K, (f64, Instant)>>,
 }
 
-impl RateLimiter {
+impl<K: Hash + Eq + Copy> TokenBuckets<K> {
     fn new(per_second: f64, burst: f64) -> Self {
         Self {
             per_second,
@@ -155,36 +247,73 @@ impl RateLimiter {
         }
     }
 
-    fn check(&self, key: &str) -> Result<(), ApiError> {
+    fn refilled(&self, (tokens, last): (f64, Instant), now: Instant) -> f64 {
+        (tokens + now.duration_since(last).as_secs_f64() * self.per_second).min(self.burst)
+    }
+
+    fn retry_after(&self, tokens: f64) -> u64 {
+        // Whole seconds, rounded up, at least 1: a client must not retry before a token exists.
+        ((1.0 - tokens) / self.per_second).ceil().max(1.0) as u64
+    }
+
+    /// Whether a token is there, without spending it; `Err(retry after seconds)` if not.
+    fn peek(&self, key: &K) -> Result<(), u64> {
+        let buckets = self
+            .buckets
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        match buckets.get(key) {
+            None => Ok(()),
+            Some(&bucket) => {
+                let tokens = self.refilled(bucket, Instant::now());
+                if tokens >= 1.0 {
+                    Ok(())
+                } else {
+                    Err(self.retry_after(tokens))
+                }
+            }
+        }
+    }
+
+    /// Spends a token; `Err(retry after seconds)` when there is none.
+    fn take(&self, key: K) -> Result<(), u64> {
         let now = Instant::now();
         let mut buckets = self
             .buckets
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let (tokens, last) = buckets.entry(key.to_owned()).or_insert((self.burst, now));
-        let refill = now.duration_since(*last).as_secs_f64() * self.per_second;
-        *tokens = (*tokens + refill).min(self.burst);
-        *last = now;
-        if *tokens >= 1.0 {
-            *tokens -= 1.0;
+        if buckets.len() >= TRACKED_CLIENTS && !buckets.contains_key(&key) {
+            buckets.retain(|_, bucket| self.refilled(*bucket, now) < self.burst);
+        }
+        let bucket = buckets.entry(key).or_insert((self.burst, now));
+        let tokens = self.refilled(*bucket, now);
+        if tokens >= 1.0 {
+            *bucket = (tokens - 1.0, now);
             Ok(())
         } else {
-            let wait = ((1.0 - *tokens) / self.per_second).ceil().max(1.0);
-            Err(ApiError::RateLimited {
-                retry_after_seconds: wait as u64,
-            })
+            *bucket = (tokens, now);
+            Err(self.retry_after(tokens))
         }
     }
 }
 
 /// The project a request may read: named in the path (`/api/v1/projects/{project}/...`) or
-/// the query (`?project=`), and granted by the request's key.
+/// the query (`?project=`), and granted by the request's key (`None` on an open API).
 #[derive(Debug, Clone)]
-pub struct Project(pub ProjectId);
+pub struct Project {
+    id: ProjectId,
+    key: Option<KeyId>,
+    scope: Scope,
+}
 
 impl Project {
     pub fn as_str(&self) -> &str {
-        self.0.as_str()
+        self.id.as_str()
+    }
+
+    /// The key that granted the request (not the secret); `None` on an open API.
+    pub fn key(&self) -> Option<KeyId> {
+        self.key
     }
 }
 
@@ -193,11 +322,27 @@ impl FromRequest for Project {
     type Future = Ready<Result<Self, ApiError>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        ready(extract(req).map(Project))
+        ready(extract(req))
     }
 }
 
-fn extract(req: &HttpRequest) -> Result<ProjectId, ApiError> {
+/// A project whose key has the admin scope: funnel writes.
+#[derive(Debug, Clone)]
+pub struct AdminProject(pub Project);
+
+impl FromRequest for AdminProject {
+    type Error = ApiError;
+    type Future = Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        ready(extract(req).and_then(|project| match project.scope {
+            Scope::Admin => Ok(Self(project)),
+            Scope::Read => Err(ApiError::ReadOnlyKey),
+        }))
+    }
+}
+
+fn extract(req: &HttpRequest) -> Result<Project, ApiError> {
     let state = req
         .app_data::<web::Data<ApiState>>()
         .ok_or_else(|| ApiError::Unavailable(anyhow::anyhow!("stats API state missing")))?;
@@ -219,91 +364,163 @@ fn extract(req: &HttpRequest) -> Result<ProjectId, ApiError> {
         .headers()
         .get(actix_web::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    state.access.authorize(authorization, requested.as_deref())
+    let client = req.peer_addr().map(|a| a.ip());
+    state
+        .access
+        .authorize(client, authorization, requested.as_deref())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn access(keys: &[&str], per_second: u32, burst: u32) -> StatsAccess {
-        StatsAccess::from_settings(&StatsSettings {
+    const SHOP: &str = "sk_shop_reader_0001";
+    const ADMIN: &str = "sk_admin_0000000001";
+    const CLIENT: Option<IpAddr> = Some(IpAddr::V4(std::net::Ipv4Addr::new(203, 0, 113, 5)));
+
+    fn settings(keys: &[&str], per_second: u32, burst: u32) -> StatsSettings {
+        StatsSettings {
             rate_limit_per_second: per_second,
             rate_limit_burst: burst,
             api_keys: keys.iter().map(|k| (*k).to_owned()).collect(),
             dashboard_cache_ms: 0,
             allow_open: false,
-        })
-        .expect("valid keys")
+            failed_auth_per_minute: 3,
+            live_streams_per_key: 1,
+            live_streams_max: 1,
+            heavy_queries_max: 1,
+            heavy_query_wait_ms: 0,
+            query_timeout_ms: 0,
+            mysql_max_connections: 1,
+            redis_pool_size: 1,
+        }
+    }
+
+    fn access(keys: &[&str], per_second: u32, burst: u32) -> StatsAccess {
+        StatsAccess::from_settings(&settings(keys, per_second, burst)).expect("valid keys")
+    }
+
+    fn bearer(token: &str) -> String {
+        format!("Bearer {token}")
     }
 
     #[test]
     fn keys_are_scoped_to_projects() {
-        let a = access(&["sk_shop_1234=shop|blog", "sk_admin_1234=*"], 100, 100);
-        assert_eq!(
-            a.authorize(Some("Bearer sk_shop_1234"), Some("blog"))
-                .map(|p| p.as_str().to_owned())
-                .ok(),
-            Some("blog".to_owned())
+        let a = access(
+            &[&format!("{SHOP}=shop|blog"), &format!("{ADMIN}=*:admin")],
+            100,
+            100,
         );
+        let read =
+            |token: &str, project: Option<&str>| a.authorize(None, Some(&bearer(token)), project);
+        assert_eq!(read(SHOP, Some("blog")).unwrap().as_str(), "blog");
         assert!(matches!(
-            a.authorize(Some("Bearer sk_shop_1234"), Some("other")),
+            read(SHOP, Some("other")),
             Err(ApiError::Forbidden(_))
         ));
-        assert!(a
-            .authorize(Some("Bearer sk_admin_1234"), Some("other"))
-            .is_ok());
+        assert!(read(ADMIN, Some("other")).is_ok());
         assert!(matches!(
-            a.authorize(None, Some("shop")),
+            a.authorize(None, None, Some("shop")),
             Err(ApiError::Unauthorized)
         ));
         assert!(matches!(
-            a.authorize(Some("Bearer nope"), Some("shop")),
+            read("sk_not_a_key_at_all", Some("shop")),
             Err(ApiError::Unauthorized)
         ));
-        assert!(matches!(
-            a.authorize(Some("Bearer sk_shop_1234"), None),
-            Err(ApiError::BadRequest { .. })
-        ));
+        assert!(matches!(read(SHOP, None), Err(ApiError::BadRequest { .. })));
+    }
+
+    #[test]
+    fn only_admin_keys_have_the_admin_scope() {
+        let a = access(
+            &[
+                &format!("{SHOP}=shop"),
+                &format!("{ADMIN}=shop:admin"),
+                "sk_explicit_reader_1=shop:read",
+            ],
+            100,
+            100,
+        );
+        let scope = |token: &str| {
+            a.authorize(None, Some(&bearer(token)), Some("shop"))
+                .unwrap()
+                .scope
+        };
+        assert_eq!(scope(SHOP), Scope::Read);
+        assert_eq!(scope("sk_explicit_reader_1"), Scope::Read);
+        assert_eq!(scope(ADMIN), Scope::Admin);
     }
 
     #[test]
     fn an_open_api_reads_the_default_project() {
         let a = access(&[], 1, 1);
-        assert_eq!(
-            a.authorize(None, None).map(|p| p.as_str().to_owned()).ok(),
-            Some("default".to_owned())
-        );
+        assert_eq!(a.authorize(None, None, None).unwrap().as_str(), "default");
     }
 
     #[test]
     fn each_key_has_its_own_bucket() {
-        let a = access(&["key_one_123=a", "key_two_123=a"], 1, 2);
-        assert!(a.authorize(Some("Bearer key_one_123"), Some("a")).is_ok());
-        assert!(a.authorize(Some("Bearer key_one_123"), Some("a")).is_ok());
+        let a = access(&["key_one_12345678=a", "key_two_12345678=a"], 1, 2);
+        let one = bearer("key_one_12345678");
+        assert!(a.authorize(None, Some(&one), Some("a")).is_ok());
+        assert!(a.authorize(None, Some(&one), Some("a")).is_ok());
         assert!(matches!(
-            a.authorize(Some("Bearer key_one_123"), Some("a")),
+            a.authorize(None, Some(&one), Some("a")),
             Err(ApiError::RateLimited {
                 retry_after_seconds: 1
             })
         ));
-        assert!(a.authorize(Some("Bearer key_two_123"), Some("a")).is_ok());
+        assert!(a
+            .authorize(None, Some(&bearer("key_two_12345678")), Some("a"))
+            .is_ok());
+    }
+
+    #[test]
+    fn a_client_that_keeps_failing_is_locked_out_even_with_a_good_key() {
+        // 3 failures a minute: the 4th request of a guessing client is refused unread.
+        let a = access(&[&format!("{SHOP}=shop")], 100, 100);
+        for _ in 0..3 {
+            assert!(matches!(
+                a.authorize(CLIENT, Some("Bearer guess-guess-guess-1"), Some("shop")),
+                Err(ApiError::Unauthorized)
+            ));
+        }
+        match a.authorize(CLIENT, Some(&bearer(SHOP)), Some("shop")) {
+            Err(ApiError::AuthLocked {
+                retry_after_seconds,
+            }) => assert!((1..=20).contains(&retry_after_seconds)),
+            other => panic!("expected a lock-out, got {other:?}"),
+        }
+        // Another client, and the same client on IPv6 elsewhere, are unaffected.
+        let other = Some("203.0.113.6".parse().unwrap());
+        assert!(a
+            .authorize(other, Some(&bearer(SHOP)), Some("shop"))
+            .is_ok());
+        // Addresses in one IPv6 /64 are one client.
+        for n in 1..=3 {
+            let ip = Some(format!("2001:db8:7:7::{n}").parse().unwrap());
+            assert!(a.authorize(ip, None, Some("shop")).is_err());
+        }
+        let same_64 = Some("2001:db8:7:7:ffff::1".parse().unwrap());
+        assert!(matches!(
+            a.authorize(same_64, Some(&bearer(SHOP)), Some("shop")),
+            Err(ApiError::AuthLocked { .. })
+        ));
     }
 
     #[test]
     fn malformed_keys_fail_at_boot() {
-        for bad in ["no_equals_sign", "short=a", "longenough=Bad Project"] {
+        for bad in [
+            "no_equals_sign_here",
+            "short=a",
+            "longenough_token_1=Bad Project",
+            "longenough_token_1=shop:owner",
+        ] {
             assert!(
-                StatsAccess::from_settings(&StatsSettings {
-                    rate_limit_per_second: 1,
-                    rate_limit_burst: 1,
-                    api_keys: vec![bad.to_owned()],
-                    dashboard_cache_ms: 0,
-                    allow_open: false,
-                })
-                .is_err(),
+                StatsAccess::from_settings(&settings(&[bad], 1, 1)).is_err(),
                 "{bad}"
             );
         }
+        let twice = ["same_token_123456=a", "same_token_123456=b"];
+        assert!(StatsAccess::from_settings(&settings(&twice, 1, 1)).is_err());
     }
 }

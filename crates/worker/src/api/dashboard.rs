@@ -12,6 +12,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::auth::Project;
+use super::limits::Heavy;
 use super::pages::{hour_range, top_pages};
 use super::params::{self, BucketUnit, TimeRange};
 use super::stats::{ApiError, AsOf};
@@ -81,6 +82,16 @@ pub async fn dashboard(
     let unit = BucketUnit::parse(query.bucket.as_deref(), BucketUnit::Hour)?;
     let seconds = online_seconds(query.online_seconds.as_deref())?;
     let pages_limit = params::limit("pages", query.pages.as_deref(), 10, 100)?;
+    let parsed = Parsed {
+        tz,
+        range,
+        unit,
+        seconds,
+        pages_limit,
+    };
+    // What the answer depends on, from the parsed parameters: spelling, order and unknown
+    // parameters (`&x=1`) do not make a different dashboard.
+    let identity = parsed.identity(query.from.is_some(), query.to.is_some());
     let if_none_match = request
         .headers()
         .get(header::IF_NONE_MATCH)
@@ -91,8 +102,7 @@ pub async fn dashboard(
     // A conditional request is answered from the data version alone when it still matches.
     let snapshot = match if_none_match {
         Some(_) => {
-            let snapshot =
-                Snapshot::read(&state, &project, request.query_string(), seconds).await?;
+            let snapshot = Snapshot::read(&state, &project, &identity, seconds).await?;
             if matches(&snapshot.etag) {
                 return Ok(HttpResponse::NotModified()
                     .insert_header((header::ETAG, snapshot.etag))
@@ -103,30 +113,18 @@ pub async fn dashboard(
         }
         None => None,
     };
-    let parsed = Parsed {
-        tz,
-        range,
-        unit,
-        seconds,
-        pages_limit,
-    };
     // Boxed: the joined queries make a large future. Not polled unless this request computes.
     let compute = async {
-        Box::pin(render(
-            &state,
-            &project,
-            request.query_string(),
-            parsed,
-            snapshot,
-        ))
-        .await
-        .map(Arc::new)
+        let _turn = Heavy::acquire(&state).await?;
+        Box::pin(render(&state, &project, &identity, parsed, snapshot))
+            .await
+            .map(Arc::new)
     };
     let cache = &state.dashboards;
     let rendered = if cache.period_ms > 0 {
         let key = (
             project.as_str().to_owned(),
-            request.query_string().to_owned(),
+            identity.clone(),
             now.timestamp_millis().div_euclid(cache.period_ms),
         );
         cache.entries.get_or_insert_async(&key, compute).await?
@@ -161,6 +159,30 @@ struct Parsed {
     pages_limit: u32,
 }
 
+impl Parsed {
+    /// Names the dashboard these parameters ask for. A range given explicitly is named by
+    /// its parsed bounds; a default one ("the last 24 hours") by that, since its bounds move
+    /// with every request.
+    fn identity(&self, from_given: bool, to_given: bool) -> String {
+        let bound = |given: bool, at: chrono::DateTime<Utc>| {
+            if given {
+                at.timestamp_millis().to_string()
+            } else {
+                "default".to_owned()
+            }
+        };
+        format!(
+            "tz={};from={};to={};bucket={};online={};pages={}",
+            self.tz.name(),
+            bound(from_given, self.range.from),
+            bound(to_given, self.range.to),
+            self.unit.as_str(),
+            self.seconds,
+            self.pages_limit
+        )
+    }
+}
+
 /// What names a dashboard's version, read from Redis: online now and `as_of`, and the ETag
 /// built from them.
 struct Snapshot {
@@ -174,14 +196,14 @@ impl Snapshot {
     async fn read(
         state: &ApiState,
         project: &Project,
-        query_string: &str,
+        identity: &str,
         seconds: u32,
     ) -> Result<Self, ApiError> {
         let (online, as_of, generation) = online_count(state, project, seconds).await?;
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         (
             project.as_str(),
-            query_string,
+            identity,
             // The data version: what has been applied so far.
             as_of.applied_events,
             as_of.newest_event_time,
@@ -205,7 +227,7 @@ impl Snapshot {
 async fn render(
     state: &ApiState,
     project: &Project,
-    query_string: &str,
+    identity: &str,
     p: Parsed,
     snapshot: Option<Snapshot>,
 ) -> Result<Rendered, ApiError> {
@@ -217,7 +239,7 @@ async fn render(
         etag,
     } = match snapshot {
         Some(snapshot) => snapshot,
-        None => Snapshot::read(state, project, query_string, p.seconds).await?,
+        None => Snapshot::read(state, project, identity, p.seconds).await?,
     };
     let db = state.db();
     let range = p.range;

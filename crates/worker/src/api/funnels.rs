@@ -14,7 +14,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sqlx::MySqlPool;
 
-use super::auth::Project;
+use super::auth::{AdminProject, Project};
+use super::limits::Heavy;
 use super::params::{self, TimeRange};
 use super::stats::{unavailable, ApiError};
 use super::summary::{range_json, range_of};
@@ -279,7 +280,7 @@ fn is_duplicate(e: &sqlx::Error) -> bool {
 /// `POST /funnels`: creates a funnel; 201 with its id.
 pub async fn create(
     state: web::Data<ApiState>,
-    project: Project,
+    AdminProject(project): AdminProject,
     body: web::Json<FunnelBody>,
 ) -> Result<HttpResponse, ApiError> {
     let spec = FunnelSpec::parse(body.into_inner())?;
@@ -329,7 +330,7 @@ pub struct FunnelPath {
 /// `PUT /funnels/{funnel}`: replaces the definition.
 pub async fn update(
     state: web::Data<ApiState>,
-    project: Project,
+    AdminProject(project): AdminProject,
     path: web::Path<FunnelPath>,
     body: web::Json<FunnelBody>,
 ) -> Result<HttpResponse, ApiError> {
@@ -365,7 +366,7 @@ pub async fn update(
 /// `DELETE /funnels/{funnel}`.
 pub async fn delete(
     state: web::Data<ApiState>,
-    project: Project,
+    AdminProject(project): AdminProject,
     path: web::Path<FunnelPath>,
 ) -> Result<HttpResponse, ApiError> {
     let existing = find(state.db(), project.as_str(), &path.funnel).await?;
@@ -665,6 +666,7 @@ pub struct AnalysisQuery {
 pub async fn analysis(
     state: web::Data<ApiState>,
     project: Project,
+    _turn: Heavy,
     path: web::Path<FunnelPath>,
     query: web::Query<AnalysisQuery>,
 ) -> Result<HttpResponse, ApiError> {
@@ -747,6 +749,7 @@ pub struct ConversionQuery {
 pub async fn conversion(
     state: web::Data<ApiState>,
     project: Project,
+    _turn: Heavy,
     query: web::Query<ConversionQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let required = |field: &'static str, v: &Option<String>| {

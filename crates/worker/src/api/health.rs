@@ -37,5 +37,11 @@ pub async fn ready(state: web::Data<ApiState>) -> HttpResponse {
 }
 
 pub async fn metrics(state: web::Data<ApiState>) -> HttpResponse {
+    if state.metrics_elsewhere {
+        return HttpResponse::NotFound().json(serde_json::json!({
+            "error": "not_found", "field": "path",
+            "reason": "/metrics is served on the metrics listener (http.metrics_listen)",
+        }));
+    }
     insightflow_runtime::http::metrics_response(&state.registry)
 }

@@ -67,6 +67,8 @@ pub async fn stream(
     query: web::Query<LiveQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let seconds = online_seconds(query.online_seconds.as_deref())?;
+    // Held by the stream: dropped when it ends or the client leaves.
+    let slot = state.limits.open_stream(project.key())?;
     // The first update is computed now so a broken store fails the request, not the stream.
     let first = snapshot(&state, &project, seconds).await?;
     let shutdown = state.shutdown.clone();
@@ -77,15 +79,16 @@ pub async fn stream(
             project,
             Some(first),
             tokio::time::interval(Duration::from_secs(1)),
+            slot,
         ),
-        move |(state, project, first, mut ticks)| {
+        move |(state, project, first, mut ticks, slot)| {
             let shutdown = shutdown.clone();
             async move {
                 if let Some(first) = first {
                     ticks.tick().await;
                     return Some((
                         Ok::<_, actix_web::Error>(frame("stats", &first)),
-                        (state, project, None, ticks),
+                        (state, project, None, ticks, slot),
                     ));
                 }
                 tokio::select! {
@@ -102,7 +105,7 @@ pub async fn stream(
                         frame("error", &json!({"reason": "a data store is unavailable"}))
                     }
                 };
-                Some((Ok(body), (state, project, None, ticks)))
+                Some((Ok(body), (state, project, None, ticks, slot)))
             }
         },
     );

@@ -12,6 +12,7 @@ pub mod auth;
 pub mod dashboard;
 pub mod funnels;
 pub mod health;
+pub mod limits;
 pub mod live;
 pub mod openapi;
 pub mod pages;
@@ -21,6 +22,7 @@ pub mod summary;
 pub mod timeseries;
 pub mod users;
 
+use actix_web::middleware::from_fn;
 use actix_web::{web, HttpResponse};
 use deadpool_redis::redis::{self, FromRedisValue};
 use deadpool_redis::Pool;
@@ -51,6 +53,10 @@ pub struct ApiState {
     pub shutdown: CancellationToken,
     /// Rendered dashboards shared by identical requests for one cache period.
     pub dashboards: dashboard::DashboardCache,
+    /// Caps on live streams and heavy queries.
+    pub limits: std::sync::Arc<limits::ApiLimits>,
+    /// `/metrics` is served on its own listener (`http.metrics_listen`), not here.
+    pub metrics_elsewhere: bool,
 }
 
 impl ApiState {
@@ -175,9 +181,14 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .error_handler(|e, _| ApiError::bad("body", e.to_string()).into()),
     )
     .route("/openapi.json", web::get().to(openapi::document))
-    .service(web::scope("/api/v1/projects/{project}").configure(project_routes))
+    .service(
+        web::scope("/api/v1/projects/{project}")
+            .wrap(from_fn(limits::count_refusals))
+            .configure(project_routes),
+    )
     .service(
         web::scope("/api/v1")
+            .wrap(from_fn(limits::count_refusals))
             .configure(project_routes)
             .configure(reference_routes),
     )

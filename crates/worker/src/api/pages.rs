@@ -7,6 +7,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::auth::Project;
+use super::limits::Heavy;
 use super::params::{self, TimeRange};
 use super::stats::{unavailable, ApiError};
 use super::summary::{range_json, range_of};
@@ -225,6 +226,7 @@ fn push_dimension(
 pub async fn breakdown(
     state: web::Data<ApiState>,
     project: Project,
+    _turn: Heavy,
     query: web::Query<BreakdownQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let event_type = params::event_type(
@@ -314,6 +316,7 @@ pub struct HeatmapQuery {
 pub async fn heatmap(
     state: web::Data<ApiState>,
     project: Project,
+    _turn: Heavy,
     query: web::Query<HeatmapQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let page = query

@@ -10,6 +10,7 @@ use serde_json::json;
 use sqlx::MySqlPool;
 
 use super::auth::Project;
+use super::limits::Heavy;
 use super::params::{self, BucketUnit, TimeRange};
 use super::stats::{unavailable, ApiError};
 use super::summary::range_json;
@@ -117,6 +118,7 @@ pub async fn series(
 pub async fn timeseries(
     state: web::Data<ApiState>,
     project: Project,
+    _turn: Heavy,
     query: web::Query<SeriesQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let unit = BucketUnit::parse(query.bucket.as_deref(), BucketUnit::Hour)?;

@@ -33,6 +33,23 @@ pub struct MysqlOutcome {
     pub duplicates: usize,
 }
 
+/// Sets the connection's statement time limit: MariaDB's `max_statement_time` (seconds), or
+/// where that variable does not exist, MySQL's `max_execution_time` (milliseconds).
+async fn limit_statement_time(
+    conn: &mut sqlx::MySqlConnection,
+    limit: Duration,
+) -> Result<(), sqlx::Error> {
+    let mariadb = format!(
+        "SET SESSION max_statement_time = {:.3}",
+        limit.as_secs_f64()
+    );
+    if sqlx::query(&mariadb).execute(&mut *conn).await.is_ok() {
+        return Ok(());
+    }
+    let mysql = format!("SET SESSION max_execution_time = {}", limit.as_millis());
+    sqlx::query(&mysql).execute(&mut *conn).await.map(|_| ())
+}
+
 fn naive(t: DateTime<Utc>) -> NaiveDateTime {
     t.naive_utc()
 }
@@ -60,13 +77,40 @@ impl MysqlStore {
     /// Connects, creating the database when it is missing. Fails with the address when MySQL
     /// cannot be reached.
     pub async fn connect(settings: &MysqlSettings) -> anyhow::Result<Self> {
+        Self::connect_pool(settings, settings.max_connections, None).await
+    }
+
+    /// A pool for the stats API, apart from the consumer's: `max_connections` of its own, and
+    /// every statement stopped by the server after `statement_timeout` (MariaDB
+    /// `max_statement_time`; MySQL `max_execution_time`, which bounds SELECTs).
+    pub async fn connect_for_reads(
+        settings: &MysqlSettings,
+        max_connections: u32,
+        statement_timeout: Option<Duration>,
+    ) -> anyhow::Result<Self> {
+        Self::connect_pool(settings, max_connections, statement_timeout).await
+    }
+
+    async fn connect_pool(
+        settings: &MysqlSettings,
+        max_connections: u32,
+        statement_timeout: Option<Duration>,
+    ) -> anyhow::Result<Self> {
         let options: MySqlConnectOptions = settings
             .url
             .parse()
             .context("mysql.url is not a valid MySQL URL")?;
         let pool = MySqlPoolOptions::new()
-            .max_connections(settings.max_connections)
+            .max_connections(max_connections)
             .acquire_timeout(Duration::from_millis(settings.acquire_timeout_ms))
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if let Some(limit) = statement_timeout {
+                        limit_statement_time(conn, limit).await?;
+                    }
+                    Ok(())
+                })
+            })
             .connect_with(options)
             .await
             .with_context(|| format!("cannot connect to MySQL at {}", redact(&settings.url)))?;

@@ -33,8 +33,17 @@ impl RedisStore {
         settings: &RedisSettings,
         aggregates: &AggregateSettings,
     ) -> anyhow::Result<Self> {
+        Self::connect_sized(settings, aggregates, settings.pool_size).await
+    }
+
+    /// `connect` with a pool of `pool_size` connections (the stats API's own pool).
+    pub async fn connect_sized(
+        settings: &RedisSettings,
+        aggregates: &AggregateSettings,
+        pool_size: usize,
+    ) -> anyhow::Result<Self> {
         let mut config = deadpool_redis::Config::from_url(settings.url.clone());
-        config.pool = Some(deadpool_redis::PoolConfig::new(settings.pool_size));
+        config.pool = Some(deadpool_redis::PoolConfig::new(pool_size));
         let pool = config
             .create_pool(Some(Runtime::Tokio1))
             .context("invalid redis settings")?;

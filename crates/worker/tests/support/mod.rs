@@ -138,6 +138,8 @@ pub fn ingest_settings(topic: &str, brokers: &str) -> insightflow_ingest::Settin
     // A shared 2-core machine running every test binary at once can take seconds to
     // acknowledge a large batch; production keeps the 5 s default.
     settings.kafka.delivery_timeout_ms = 15_000;
+    // A request waits for Kafka's acknowledgement within its own deadline.
+    settings.connections.request_timeout_ms = 30_000;
     settings.http.workers = 1;
     settings
 }
