@@ -24,6 +24,7 @@ pub struct WorkerMetrics {
     pub buffered_messages: IntGauge,
     pub redis_rebuilds: IntCounter,
     pub redis_rebuilt_events: IntCounter,
+    pub event_age: Histogram,
 }
 
 impl WorkerMetrics {
@@ -129,7 +130,17 @@ impl WorkerMetrics {
                 "worker_redis_rebuilt_events_total",
                 "Events a rebuild read from MySQL and applied to Redis",
             )?,
+            event_age: Histogram::with_opts(
+                HistogramOpts::new(
+                    "worker_event_age_seconds",
+                    "Age of an event when its batch was applied to MySQL and Redis: apply time \
+                     minus the gateway's receive time (lag, outages and replays show here)",
+                )
+                // 10 ms to ~2.6 h.
+                .buckets(exponential_buckets(0.01, 2.5, 16)?),
+            )?,
         };
+        registry.register(Box::new(m.event_age.clone()))?;
         registry.register(Box::new(m.redis_rebuilds.clone()))?;
         registry.register(Box::new(m.redis_rebuilt_events.clone()))?;
         registry.register(Box::new(m.refused_splits.clone()))?;

@@ -248,6 +248,13 @@ impl EventConsumer {
             .duplicates_skipped
             .with_label_values(&["redis"])
             .inc_by((applicable.len() - applied.min(applicable.len())) as u64);
+        let now = chrono::Utc::now();
+        for event in &applicable {
+            let age = now.signed_duration_since(event.received_at());
+            self.metrics
+                .event_age
+                .observe(age.num_milliseconds().max(0) as f64 / 1000.0);
+        }
         self.store_offsets(&positions);
         Ok(())
     }
