@@ -74,8 +74,8 @@ fn classify(e: sqlx::Error) -> StoreError {
 }
 
 impl MysqlStore {
-    /// Connects, creating the database when it is missing. Fails with the address when MySQL
-    /// cannot be reached.
+    /// Connects to an existing database (`migrate` creates it). Fails with the address when
+    /// MySQL cannot be reached.
     pub async fn connect(settings: &MysqlSettings) -> anyhow::Result<Self> {
         Self::connect_pool(settings, settings.max_connections, None).await
     }
