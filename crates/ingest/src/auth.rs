@@ -1,13 +1,15 @@
 //! Write keys -> projects. A key may arrive as HTTP Basic user name (Segment's SDKs), an
 //! `X-Write-Key` header, a `?key=` query parameter (navigator.sendBeacon cannot set headers)
 //! or a `write_key` body field.
-
-use std::collections::HashMap;
+//!
+//! Presented keys are compared with every configured key in constant time
+//! ([`Secrets`]): the time an answer takes does not tell how much of a guess was right.
 
 use actix_web::http::header;
 use actix_web::HttpRequest;
 use base64::Engine;
 use insightflow_model::ProjectId;
+use insightflow_runtime::secret::{KeyId, Secrets};
 
 use crate::error::IngestError;
 
@@ -15,18 +17,29 @@ use crate::error::IngestError;
 #[derive(Debug, Clone)]
 pub struct Caller {
     pub project: ProjectId,
-    pub write_key: Option<String>,
+    /// The per-write-key rate limiter's bucket; `None` when no key was presented.
+    pub write_key: Option<KeyBucket>,
+}
+
+/// What the per-write-key rate limiter counts a request under.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum KeyBucket {
+    /// A configured key, by its position (never the secret itself).
+    Configured(KeyId),
+    /// No keys are configured: the string presented, which proves nothing.
+    Unverified(String),
 }
 
 pub struct WriteKeys {
-    keys: HashMap<String, ProjectId>,
+    keys: Secrets<ProjectId>,
     default_project: ProjectId,
 }
 
 impl WriteKeys {
-    pub fn new(keys: HashMap<String, ProjectId>, default_project: ProjectId) -> Self {
+    /// `keys`: (secret, project) pairs, as `AuthSettings::key_list` reads them.
+    pub fn new(keys: Vec<(String, ProjectId)>, default_project: ProjectId) -> Self {
         Self {
-            keys,
+            keys: Secrets::new(keys),
             default_project,
         }
     }
@@ -53,18 +66,16 @@ impl WriteKeys {
         if self.keys.is_empty() {
             return Ok(Caller {
                 project: self.default_project.clone(),
-                write_key: key,
+                write_key: key.map(KeyBucket::Unverified),
             });
         }
-        match key {
-            None => Err(IngestError::Unauthorized("a write key is required")),
-            Some(key) => match self.keys.get(&key) {
-                Some(project) => Ok(Caller {
-                    project: project.clone(),
-                    write_key: Some(key),
-                }),
-                None => Err(IngestError::Unauthorized("unknown write key")),
-            },
+        let key = key.ok_or(IngestError::Unauthorized("a write key is required"))?;
+        match self.keys.find(&key) {
+            Some((id, project)) => Ok(Caller {
+                project: project.clone(),
+                write_key: Some(KeyBucket::Configured(id)),
+            }),
+            None => Err(IngestError::Unauthorized("unknown write key")),
         }
     }
 }
@@ -107,9 +118,11 @@ mod tests {
     use super::*;
 
     fn keys() -> WriteKeys {
-        let project = ProjectId::parse("shop").unwrap();
         WriteKeys::new(
-            HashMap::from([("wk_live".to_owned(), project)]),
+            vec![
+                ("wk_live".to_owned(), ProjectId::parse("shop").unwrap()),
+                ("wk_blog".to_owned(), ProjectId::parse("blog").unwrap()),
+            ],
             ProjectId::parse("default").unwrap(),
         )
     }
@@ -152,7 +165,41 @@ mod tests {
             keys().authenticate(&wrong, None),
             Err(IngestError::Unauthorized(_))
         ));
-        let open = WriteKeys::new(HashMap::new(), ProjectId::parse("default").unwrap());
+        let open = WriteKeys::new(Vec::new(), ProjectId::parse("default").unwrap());
         assert_eq!(open.authenticate(&req, None).unwrap().as_str(), "default");
+    }
+
+    #[test]
+    fn each_configured_key_is_its_own_bucket_and_no_bucket_holds_the_secret() {
+        let request = |key: &str| {
+            TestRequest::default()
+                .insert_header(("X-Write-Key", key))
+                .to_http_request()
+        };
+        let live = keys().identify(&request("wk_live"), None).unwrap();
+        let blog = keys().identify(&request("wk_blog"), None).unwrap();
+        assert_eq!(live.project.as_str(), "shop");
+        assert_eq!(blog.project.as_str(), "blog");
+        assert_eq!(live.write_key, Some(KeyBucket::Configured(KeyId(0))));
+        assert_eq!(blog.write_key, Some(KeyBucket::Configured(KeyId(1))));
+        // A prefix or an extension of a key is another key, and unknown.
+        for near in ["wk_liv", "wk_live_", "WK_LIVE", ""] {
+            assert!(
+                keys().identify(&request(near), None).is_err(),
+                "{near:?} is not a key"
+            );
+        }
+        // With no keys configured, the presented string is only a rate-limit bucket.
+        let open = WriteKeys::new(Vec::new(), ProjectId::parse("default").unwrap());
+        assert_eq!(
+            open.identify(&request("anything"), None).unwrap().write_key,
+            Some(KeyBucket::Unverified("anything".to_owned()))
+        );
+        assert_eq!(
+            open.identify(&TestRequest::default().to_http_request(), None)
+                .unwrap()
+                .write_key,
+            None
+        );
     }
 }

@@ -1,14 +1,16 @@
 //! Who sent a request: client IP (honouring X-Forwarded-For only from trusted proxies) and the
 //! parsed user agent, cached because browsers repeat the same few strings endlessly.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 
-use actix_web::http::header;
+use actix_web::http::header::{self, HeaderName};
 use actix_web::HttpRequest;
 use insightflow_model::{columns, ClientInfo};
 use ipnet::IpNet;
 use quick_cache::sync::Cache;
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
 /// The parts of a [`ClientInfo`] that depend only on the user-agent string.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -74,36 +76,72 @@ impl ClientResolver {
         agent
     }
 
-    /// The socket peer, or the right-most untrusted address of X-Forwarded-For when the peer
-    /// is a trusted proxy (left-most entries are client-controlled and cannot be believed).
+    /// The socket peer, or, when the peer is a trusted proxy, the client X-Forwarded-For
+    /// names ([`Self::forwarded_client`]).
     pub fn client_ip(&self, req: &HttpRequest) -> Option<IpAddr> {
         let peer = req.peer_addr()?.ip();
+        let lines = req.headers().get_all(X_FORWARDED_FOR).map(|v| v.as_bytes());
+        Some(self.forwarded_client(peer, lines))
+    }
+
+    /// Walks X-Forwarded-For from the right, starting at the socket peer. Every trusted proxy
+    /// appends the address it received the request from, so each hop is vouched for by the
+    /// one to its right only while that one is trusted: the first untrusted hop is the
+    /// client, and everything left of it is whatever the client chose to send.
+    ///
+    /// All header lines count, in order, as one list (RFC 9110 §5.3: a proxy may add a line
+    /// instead of extending the last one). A hop that is not an address (`unknown`, an
+    /// obfuscated name, garbage) ends the walk at the last trusted hop: nothing left of it
+    /// is vouched for. `IP:port` and `[IPv6]:port` are read as their IP; empty list
+    /// elements are not hops (RFC 9110 §5.6.1).
+    pub fn forwarded_client<'a>(
+        &self,
+        peer: IpAddr,
+        lines: impl Iterator<Item = &'a [u8]>,
+    ) -> IpAddr {
+        let peer = peer.to_canonical();
         if !self.is_trusted(peer) {
-            return Some(peer);
+            return peer;
         }
-        let forwarded = req
-            .headers()
-            .get("x-forwarded-for")
-            .and_then(|v| v.to_str().ok());
-        let Some(forwarded) = forwarded else {
-            return Some(peer);
-        };
-        let mut hops = forwarded
-            .rsplit(',')
-            .filter_map(|s| s.trim().parse::<IpAddr>().ok());
-        let mut last = peer;
-        for hop in hops.by_ref() {
-            if !self.is_trusted(hop) {
-                return Some(hop);
+        let hops: Vec<&[u8]> = lines.flat_map(|line| line.split(|&b| b == b',')).collect();
+        let mut last_trusted = peer;
+        for hop in hops.into_iter().rev() {
+            let hop = hop.trim_ascii();
+            if hop.is_empty() {
+                continue;
             }
-            last = hop;
+            let Some(ip) = parse_hop(hop) else {
+                return last_trusted;
+            };
+            if !self.is_trusted(ip) {
+                return ip;
+            }
+            last_trusted = ip;
         }
-        Some(last)
+        last_trusted
     }
 
     fn is_trusted(&self, ip: IpAddr) -> bool {
         self.trusted_proxies.iter().any(|net| net.contains(&ip))
     }
+}
+
+/// One X-Forwarded-For element as an address: `192.0.2.1`, `2001:db8::1`, `192.0.2.1:4711`,
+/// `[2001:db8::1]:4711` or `[2001:db8::1]`. IPv4-mapped IPv6 addresses become IPv4.
+fn parse_hop(hop: &[u8]) -> Option<IpAddr> {
+    let text = std::str::from_utf8(hop).ok()?;
+    let ip = text
+        .parse::<IpAddr>()
+        .or_else(|_| text.parse::<SocketAddr>().map(|a| a.ip()))
+        .or_else(|_| {
+            text.strip_prefix('[')
+                .and_then(|t| t.strip_suffix(']'))
+                .unwrap_or_default()
+                .parse::<Ipv6Addr>()
+                .map(IpAddr::V6)
+        })
+        .ok()?;
+    Some(ip.to_canonical())
 }
 
 fn known(value: &str) -> Option<String> {
@@ -213,5 +251,119 @@ mod tests {
             resolver.client_ip(&proxied),
             Some("198.51.100.7".parse().unwrap())
         );
+    }
+
+    fn ip(text: &str) -> IpAddr {
+        text.parse().unwrap()
+    }
+
+    /// The client a request from `peer` with these X-Forwarded-For lines is counted as, with
+    /// 10.0.0.0/8 and 2001:db8:ffff::/48 trusted.
+    fn client(peer: &str, lines: &[&str]) -> IpAddr {
+        let resolver = ClientResolver::new(
+            vec![
+                "10.0.0.0/8".parse().unwrap(),
+                "2001:db8:ffff::/48".parse().unwrap(),
+            ],
+            16,
+        );
+        let mut request = TestRequest::default().peer_addr(SocketAddr::new(ip(peer), 5000));
+        for line in lines {
+            request = request.append_header(("x-forwarded-for", *line));
+        }
+        resolver.client_ip(&request.to_http_request()).unwrap()
+    }
+
+    #[test]
+    fn every_forwarded_for_line_counts_in_order() {
+        // The client sent a line of its own; the proxy added its own line after it.
+        assert_eq!(
+            client("10.0.0.5", &["6.6.6.6", "198.51.100.7"]),
+            ip("198.51.100.7")
+        );
+        assert_eq!(
+            client("10.0.0.5", &["6.6.6.6, 198.51.100.7", "10.0.0.8, 10.0.0.9"]),
+            ip("198.51.100.7")
+        );
+        // Order matters: the right-most line is the nearest hop.
+        assert_eq!(
+            client("10.0.0.5", &["198.51.100.7", "6.6.6.6"]),
+            ip("6.6.6.6")
+        );
+    }
+
+    #[test]
+    fn a_hop_that_is_not_an_address_ends_the_walk_at_the_last_trusted_hop() {
+        for garbage in [
+            "unknown",
+            "_hidden",
+            "not an ip",
+            "1.2.3",
+            "fe80::1%eth0",
+            "6.6.6.6:port",
+        ] {
+            assert_eq!(
+                client("10.0.0.5", &[&format!("6.6.6.6, {garbage}, 10.0.0.9")]),
+                ip("10.0.0.9"),
+                "{garbage:?} stops the walk; 6.6.6.6 beyond it is never believed"
+            );
+            assert_eq!(
+                client("10.0.0.5", &["6.6.6.6", garbage]),
+                ip("10.0.0.5"),
+                "{garbage:?} next to the peer: the peer is the client"
+            );
+        }
+        // Bytes that are not text are not an address either; other hops still parse.
+        let resolver = ClientResolver::new(vec!["10.0.0.0/8".parse().unwrap()], 16);
+        let lines: [&[u8]; 2] = [b"6.6.6.6, 198.51.100.7", b"\xff\xfe, 10.0.0.9"];
+        assert_eq!(
+            resolver.forwarded_client(ip("10.0.0.5"), lines.into_iter()),
+            ip("10.0.0.9")
+        );
+    }
+
+    #[test]
+    fn an_all_trusted_chain_yields_its_left_most_hop() {
+        assert_eq!(client("10.0.0.5", &["10.0.0.1, 10.0.0.2"]), ip("10.0.0.1"));
+        assert_eq!(
+            client("10.0.0.5", &[]),
+            ip("10.0.0.5"),
+            "no header: the peer"
+        );
+        assert_eq!(client("10.0.0.5", &[""]), ip("10.0.0.5"), "an empty header");
+    }
+
+    #[test]
+    fn ports_brackets_empty_elements_and_mapped_addresses() {
+        assert_eq!(
+            client("10.0.0.5", &["198.51.100.7:4711"]),
+            ip("198.51.100.7")
+        );
+        assert_eq!(
+            client("10.0.0.5", &["[2001:db8::7]:443"]),
+            ip("2001:db8::7")
+        );
+        assert_eq!(client("10.0.0.5", &["[2001:db8::7]"]), ip("2001:db8::7"));
+        assert_eq!(client("10.0.0.5", &["2001:db8::7"]), ip("2001:db8::7"));
+        assert_eq!(
+            client("10.0.0.5", &["198.51.100.7, , 10.0.0.9,"]),
+            ip("198.51.100.7"),
+            "empty list elements are not hops"
+        );
+        // A trusted proxy reached over an IPv4-mapped address (a dual-stack socket) is
+        // still trusted, and a mapped hop is the IPv4 client.
+        assert_eq!(
+            client("::ffff:10.0.0.5", &["::ffff:198.51.100.7"]),
+            ip("198.51.100.7")
+        );
+        assert_eq!(
+            client(
+                "2001:db8:ffff::1",
+                &["2001:db8:1::9, [2001:db8:ffff::2]:80"]
+            ),
+            ip("2001:db8:1::9")
+        );
+        // An untrusted peer's header is never read.
+        assert_eq!(client("203.0.113.9", &["198.51.100.7"]), ip("203.0.113.9"));
     }
 }

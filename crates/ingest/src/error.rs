@@ -40,7 +40,8 @@ pub enum IngestError {
 #[derive(Serialize, ToSchema)]
 pub struct ErrorBody<'a> {
     /// `invalid_body`, `no_valid_events`, `payload_too_large`, `unsupported_media_type`,
-    /// `unauthorized`, `rate_limited`, `unavailable` or `internal`.
+    /// `unauthorized`, `rate_limited`, `unavailable`, `internal`; `request_timeout` (408,
+    /// `connections.request_timeout_ms`) and `not_found` (`/metrics` moved to its listener).
     pub error: &'a str,
     pub field: &'a str,
     pub reason: String,

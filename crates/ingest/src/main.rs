@@ -4,9 +4,18 @@ use insightflow_runtime::{shutdown, telemetry};
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let settings = Settings::load().unwrap_or_else(|e| e.exit());
+    if let Err(e) = settings.validate() {
+        // Like a setting that does not parse: one line, exit status 2.
+        eprintln!("error: {e:#}");
+        std::process::exit(2);
+    }
     telemetry::init(&settings.log);
     let shutdown = shutdown::on_signal();
     let app = Application::build(settings, prometheus::Registry::new(), shutdown).await?;
-    tracing::info!(port = app.port(), "ingest gateway listening");
+    tracing::info!(
+        port = app.port(),
+        metrics_port = app.metrics_port(),
+        "ingest gateway listening"
+    );
     app.run_until_stopped().await
 }

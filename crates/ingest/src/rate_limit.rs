@@ -1,6 +1,9 @@
 //! Token buckets per client IP and per write key, in memory (the gateway keeps no shared
 //! state on the request path). Idle buckets are forgotten periodically so the maps stay bounded
 //! by the number of recently active clients.
+//!
+//! An IPv6 client is limited per /64 (it can usually choose any address in its /64), an
+//! IPv4-mapped address as its IPv4 address ([`rate_limit_key`]).
 
 use std::hash::Hash;
 use std::net::IpAddr;
@@ -11,8 +14,10 @@ use anyhow::{bail, Context};
 use governor::clock::{Clock, DefaultClock};
 use governor::state::keyed::DefaultKeyedStateStore;
 use governor::{Quota, RateLimiter};
+use insightflow_runtime::net::rate_limit_key;
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::KeyBucket;
 use crate::error::IngestError;
 use crate::settings::RateLimitSettings;
 
@@ -20,7 +25,7 @@ type Keyed<K> = RateLimiter<K, DefaultKeyedStateStore<K>, DefaultClock>;
 
 pub struct RateLimits {
     per_ip: Option<Keyed<IpAddr>>,
-    per_write_key: Option<Keyed<String>>,
+    per_write_key: Option<Keyed<KeyBucket>>,
     clock: DefaultClock,
 }
 
@@ -55,15 +60,13 @@ impl RateLimits {
         })
     }
 
+    /// Takes a token from the bucket of `ip`'s network ([`rate_limit_key`]).
     pub fn check_ip(&self, ip: IpAddr) -> Result<(), IngestError> {
-        self.check(self.per_ip.as_ref(), &ip, "ip")
+        self.check(self.per_ip.as_ref(), &rate_limit_key(ip), "ip")
     }
 
-    pub fn check_write_key(&self, key: &str) -> Result<(), IngestError> {
-        match &self.per_write_key {
-            None => Ok(()),
-            Some(_) => self.check(self.per_write_key.as_ref(), &key.to_owned(), "write_key"),
-        }
+    pub fn check_write_key(&self, key: &KeyBucket) -> Result<(), IngestError> {
+        self.check(self.per_write_key.as_ref(), key, "write_key")
     }
 
     fn check<K: Hash + Eq + Clone>(
@@ -114,7 +117,13 @@ impl RateLimits {
 
 #[cfg(test)]
 mod tests {
+    use insightflow_runtime::secret::KeyId;
+
     use super::*;
+
+    fn key(name: &str) -> KeyBucket {
+        KeyBucket::Unverified(name.to_owned())
+    }
 
     fn settings(ip_burst: u32, key_burst: u32) -> RateLimitSettings {
         RateLimitSettings {
@@ -144,16 +153,43 @@ mod tests {
             other => panic!("expected 429, got {other:?}"),
         }
         assert!(limits.check_ip(b).is_ok(), "another client is unaffected");
-        assert!(limits.check_write_key("k1").is_ok());
+        assert!(limits.check_write_key(&key("k1")).is_ok());
         assert!(matches!(
-            limits.check_write_key("k1"),
+            limits.check_write_key(&key("k1")),
             Err(IngestError::RateLimited {
                 limiter: "write_key",
                 ..
             })
         ));
-        assert!(limits.check_write_key("k2").is_ok());
+        assert!(limits.check_write_key(&key("k2")).is_ok());
+        let configured = KeyBucket::Configured(KeyId(0));
+        assert!(limits.check_write_key(&configured).is_ok());
+        assert!(limits.check_write_key(&configured).is_err());
+        assert!(limits
+            .check_write_key(&KeyBucket::Configured(KeyId(1)))
+            .is_ok());
         limits.forget_idle();
+    }
+
+    #[test]
+    fn ipv6_clients_share_a_bucket_per_64() {
+        let limits = RateLimits::new(&settings(1, 1)).unwrap();
+        let ip = |text: &str| text.parse::<IpAddr>().unwrap();
+        assert!(limits.check_ip(ip("2001:db8:1:2::1")).is_ok());
+        // Another address of the same /64: the same client, and its bucket is empty.
+        assert!(limits
+            .check_ip(ip("2001:db8:1:2:ffff:ffff:ffff:ffff"))
+            .is_err());
+        assert!(limits.check_ip(ip("2001:db8:1:2:abcd::7")).is_err());
+        // The neighbouring /64s are other clients.
+        assert!(limits.check_ip(ip("2001:db8:1:3::1")).is_ok());
+        assert!(limits
+            .check_ip(ip("2001:db8:1:1:ffff:ffff:ffff:ffff"))
+            .is_ok());
+        // An IPv4-mapped address is its IPv4 address; IPv4 clients are not grouped.
+        assert!(limits.check_ip(ip("203.0.113.7")).is_ok());
+        assert!(limits.check_ip(ip("::ffff:203.0.113.7")).is_err());
+        assert!(limits.check_ip(ip("203.0.113.8")).is_ok());
     }
 
     #[test]

@@ -1,8 +1,9 @@
 use std::collections::HashMap;
 
-use anyhow::{anyhow, Context};
+use anyhow::{anyhow, bail, Context};
 use insightflow_model::{Limits, ProjectId};
 use insightflow_runtime::kafka::{KafkaConnection, TopicSpec};
+use insightflow_runtime::server::ConnectionSettings;
 use insightflow_runtime::settings::{self, SettingsError, Sources};
 use insightflow_runtime::telemetry::LogSettings;
 use ipnet::IpNet;
@@ -13,6 +14,7 @@ const DEFAULTS: &str = include_str!("../config/default.toml");
 #[derive(Debug, Clone, Deserialize)]
 pub struct Settings {
     pub http: HttpSettings,
+    pub connections: ConnectionSettings,
     pub kafka: KafkaSettings,
     pub limits: Limits,
     pub rate_limit: RateLimitSettings,
@@ -44,6 +46,30 @@ impl Settings {
     pub fn load_with_env(env: HashMap<String, String>) -> Result<Self, SettingsError> {
         settings::load_with_env(&SOURCES, Some(env))
     }
+
+    /// What the types cannot say: settings that are only wrong together. Checked at start-up.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        self.connections.validate()?;
+        // A request that waits out Kafka's delivery timeout must still get that answer (503,
+        // retry) rather than be cut off by the request deadline while its events are in flight.
+        if self.connections.request_timeout_ms <= self.kafka.delivery_timeout_ms {
+            bail!(
+                "connections.request_timeout_ms ({}) must exceed kafka.delivery_timeout_ms ({}), \
+                 leaving clients time to send their body, e.g. \
+                 INGEST__CONNECTIONS__REQUEST_TIMEOUT_MS={}",
+                self.connections.request_timeout_ms,
+                self.kafka.delivery_timeout_ms,
+                self.kafka.delivery_timeout_ms + 10_000,
+            );
+        }
+        self.auth.key_list()?;
+        Ok(())
+    }
+
+    /// The address of the separate `/metrics` listener, when one is configured.
+    pub fn metrics_listen(&self) -> Option<&str> {
+        Some(self.http.metrics_listen.trim()).filter(|address| !address.is_empty())
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -56,6 +82,8 @@ pub struct HttpSettings {
     /// Origins allowed to post from a browser; `*` allows any.
     pub cors_allowed_origins: Vec<String>,
     pub cors_max_age_seconds: usize,
+    /// `/metrics` on a listener of its own at this address; empty = on the main port.
+    pub metrics_listen: String,
 }
 
 /// Token buckets per client IP and per write key; a rate of 0 disables that limiter.
@@ -97,19 +125,32 @@ pub struct AuthSettings {
 }
 
 impl AuthSettings {
-    /// Write key -> project, from the `key=project` pairs.
-    pub fn key_map(&self) -> anyhow::Result<HashMap<String, ProjectId>> {
-        self.write_keys
-            .iter()
-            .map(|pair| {
-                let (key, project) = pair.split_once('=').ok_or_else(|| {
-                    anyhow!("auth.write_keys entries are key=project, got one without '='")
-                })?;
-                let project = ProjectId::parse(project.trim())
-                    .with_context(|| "auth.write_keys has an invalid project name")?;
-                Ok((key.trim().to_owned(), project))
-            })
-            .collect()
+    /// (write key, project) pairs from the `key=project` entries, in order. An empty or
+    /// repeated key is refused: one would open the gateway to requests without a key, the
+    /// other would leave it to the order which project a key writes to.
+    pub fn key_list(&self) -> anyhow::Result<Vec<(String, ProjectId)>> {
+        let mut keys: Vec<(String, ProjectId)> = Vec::with_capacity(self.write_keys.len());
+        for (n, pair) in (1..).zip(&self.write_keys) {
+            let (key, project) = pair.split_once('=').ok_or_else(|| {
+                anyhow!("auth.write_keys entries are key=project, got one without '='")
+            })?;
+            let key = key.trim();
+            if key.is_empty() {
+                bail!("auth.write_keys entry {n} has an empty key, e.g. wk_live_1=shop");
+            }
+            // Messages name positions, never the secrets.
+            if let Some(first) = keys.iter().position(|(k, _)| k == key) {
+                bail!(
+                    "auth.write_keys entries {} and {n} have the same key",
+                    first + 1
+                );
+            }
+            let project = ProjectId::parse(project.trim()).with_context(|| {
+                format!("auth.write_keys entry {n} has an invalid project name")
+            })?;
+            keys.push((key.to_owned(), project));
+        }
+        Ok(keys)
     }
 }
 
@@ -162,5 +203,72 @@ mod list_settings_tests {
         .to_string();
         assert!(!error.contains('\n'), "{error}");
         assert!(error.contains("INGEST__HTTP__TRUSTED_PROXIES"), "{error}");
+    }
+}
+
+#[cfg(test)]
+mod validation_tests {
+    use super::*;
+
+    fn with(pairs: &[(&str, &str)]) -> Settings {
+        Settings::load_with_env(
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn the_defaults_are_valid_and_keep_metrics_on_the_main_port() {
+        let settings = with(&[]);
+        settings.validate().unwrap();
+        assert_eq!(settings.connections.max_connections, 10_000);
+        assert!(settings.connections.request_timeout_ms > settings.kafka.delivery_timeout_ms);
+        assert_eq!(settings.metrics_listen(), None);
+        let moved = with(&[
+            ("INGEST__HTTP__METRICS_LISTEN", "0.0.0.0:9464"),
+            ("INGEST__CONNECTIONS__MAX_CONNECTIONS", "64"),
+        ]);
+        assert_eq!(moved.metrics_listen(), Some("0.0.0.0:9464"));
+        assert_eq!(moved.connections.max_connections, 64);
+    }
+
+    #[test]
+    fn a_request_deadline_within_the_delivery_timeout_is_refused_naming_both() {
+        for request_timeout in ["5000", "4000"] {
+            let error = with(&[("INGEST__CONNECTIONS__REQUEST_TIMEOUT_MS", request_timeout)])
+                .validate()
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains("connections.request_timeout_ms"), "{error}");
+            assert!(
+                error.contains("kafka.delivery_timeout_ms (5000)"),
+                "{error}"
+            );
+            assert!(!error.contains('\n'), "{error}");
+        }
+        with(&[
+            ("INGEST__CONNECTIONS__REQUEST_TIMEOUT_MS", "1500"),
+            ("INGEST__KAFKA__DELIVERY_TIMEOUT_MS", "1000"),
+        ])
+        .validate()
+        .unwrap();
+        let no_connections = with(&[("INGEST__CONNECTIONS__MAX_CONNECTIONS", "0")]);
+        assert!(no_connections.validate().is_err());
+    }
+
+    #[test]
+    fn empty_and_repeated_write_keys_are_refused_without_showing_them() {
+        let empty = with(&[("INGEST__AUTH__WRITE_KEYS", "wk_1=shop, =blog")]);
+        let error = empty.validate().unwrap_err().to_string();
+        assert!(error.contains("entry 2 has an empty key"), "{error}");
+        let repeated = with(&[("INGEST__AUTH__WRITE_KEYS", "wk_1=shop,wk_2=blog,wk_1=blog")]);
+        let error = repeated.validate().unwrap_err().to_string();
+        assert!(error.contains("entries 1 and 3"), "{error}");
+        assert!(!error.contains("wk_1"), "{error}");
+        let fine = with(&[("INGEST__AUTH__WRITE_KEYS", "wk_1=shop,wk_2=shop")]);
+        assert_eq!(fine.auth.key_list().unwrap().len(), 2);
     }
 }

@@ -12,6 +12,7 @@ use bytes::Bytes;
 use insightflow_model::{Limits, ProjectId};
 use insightflow_runtime::http::{self, HttpMetrics};
 use insightflow_runtime::kafka::BrokerProbe;
+use insightflow_runtime::server::{self, ConnectionMetrics};
 use prometheus::Registry;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -36,11 +37,15 @@ pub struct AppState {
     pub rate_limits: Arc<RateLimits>,
     /// `/openapi.json`, rendered once.
     pub openapi: Bytes,
+    /// `/metrics` is served by its own listener (`http.metrics_listen`), not the main port.
+    pub metrics_elsewhere: bool,
 }
 
 pub struct Application {
     port: u16,
     server: Server,
+    /// The `/metrics` listener, when `http.metrics_listen` is set, and its port.
+    metrics: Option<(Server, u16)>,
     producer: Arc<EventProducer>,
     broker_watch: JoinHandle<()>,
     rate_limit_housekeeping: JoinHandle<()>,
@@ -68,14 +73,17 @@ impl Application {
         registry: Registry,
         shutdown: CancellationToken,
     ) -> anyhow::Result<Self> {
+        settings.validate()?;
         let port = listener.local_addr()?.port();
         insightflow_runtime::kafka::ensure_topics(
             &settings.kafka.connection(),
             std::slice::from_ref(&settings.kafka.topic),
         )
         .await?;
-        let metrics = IngestMetrics::register(&registry)?;
+        let ingest_metrics = IngestMetrics::register(&registry)?;
         let http_metrics = web::Data::new(HttpMetrics::register(&registry, "ingest")?);
+        let connections = settings.connections.clone();
+        let connection_metrics = ConnectionMetrics::register(&registry, "ingest", &connections)?;
         let (broker, broker_watch) = BrokerProbe::spawn(
             &settings.kafka.connection(),
             &settings.kafka.topic.name,
@@ -85,7 +93,7 @@ impl Application {
         let producer = Arc::new(EventProducer::new(
             &settings.kafka,
             broker,
-            metrics.clone(),
+            ingest_metrics.clone(),
         )?);
         let default_project = ProjectId::parse(settings.auth.default_project.clone())
             .context("auth.default_project is not a valid project name")?;
@@ -98,28 +106,53 @@ impl Application {
         let cors = settings.http.clone();
         let state = web::Data::new(AppState {
             producer: producer.clone(),
-            keys: WriteKeys::new(settings.auth.key_map()?, default_project),
+            keys: WriteKeys::new(settings.auth.key_list()?, default_project),
             clients: ClientResolver::new(settings.http.trusted_proxies.clone(), 10_000),
             limits: settings.limits.clone(),
-            metrics,
-            registry,
+            metrics: ingest_metrics,
+            registry: registry.clone(),
             retry_after_seconds: settings.http.retry_after_seconds,
             rate_limits,
             openapi: Bytes::from(crate::openapi::document()?),
+            metrics_elsewhere: settings.metrics_listen().is_some(),
         });
         let workers = match settings.http.workers {
             0 => std::thread::available_parallelism().map_or(2, usize::from),
             n => n,
         };
+        let deadline = web::Data::new(connections.deadline());
+        let connection_data = web::Data::new(connection_metrics.clone());
+        // Started last of all that can fail, so a failed start-up leaves no server running.
+        let metrics = match settings.metrics_listen() {
+            Some(address) => Some(server::metrics_server(
+                address,
+                registry.clone(),
+                &connections,
+            )?),
+            None => None,
+        };
+        // Middleware wrapped last runs first: request metrics see every answer, then CORS.
+        // The request deadline wraps each route (`routes::configure`), inside both, so its
+        // 408 is counted and carries CORS headers; it bounds the handler, body read included.
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
+                .app_data(deadline.clone())
+                .app_data(connection_data.clone())
                 .wrap(cors_policy(&cors))
                 .app_data(http_metrics.clone())
                 .wrap(from_fn(http::record_request))
                 .configure(routes::configure)
         })
         .workers(workers)
+        .on_connect(connection_metrics.on_connect())
+        .max_connections(connections.per_worker(workers))
+        .client_request_timeout(connections.header_timeout())
+        .keep_alive(connections.keep_alive())
+        // After answering a request whose body it did not read (a 408, a 413), the server
+        // discards what the client still sends for this long before closing: closing at once
+        // with unread data resets the connection, and the client could lose the answer.
+        .client_disconnect_timeout(Duration::from_secs(1))
         .disable_signals()
         .shutdown_timeout(10)
         .listen(listener)?
@@ -127,6 +160,7 @@ impl Application {
         Ok(Self {
             port,
             server,
+            metrics,
             producer,
             broker_watch,
             rate_limit_housekeeping,
@@ -138,10 +172,17 @@ impl Application {
         self.port
     }
 
+    /// The port of the separate `/metrics` listener, when `http.metrics_listen` is set.
+    pub fn metrics_port(&self) -> Option<u16> {
+        self.metrics.as_ref().map(|(_, port)| *port)
+    }
+
     /// Serves until the shutdown token fires, then stops taking requests, lets in-flight ones
     /// finish, and flushes the producer so nothing acknowledged stays behind in memory.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
-        let served = http::serve_until_cancelled(self.server, self.shutdown).await;
+        let mut servers = vec![self.server];
+        servers.extend(self.metrics.map(|(server, _)| server));
+        let served = http::serve_until_cancelled(servers, self.shutdown).await;
         tracing::info!("ingest: intake stopped; flushing the producer");
         let _ = self.broker_watch.await;
         let _ = self.rate_limit_housekeeping.await;

@@ -71,6 +71,15 @@ async fn the_served_openapi_document_lists_every_registered_route() {
         limits["content_encodings"],
         json!(["identity", "gzip", "deflate"])
     );
+
+    // A route answers its own method only; any other is not found.
+    let wrong_method = [
+        gateway.http.get(gateway.url("/api/v1/events")),
+        gateway.http.post(gateway.url("/health")),
+    ];
+    for request in wrong_method {
+        assert_eq!(request.send().await.unwrap().status(), 404);
+    }
     gateway.stop().await;
 }
 

@@ -104,6 +104,7 @@ fn limited(state: &AppState, check: Result<(), IngestError>) -> Result<(), Inges
         (status = 200, description = "Every accepted event is in Kafka", body = BatchReport),
         (status = 400, description = "Nothing valid", body = ErrorBody),
         (status = 401, description = "Missing or unknown write key", body = ErrorBody),
+        (status = 408, description = "Not received and answered within connections.request_timeout_ms; the connection is closed", body = ErrorBody),
         (status = 413, description = "Body or batch too large", body = ErrorBody),
         (status = 415, description = "Unsupported media type or encoding", body = ErrorBody),
         (status = 429, description = "Rate limited; see Retry-After", body = ErrorBody),

@@ -1,5 +1,6 @@
 use actix_web::{web, HttpResponse};
 
+use crate::error::ErrorBody;
 use crate::startup::AppState;
 
 /// Liveness: the process answers.
@@ -27,9 +28,21 @@ pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
     }
 }
 
-/// Prometheus text exposition of this gateway's registry.
+/// Prometheus text exposition of this gateway's registry; 404 when `http.metrics_listen`
+/// moves it to a listener of its own.
 #[utoipa::path(get, path = "/metrics", tag = "operations", responses(
-    (status = 200, description = "Prometheus text format", content_type = "text/plain")))]
+    (status = 200, description = "Prometheus text format", content_type = "text/plain"),
+    (status = 404, description = "Served on the metrics listener (http.metrics_listen)", body = ErrorBody)))]
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    if state.metrics_elsewhere {
+        // The setting, not the address: the main port may face the internet.
+        return HttpResponse::NotFound().json(ErrorBody {
+            error: "not_found",
+            field: "path",
+            reason: "/metrics is served on the separate metrics listener (http.metrics_listen), \
+                     not on this port"
+                .to_owned(),
+        });
+    }
     insightflow_runtime::http::metrics_response(&state.registry)
 }

@@ -3,13 +3,19 @@ pub mod health;
 pub mod reference;
 pub mod segment;
 
-use actix_web::{web, HttpResponse, Route};
+use actix_web::body::{EitherBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::Method;
+use actix_web::middleware::{from_fn, Next};
+use actix_web::{guard, web, HttpResponse, Route};
+use insightflow_runtime::server::enforce_deadline;
 
 /// One registered route. The table below is the only place routes are registered, and the
 /// OpenAPI test checks that `/openapi.json` documents every entry.
 pub struct Endpoint {
     pub method: &'static str,
     pub path: &'static str,
+    verb: Method,
     route: fn() -> Route,
 }
 
@@ -18,6 +24,7 @@ macro_rules! endpoint {
         Endpoint {
             method: "get",
             path: $path,
+            verb: Method::GET,
             route: || web::get().to($handler),
         }
     };
@@ -25,6 +32,7 @@ macro_rules! endpoint {
         Endpoint {
             method: "post",
             path: $path,
+            verb: Method::POST,
             route: || web::post().to($handler),
         }
     };
@@ -59,9 +67,36 @@ pub const ENDPOINTS: &[Endpoint] = &[
     endpoint!(POST "/api/v1/purchase" => reference::purchase),
 ];
 
+/// Registers every endpoint, each under the request deadline (`connections.request_timeout_ms`).
+/// The method guard on the resource keeps a wrong method a 404, as `ServiceConfig::route`
+/// makes it.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     for endpoint in ENDPOINTS {
-        cfg.route(endpoint.path, (endpoint.route)());
+        cfg.service(
+            web::resource(endpoint.path)
+                .guard(guard::Method(endpoint.verb.clone()))
+                .wrap(from_fn(enforce_deadline))
+                .wrap(from_fn(answer_errors))
+                .route((endpoint.route)()),
+        );
+    }
+}
+
+/// Answers an error from the middleware inside it (the deadline's 408) here, so that the
+/// `App`'s middleware see an answer like any other: request metrics count the 408, CORS
+/// headers let a browser script read it. An error passed up instead would skip both.
+///
+/// Per resource, not on the `App`: this keeps a handle on the request, and `App` middleware
+/// run before the router, which needs the only handle to record the match (actix-web panics
+/// otherwise). A resource's middleware run after it was matched.
+async fn answer_errors(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
+    let request = req.request().clone();
+    match next.call(req).await {
+        Ok(response) => Ok(response.map_into_left_body()),
+        Err(error) => Ok(ServiceResponse::from_err(error, request).map_into_right_body()),
     }
 }
 

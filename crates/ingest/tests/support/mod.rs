@@ -54,6 +54,10 @@ pub fn settings(topic: &str) -> Settings {
 
 pub struct TestGateway {
     pub address: String,
+    /// The main port, for tests that speak raw TCP.
+    pub port: u16,
+    /// `http://127.0.0.1:{port}` of the `/metrics` listener when `http.metrics_listen` is set.
+    pub metrics_address: Option<String>,
     pub topic: String,
     pub http: reqwest::Client,
     shutdown: CancellationToken,
@@ -80,6 +84,10 @@ impl TestGateway {
         .expect("the gateway starts");
         Self {
             address: format!("http://127.0.0.1:{port}"),
+            port,
+            metrics_address: app
+                .metrics_port()
+                .map(|port| format!("http://127.0.0.1:{port}")),
             topic,
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(20))
