@@ -151,6 +151,7 @@ start_gateway() {
   local log_file="$WORK/ingest-$2.log"
   INGEST__HTTP__PORT="$2" INGEST__KAFKA__BROKERS="$BROKERS" INGEST__KAFKA__TOPIC__NAME="$1" \
     INGEST__RATE_LIMIT__PER_IP_PER_SECOND=0 INGEST__RATE_LIMIT__PER_WRITE_KEY_PER_SECOND=0 \
+    INGEST__AUTH__ALLOW_OPEN=true \
     INGEST__LOG__LEVEL="${BENCH_INGEST_LOG:-warn}" \
     "$INGEST_BIN" >>"$log_file" 2>&1 </dev/null &
   local pid=$!

@@ -32,6 +32,15 @@ fi
 STATS_KEY="$(cat "$KEY_FILE")"
 # The local key reads every project and may write funnels (admin scope): it is the owner's.
 export WORKER__STATS__API_KEYS="${WORKER__STATS__API_KEYS:-$STATS_KEY=*:admin}"
+# The gateway's write key for project `default` (write keys ship inside web pages: they name a
+# project, they are not secrets; the gateway still refuses events without one).
+WRITE_KEY_FILE="$DATA/write-key"
+if [[ ! -s "$WRITE_KEY_FILE" ]]; then
+  (umask 077 && python3 -c 'import secrets; print("wk_" + secrets.token_hex(12))' >"$WRITE_KEY_FILE")
+  log "ingest: made a write key for project default in $WRITE_KEY_FILE"
+fi
+WRITE_KEY="$(cat "$WRITE_KEY_FILE")"
+export INGEST__AUTH__WRITE_KEYS="${INGEST__AUTH__WRITE_KEYS:-$WRITE_KEY=default}"
 
 # 5. start the services (restart them if a previous `make run` left them up)
 for svc in worker ingest; do
@@ -64,10 +73,11 @@ InsightFlow is running:
   logs            $RUN_DIR/{ingest,worker}.log
 
 Try it:
-  curl -sS -X POST http://127.0.0.1:$INGEST_PORT/api/v1/events -H 'Content-Type: application/json' -d '{"events":[{"event_type":"page_view","user_id":"u1","page":{"url":"https://shop.example/","path":"/"}},{"event_type":"click","user_id":"u1"}]}'
+  curl -sS -X POST http://127.0.0.1:$INGEST_PORT/api/v1/events -H 'Content-Type: application/json' -H 'X-Write-Key: $WRITE_KEY' -d '{"events":[{"event_type":"page_view","user_id":"u1","page":{"url":"https://shop.example/","path":"/"}},{"event_type":"click","user_id":"u1"}]}'
   curl -sS -H 'Authorization: Bearer $STATS_KEY' 'http://127.0.0.1:$WORKER_PORT/api/v1/stats/events?project=default'
 
-The stats API answers only with a key: $STATS_KEY (kept in $KEY_FILE, for every project).
+The gateway takes events with the write key $WRITE_KEY (project default, kept in $WRITE_KEY_FILE).
+The stats API answers only with a key: $STATS_KEY (kept in $KEY_FILE, every project, admin).
 
 make down to stop.
 MSG

@@ -44,6 +44,11 @@ impl WriteKeys {
         }
     }
 
+    /// No keys configured (`auth.allow_open`): every request writes to the default project.
+    pub fn is_open(&self) -> bool {
+        self.keys.is_empty()
+    }
+
     /// The project a request writes to. With no keys configured every request goes to the
     /// default project; otherwise an unknown or missing key is refused.
     pub fn authenticate(

@@ -1,4 +1,5 @@
 use insightflow_ingest::{Application, Settings};
+use insightflow_runtime::settings::SettingsError;
 use insightflow_runtime::{shutdown, telemetry};
 
 #[tokio::main]
@@ -6,8 +7,7 @@ async fn main() -> anyhow::Result<()> {
     let settings = Settings::load().unwrap_or_else(|e| e.exit());
     if let Err(e) = settings.validate() {
         // Like a setting that does not parse: one line, exit status 2.
-        eprintln!("error: {e:#}");
-        std::process::exit(2);
+        SettingsError::invalid(format!("{e:#}")).exit();
     }
     telemetry::init(&settings.log);
     let shutdown = shutdown::on_signal();

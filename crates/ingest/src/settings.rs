@@ -63,6 +63,14 @@ impl Settings {
             );
         }
         self.auth.key_list()?;
+        if self.auth.write_keys.is_empty() && !self.auth.allow_open {
+            bail!(
+                "the gateway has no write keys and would accept anyone's events: set \
+                 INGEST__AUTH__WRITE_KEYS (e.g. INGEST__AUTH__WRITE_KEYS=wk_live_1=default), or \
+                 INGEST__AUTH__ALLOW_OPEN=true to accept events without a key on purpose \
+                 (development only)"
+            );
+        }
         Ok(())
     }
 
@@ -122,6 +130,8 @@ impl KafkaSettings {
 pub struct AuthSettings {
     pub default_project: String,
     pub write_keys: Vec<String>,
+    /// Accept events without a key (development only); without this, no keys is an error.
+    pub allow_open: bool,
 }
 
 impl AuthSettings {
@@ -210,7 +220,8 @@ mod list_settings_tests {
 mod validation_tests {
     use super::*;
 
-    fn with(pairs: &[(&str, &str)]) -> Settings {
+    /// The settings with `pairs` in the environment.
+    fn bare(pairs: &[(&str, &str)]) -> Settings {
         Settings::load_with_env(
             pairs
                 .iter()
@@ -218,6 +229,13 @@ mod validation_tests {
                 .collect(),
         )
         .unwrap()
+    }
+
+    /// `bare`, on a gateway open on purpose (no keys needed), unless `pairs` say otherwise.
+    fn with(pairs: &[(&str, &str)]) -> Settings {
+        let mut all = vec![("INGEST__AUTH__ALLOW_OPEN", "true")];
+        all.extend_from_slice(pairs);
+        bare(&all)
     }
 
     #[test]
@@ -270,5 +288,23 @@ mod validation_tests {
         assert!(!error.contains("wk_1"), "{error}");
         let fine = with(&[("INGEST__AUTH__WRITE_KEYS", "wk_1=shop,wk_2=shop")]);
         assert_eq!(fine.auth.key_list().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn no_write_keys_is_refused_unless_open_on_purpose() {
+        let error = format!(
+            "{:#}",
+            bare(&[])
+                .validate()
+                .expect_err("no keys, not open on purpose")
+        );
+        assert!(error.contains("INGEST__AUTH__WRITE_KEYS"), "{error}");
+        assert!(error.contains("INGEST__AUTH__ALLOW_OPEN=true"), "{error}");
+        assert!(bare(&[("INGEST__AUTH__ALLOW_OPEN", "true")])
+            .validate()
+            .is_ok());
+        assert!(bare(&[("INGEST__AUTH__WRITE_KEYS", "wk_1=shop")])
+            .validate()
+            .is_ok());
     }
 }

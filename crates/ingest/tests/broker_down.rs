@@ -22,6 +22,7 @@ async fn the_gateway_answers_503_promptly_when_kafka_is_down() {
     settings.kafka.topic.name = "broker_down_events".to_owned();
     settings.kafka.delivery_timeout_ms = 2000;
     settings.http.workers = 1;
+    settings.auth.allow_open = true;
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let address = format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port());
     let shutdown = CancellationToken::new();

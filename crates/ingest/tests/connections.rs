@@ -274,6 +274,17 @@ async fn a_connection_without_a_complete_head_is_answered_408_and_closed() {
         );
         assert!(elapsed < HEADER_TIMEOUT * 8, "{name}: {elapsed:?}");
     }
+    // Both are counted as connections that never brought a request; the ones that carried
+    // /health and the scrapes are not.
+    let counted = wait_for_metric(
+        &gateway,
+        &gateway.address,
+        "ingest_http_connections_without_request_total",
+        |n| n >= 2.0,
+        "the silent and the partial connection",
+    )
+    .await;
+    assert_eq!(counted, 2.0);
     gateway.stop().await;
 }
 

@@ -52,15 +52,24 @@ pub async fn record_request(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    if let Some(connection) = req.conn_data::<crate::server::OpenConnection>() {
+        connection.mark_served();
+    }
     let metrics = req.app_data::<web::Data<HttpMetrics>>().cloned();
     let route = req
         .match_pattern()
         .unwrap_or_else(|| "unmatched".to_owned());
     let method = req.method().as_str().to_owned();
     let started = Instant::now();
-    let response = next.call(req).await?;
+    let response = next.call(req).await;
     if let Some(metrics) = metrics {
-        let status = response.status().as_u16().to_string();
+        // An error passed up by a middleware (the request deadline's 408) is answered by
+        // actix from the error: count it by the status it becomes.
+        let status = match &response {
+            Ok(response) => response.status(),
+            Err(error) => error.as_response_error().status_code(),
+        };
+        let status = status.as_u16().to_string();
         metrics
             .requests
             .with_label_values(&[route.as_str(), method.as_str(), status.as_str()])
@@ -70,7 +79,7 @@ pub async fn record_request(
             .with_label_values(&[route.as_str(), method.as_str()])
             .observe(started.elapsed().as_secs_f64());
     }
-    Ok(response)
+    response
 }
 
 /// The registry in Prometheus text format.

@@ -4,6 +4,7 @@
 
 use std::any::Any;
 use std::net::TcpListener;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use actix_web::body::MessageBody;
@@ -67,6 +68,7 @@ impl ConnectionSettings {
 pub struct ConnectionMetrics {
     open: IntGauge,
     timed_out: IntCounter,
+    without_request: IntCounter,
 }
 
 impl ConnectionMetrics {
@@ -87,35 +89,55 @@ impl ConnectionMetrics {
             format!("{service}_http_requests_timed_out_total"),
             "requests answered 408 because they took longer than connections.request_timeout_ms",
         )?;
+        let without_request = IntCounter::new(
+            format!("{service}_http_connections_without_request_total"),
+            "connections closed before any request reached the application: a head not sent \
+             within connections.header_timeout_ms (408), a malformed head, or a client that left",
+        )?;
         max.set(i64::try_from(settings.max_connections).unwrap_or(i64::MAX));
         registry.register(Box::new(open.clone()))?;
         registry.register(Box::new(max))?;
         registry.register(Box::new(timed_out.clone()))?;
-        Ok(Self { open, timed_out })
+        registry.register(Box::new(without_request.clone()))?;
+        Ok(Self {
+            open,
+            timed_out,
+            without_request,
+        })
     }
 
     /// For `HttpServer::on_connect`: counts the connection open until actix drops it.
     pub fn on_connect(&self) -> impl Fn(&dyn Any, &mut Extensions) + Send + Sync + Clone + 'static {
-        let open = self.open.clone();
+        let metrics = self.clone();
         move |_, extensions| {
-            extensions.insert(OpenConnection::new(open.clone()));
+            metrics.open.inc();
+            extensions.insert(OpenConnection {
+                metrics: metrics.clone(),
+                served: AtomicBool::new(false),
+            });
         }
     }
 }
 
 /// Lives in a connection's extensions: dropped when the connection closes.
-struct OpenConnection(IntGauge);
+pub(crate) struct OpenConnection {
+    metrics: ConnectionMetrics,
+    /// A request reached the application (see `http::record_request`).
+    served: AtomicBool,
+}
 
 impl OpenConnection {
-    fn new(gauge: IntGauge) -> Self {
-        gauge.inc();
-        Self(gauge)
+    pub(crate) fn mark_served(&self) {
+        self.served.store(true, Ordering::Relaxed);
     }
 }
 
 impl Drop for OpenConnection {
     fn drop(&mut self) {
-        self.0.dec();
+        self.metrics.open.dec();
+        if !self.served.load(Ordering::Relaxed) {
+            self.metrics.without_request.inc();
+        }
     }
 }
 
@@ -159,8 +181,9 @@ impl actix_web::ResponseError for RequestTimedOut {
     }
 
     fn error_response(&self) -> HttpResponse {
+        // The body may be half read: the connection cannot carry another request.
         HttpResponse::RequestTimeout()
-            .insert_header(("Connection", "close"))
+            .force_close()
             .json(serde_json::json!({
                 "error": "request_timeout",
                 "field": "body",

@@ -15,8 +15,14 @@ pub async fn health() -> HttpResponse {
     (status = 200, description = "Kafka reachable, producer queue has room"),
     (status = 503, description = "Not ready; see Retry-After")))]
 pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
+    let write_keys = if state.keys.is_open() {
+        "open: no keys (auth.allow_open = true, development only)"
+    } else {
+        "required"
+    };
     if state.producer.is_ready() {
-        HttpResponse::Ok().json(serde_json::json!({"status": "ready", "kafka": "ok"}))
+        HttpResponse::Ok()
+            .json(serde_json::json!({"status": "ready", "kafka": "ok", "write_keys": write_keys}))
     } else {
         HttpResponse::ServiceUnavailable()
             .insert_header(("Retry-After", state.retry_after_seconds.to_string()))
@@ -24,6 +30,7 @@ pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
                 "status": "not_ready",
                 "kafka": "unreachable or producer queue nearly full",
                 "producer_queue_depth": state.producer.queue_depth(),
+                "write_keys": write_keys,
             }))
     }
 }

@@ -11,6 +11,7 @@ use serde_json::json;
 use sqlx::MySqlPool;
 
 use super::auth::Project;
+use super::limits::Heavy;
 use super::params::{self, TimeRange};
 use super::stats::{unavailable, ApiError, AsOf, Counters, Meta};
 use super::{ApiState, RedisGeneration};
@@ -141,6 +142,8 @@ pub fn range_json(range: TimeRange) -> serde_json::Value {
 pub async fn summary(
     state: web::Data<ApiState>,
     project: Project,
+    // Unique users over up to 400 days (twice with compare=previous) scan user_events.
+    _turn: Heavy,
     query: web::Query<RangeQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let (range, _) = range_of(

@@ -141,6 +141,8 @@ pub fn ingest_settings(topic: &str, brokers: &str) -> insightflow_ingest::Settin
     // A request waits for Kafka's acknowledgement within its own deadline.
     settings.connections.request_timeout_ms = 30_000;
     settings.http.workers = 1;
+    // The pipeline tests send without a write key.
+    settings.auth.allow_open = true;
     settings
 }
 
