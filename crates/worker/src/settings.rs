@@ -139,6 +139,8 @@ pub struct StatsSettings {
     pub allow_open: bool,
     /// How long a rendered dashboard is shared by identical requests; 0 = never.
     pub dashboard_cache_ms: u64,
+    /// How old a dashboard may be when served while a newer one is computed.
+    pub dashboard_max_stale_ms: u64,
     pub failed_auth_per_minute: u32,
     pub live_streams_per_key: usize,
     pub live_streams_max: usize,

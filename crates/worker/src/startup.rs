@@ -201,7 +201,7 @@ impl Application {
             kafka,
             access: stats_access(&settings, role)?.with_metrics(limit_metrics.clone()),
             shutdown: shutdown.clone(),
-            dashboards: api::dashboard::DashboardCache::new(settings.stats.dashboard_cache_ms),
+            dashboards: api::dashboard::cache(&settings.stats),
             limits: Arc::new(api::limits::ApiLimits::new(&settings.stats, limit_metrics)?),
             metrics_elsewhere: !settings.http.metrics_listen.is_empty(),
         });

@@ -384,6 +384,7 @@ mod tests {
             rate_limit_burst: burst,
             api_keys: keys.iter().map(|k| (*k).to_owned()).collect(),
             dashboard_cache_ms: 0,
+            dashboard_max_stale_ms: 0,
             allow_open: false,
             failed_auth_per_minute: 3,
             live_streams_per_key: 1,

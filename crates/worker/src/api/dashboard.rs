@@ -7,11 +7,11 @@ use actix_web::http::header;
 use actix_web::web::Bytes;
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{Duration, Utc};
-use quick_cache::sync::Cache;
 use serde::Deserialize;
 use serde_json::json;
 
 use super::auth::Project;
+use super::dashboard_cache::RefreshingCache;
 use super::limits::Heavy;
 use super::pages::{hour_range, top_pages};
 use super::params::{self, BucketUnit, TimeRange};
@@ -37,31 +37,28 @@ pub struct Rendered {
     body: Bytes,
 }
 
-/// Rendered dashboards, shared by every request for the same project and query within one
-/// cache period (`stats.dashboard_cache_ms`): 1,000 BFF requests a second cost one set of
-/// MySQL queries a period, and concurrent misses wait for the one computation under way
-/// instead of starting their own. The key carries the period, so an entry is never served
-/// past it; old periods are evicted by capacity.
-pub struct DashboardCache {
-    period_ms: i64,
-    entries: Cache<(String, String, i64), Arc<Rendered>>,
-}
+/// Rendered dashboards (`dashboard_cache`): fresh for `stats.dashboard_cache_ms`, then served
+/// while one background computation replaces them, for at most `stats.dashboard_max_stale_ms`.
+pub type DashboardCache = RefreshingCache<Rendered>;
 
-impl DashboardCache {
-    /// `period_ms` 0 turns the cache off: every request computes.
-    pub fn new(period_ms: u64) -> Self {
-        Self {
-            period_ms: i64::try_from(period_ms).unwrap_or(i64::MAX),
-            entries: Cache::new(1024),
-        }
-    }
+/// Distinct dashboards kept (project and parsed parameters).
+const DASHBOARDS_KEPT: usize = 1024;
+
+/// The cache the stats settings describe.
+pub fn cache(settings: &crate::settings::StatsSettings) -> Arc<DashboardCache> {
+    RefreshingCache::new(
+        std::time::Duration::from_millis(settings.dashboard_cache_ms),
+        std::time::Duration::from_millis(settings.dashboard_max_stale_ms),
+        DASHBOARDS_KEPT,
+    )
 }
 
 /// `GET /dashboard?tz=Europe/Paris&from=&to=&bucket=hour`: summary (with the previous
 /// period), online now, hot pages, counts by type and a time series, all for one range
 /// (default the last 24 hours). `ETag` names the data version, the minute and the online
 /// count: `If-None-Match` with the current one answers 304 from Redis alone, without
-/// touching MySQL or the cache. Answers are at most one cache period old; the body's
+/// touching MySQL or the cache. An answer is fresh within one cache period and at most
+/// `stats.dashboard_max_stale_ms` old (served while a newer one is computed); the body's
 /// `as_of` and `generated_at` say how fresh.
 pub async fn dashboard(
     state: web::Data<ApiState>,
@@ -100,36 +97,30 @@ pub async fn dashboard(
         if_none_match.is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"))
     };
     // A conditional request is answered from the data version alone when it still matches.
-    let snapshot = match if_none_match {
-        Some(_) => {
-            let snapshot = Snapshot::read(&state, &project, &identity, seconds).await?;
-            if matches(&snapshot.etag) {
-                return Ok(HttpResponse::NotModified()
-                    .insert_header((header::ETAG, snapshot.etag))
-                    .insert_header((header::CACHE_CONTROL, "no-cache"))
-                    .finish());
-            }
-            Some(snapshot)
+    if if_none_match.is_some() {
+        let snapshot = Snapshot::read(&state, &project, &identity, seconds).await?;
+        if matches(&snapshot.etag) {
+            return Ok(HttpResponse::NotModified()
+                .insert_header((header::ETAG, snapshot.etag))
+                .insert_header((header::CACHE_CONTROL, "no-cache"))
+                .finish());
         }
-        None => None,
-    };
-    // Boxed: the joined queries make a large future. Not polled unless this request computes.
-    let compute = async {
-        let _turn = Heavy::acquire(&state).await?;
-        Box::pin(render(&state, &project, &identity, parsed, snapshot))
-            .await
-            .map(Arc::new)
+    }
+    let compute = {
+        let (state, project, identity) = (state.clone(), project.clone(), identity.clone());
+        // Boxed: the joined queries make a large future.
+        move || async move {
+            let _turn = Heavy::acquire(&state).await?;
+            Box::pin(render(&state, &project, &identity, parsed)).await
+        }
     };
     let cache = &state.dashboards;
-    let rendered = if cache.period_ms > 0 {
-        let key = (
-            project.as_str().to_owned(),
-            identity.clone(),
-            now.timestamp_millis().div_euclid(cache.period_ms),
-        );
-        cache.entries.get_or_insert_async(&key, compute).await?
+    let rendered = if cache.is_off() {
+        Arc::new(compute().await?)
     } else {
-        compute.await?
+        cache
+            .get((project.as_str().to_owned(), identity), compute)
+            .await?
     };
     // The shared answer may predate the snapshot: it can still match what the client holds.
     let unchanged = matches(&rendered.etag);
@@ -223,13 +214,12 @@ impl Snapshot {
     }
 }
 
-/// Renders the dashboard; `snapshot` is the version a conditional request already read.
+/// Renders the dashboard.
 async fn render(
     state: &ApiState,
     project: &Project,
     identity: &str,
     p: Parsed,
-    snapshot: Option<Snapshot>,
 ) -> Result<Rendered, ApiError> {
     let now = Utc::now();
     let Snapshot {
@@ -237,10 +227,7 @@ async fn render(
         as_of,
         generation,
         etag,
-    } = match snapshot {
-        Some(snapshot) => snapshot,
-        None => Snapshot::read(state, project, identity, p.seconds).await?,
-    };
+    } = Snapshot::read(state, project, identity, p.seconds).await?;
     let db = state.db();
     let range = p.range;
     let hours = hour_range(range);

@@ -10,6 +10,7 @@
 
 pub mod auth;
 pub mod dashboard;
+pub mod dashboard_cache;
 pub mod funnels;
 pub mod health;
 pub mod limits;
@@ -51,8 +52,8 @@ pub struct ApiState {
     pub access: StatsAccess,
     /// Fires on shutdown: ends live streams so the server can stop.
     pub shutdown: CancellationToken,
-    /// Rendered dashboards shared by identical requests for one cache period.
-    pub dashboards: dashboard::DashboardCache,
+    /// Rendered dashboards, served while a newer one is computed (`dashboard_cache`).
+    pub dashboards: std::sync::Arc<dashboard::DashboardCache>,
     /// Caps on live streams and heavy queries.
     pub limits: std::sync::Arc<limits::ApiLimits>,
     /// `/metrics` is served on its own listener (`http.metrics_listen`), not here.

@@ -43,6 +43,9 @@ pub enum ApiError {
     },
     #[error("a dependency is unavailable")]
     Unavailable(#[source] anyhow::Error),
+    /// One computation's error, answered to every request that waited for it.
+    #[error("{0}")]
+    Shared(std::sync::Arc<ApiError>),
 }
 
 impl ApiError {
@@ -52,6 +55,7 @@ impl ApiError {
             Self::RateLimited { .. } => Some("key_rate"),
             Self::AuthLocked { .. } => Some("failed_auth"),
             Self::KeyCap { limit, .. } | Self::Busy { limit, .. } => Some(limit),
+            Self::Shared(inner) => inner.limit(),
             _ => None,
         }
     }
@@ -67,6 +71,7 @@ impl ApiError {
 impl actix_web::ResponseError for ApiError {
     fn status_code(&self) -> actix_web::http::StatusCode {
         match self {
+            Self::Shared(inner) => inner.status_code(),
             Self::BadRequest { .. } => actix_web::http::StatusCode::BAD_REQUEST,
             Self::Unauthorized => actix_web::http::StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => actix_web::http::StatusCode::FORBIDDEN,
@@ -82,6 +87,7 @@ impl actix_web::ResponseError for ApiError {
 
     fn error_response(&self) -> HttpResponse {
         match self {
+            Self::Shared(inner) => inner.error_response(),
             Self::BadRequest { field, reason } => {
                 HttpResponse::BadRequest().json(serde_json::json!({
                     "error": "invalid_parameter", "field": field, "reason": reason,
