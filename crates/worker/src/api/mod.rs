@@ -9,6 +9,7 @@
 //! trip (`ApiState::redis_read`) and say `"exact": false` while Redis is lost or rebuilding.
 
 pub mod auth;
+pub mod console;
 pub mod dashboard;
 pub mod dashboard_cache;
 pub mod funnels;
@@ -182,6 +183,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .error_handler(|e, _| ApiError::bad("body", e.to_string()).into()),
     )
     .route("/openapi.json", web::get().to(openapi::document))
+    .configure(console::configure)
     .service(
         web::scope("/api/v1/projects/{project}")
             .wrap(from_fn(limits::count_refusals))
