@@ -103,17 +103,24 @@ impl Application {
                 .await?,
             )
         };
-        ensure_topics(&settings.kafka.connection(), &settings.kafka.topics()).await?;
-        let (kafka, probe_task) = BrokerProbe::spawn(
-            &settings.kafka.connection(),
-            &settings.kafka.topic.name,
-            Duration::from_secs(2),
-            shutdown.child_token(),
-        )?;
-        let mut tasks: Vec<JoinHandle<anyhow::Result<()>>> = vec![tokio::spawn(async move {
-            probe_task.await?;
-            Ok(())
-        })];
+        let mut tasks: Vec<JoinHandle<anyhow::Result<()>>> = Vec::new();
+        // Only a consuming process talks to Kafka: `serve` needs MySQL and Redis alone.
+        let kafka = if role.consumes() {
+            ensure_topics(&settings.kafka.connection(), &settings.kafka.topics()).await?;
+            let (kafka, probe_task) = BrokerProbe::spawn(
+                &settings.kafka.connection(),
+                &settings.kafka.topic.name,
+                Duration::from_secs(2),
+                shutdown.child_token(),
+            )?;
+            tasks.push(tokio::spawn(async move {
+                probe_task.await?;
+                Ok(())
+            }));
+            Some(kafka)
+        } else {
+            None
+        };
         let consumer_health = if role.consumes() {
             // The consumer's own pools (in the consume role, the same as /ready's).
             let (mysql, redis) = if role == Role::Consume {

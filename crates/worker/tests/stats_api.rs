@@ -679,3 +679,25 @@ async fn without_keys_the_stats_api_refuses_to_start_unless_open_on_purpose() {
     open.stop().await;
     target.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_serving_worker_needs_no_kafka() {
+    let target = support::WorkerTarget::create().await;
+    let mut settings = support::worker_settings(&target);
+    // Nothing listens there: a consuming worker would not even start.
+    settings.kafka.brokers = "127.0.0.1:1".to_owned();
+    let worker = support::spawn_worker_with(settings, insightflow_worker::Role::Serve).await;
+    let ready = reqwest::get(format!("{}/ready", worker.address))
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 200);
+    let body: serde_json::Value = ready.json().await.unwrap();
+    assert_eq!(body["kafka"], serde_json::Value::Null, "{body}");
+    assert_eq!(body["consumer"], serde_json::Value::Null, "{body}");
+    let online = reqwest::get(format!("{}/api/v1/projects/default/online", worker.address))
+        .await
+        .unwrap();
+    assert_eq!(online.status(), 200);
+    worker.stop().await;
+    target.cleanup().await;
+}

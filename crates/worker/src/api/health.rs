@@ -1,4 +1,5 @@
 use actix_web::{web, HttpResponse};
+use insightflow_runtime::kafka::BrokerProbe;
 
 use super::ApiState;
 
@@ -6,20 +7,22 @@ pub async fn health() -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({"status": "ok"}))
 }
 
-/// Ready when MySQL and Redis answer, Kafka answered the last probe, and (in a consuming
-/// process) the consumer runs, is not paused on a failing dependency and is not starved of
+/// Ready when MySQL and Redis answer, and (in a consuming process) Kafka answered the last
+/// probe and the consumer runs, is not paused on a failing dependency and is not starved of
 /// partitions while its group stalls (`ConsumerHealth`).
 pub async fn ready(state: web::Data<ApiState>) -> HttpResponse {
     let (mysql, redis) = tokio::join!(state.mysql.ping(), state.redis.ping());
-    let kafka = state.kafka.is_reachable();
+    // A serving-only process does not need Kafka: it is not part of its readiness.
+    let kafka = state.kafka.as_ref().map(BrokerProbe::is_reachable);
     let consumer = state.consumer.as_ref().map(|c| c.state());
-    let ready = mysql && redis && kafka && consumer.as_ref().is_none_or(|c| c.is_ok());
+    let ready =
+        mysql && redis && kafka != Some(false) && consumer.as_ref().is_none_or(|c| c.is_ok());
     let status = |ok: bool| if ok { "ok" } else { "unavailable" };
     let body = serde_json::json!({
         "status": if ready { "ready" } else { "not_ready" },
         "mysql": status(mysql),
         "redis": status(redis),
-        "kafka": status(kafka),
+        "kafka": kafka.map(status),
         "consumer": consumer.map(|c| c.describe()),
         "stats_api": if state.access.is_open() {
             "open: no keys (stats.allow_open = true, development only)"

@@ -48,7 +48,8 @@ pub struct ApiState {
     pub registry: Registry,
     /// Present when this process consumes: `/ready` then also reflects the consumer.
     pub consumer: Option<ConsumerHealth>,
-    pub kafka: BrokerProbe,
+    /// Present when this process consumes (`serve` never talks to Kafka).
+    pub kafka: Option<BrokerProbe>,
     /// Stats API keys and their rate limits.
     pub access: StatsAccess,
     /// Fires on shutdown: ends live streams so the server can stop.
