@@ -2,11 +2,19 @@
 # InsightFlow worker image. Build from the repository root:
 #   docker build -f deploy/worker.Dockerfile -t insightflow/worker:local .
 
+# The worker embeds the live dashboard (web/dashboard), which its build.rs builds with
+# Node.js 20+ and npm: taken from the official Node image (Debian bookworm ships Node 18).
+FROM node:20-bookworm-slim AS node
+
 FROM rust:1.95-bookworm AS builder
 # cmake + a C toolchain build the bundled librdkafka (rdkafka crate).
 RUN apt-get update \
  && apt-get install -y --no-install-recommends cmake build-essential \
  && rm -rf /var/lib/apt/lists/*
+COPY --from=node /usr/local/bin/node /usr/local/bin/node
+COPY --from=node /usr/local/lib/node_modules/npm /usr/local/lib/node_modules/npm
+RUN ln -s /usr/local/lib/node_modules/npm/bin/npm-cli.js /usr/local/bin/npm \
+ && node --version && npm --version
 WORKDIR /src
 COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
