@@ -7,7 +7,7 @@ import { Client } from '../src/client';
 import { describe as describeElement, selectorOf } from '../src/element';
 import * as sdk from '../src/index';
 import type { InitOptions, WireEvent } from '../src/types';
-import { FakeGateway, MemoryStorage, settle, tab } from './helpers';
+import { FakeGateway, MemoryStorage, tab } from './helpers';
 
 const T0 = Date.parse('2026-11-29T10:00:00.000Z');
 
