@@ -6,6 +6,7 @@ mod admin;
 mod events;
 mod http_load;
 mod measure;
+mod parse_cost;
 mod produce;
 mod report;
 mod stats_load;
@@ -43,10 +44,15 @@ enum Command {
     Topic(admin::TopicArgs),
     /// Aggregate a results file into medians and ratios: JSON and a Markdown table.
     Report(report::ReportArgs),
+    /// The gateway's per-event parse, validation and serialization, for callgrind.
+    ParseCost(parse_cost::ParseCostArgs),
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let Command::ParseCost(args) = &cli.command {
+        return parse_cost::run(args);
+    }
     if let Command::Report(args) = cli.command {
         return report::run(args);
     }
@@ -63,7 +69,7 @@ fn main() -> anyhow::Result<()> {
             Command::DrainWait(args) => admin::drain_wait(args).await,
             Command::Check(args) => admin::check(args).await,
             Command::Topic(args) => admin::topic(args).await,
-            Command::Report(_) => unreachable!("handled above"),
+            Command::Report(_) | Command::ParseCost(_) => unreachable!("handled above"),
         }
     })
 }
