@@ -1,661 +1,659 @@
-//! Every range endpoint against an answer computed independently from the raw `user_events`
-//! rows of a generated data set: several users and sessions over 23 days (across the US DST
-//! change of 2026-11-01), posted out of order, a fifth of it late (after the rest was
-//! applied), read in several time zones.
+//! Every range endpoint of the stats API against answers computed from the generated input
+//! alone (`correctness_support::expected`: plain Rust and chrono-tz, no store read). The input
+//! is seeded and sits on fixed dates around four daylight-saving changes of 2026 (New York and
+//! Paris, spring and autumn): the 23- and 25-hour days, the missing and the repeated hour,
+//! read in the changing zones and in Kolkata (+05:30). It goes through the real gateway,
+//! Kafka and worker, out of order, a fifth of it late (after the rest was applied); a few
+//! recent events cover what Redis keeps for recent times only. Every expected figure is
+//! checked to be non-zero before it is compared, so no check passes on an empty window.
 
+mod correctness_support;
 mod stats_support;
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use chrono::{DateTime, Duration, DurationRound, FixedOffset, NaiveDateTime, Offset, Utc};
+use chrono::{DateTime, Duration, DurationRound, NaiveDateTime, Utc};
 use chrono_tz::Tz;
-use insightflow_worker::store::DbText;
-use serde_json::{json, Value};
+use insightflow_worker::Role;
+use serde_json::json;
+
+use correctness_support::answers::{buckets_of, nonzero, q, range_of, same_seconds, same_series};
+use correctness_support::dataset::{
+    self, date, utc, Event, Transition, KOLKATA, NEW_YORK, PARIS, SPAN_FROM, SPAN_TO,
+};
+use correctness_support::expected::{self, midnight, Bucket, Local, Until};
 use stats_support::{ingest, ok, send, wait_applied};
-use support::TestPipeline;
+use support::{spawn_ingest, spawn_worker_with, worker_settings, TestPipeline, WorkerTarget};
 
-/// A small deterministic generator (xorshift), so a failing run can be replayed.
-struct Gen(u64);
+const TYPES: [&str; 5] = ["page_view", "click", "product_view", "cart_add", "purchase"];
 
-impl Gen {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
+/// A pipeline whose worker keeps raw events forever (`retention.raw_event_days = 0`, the
+/// documented setting): the data set is older than the default 90 days, and the retention
+/// job, which runs at start-up, would delete what it deletes while the events arrive.
+async fn start() -> TestPipeline {
+    let target = WorkerTarget::create().await;
+    let mut settings = worker_settings(&target);
+    settings.retention.raw_event_days = 0;
+    let worker = spawn_worker_with(settings, Role::All).await;
+    let ingest = spawn_ingest(&target.topic).await;
+    TestPipeline {
+        ingest,
+        worker,
+        target,
+        http: reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(20))
+            .build()
+            .expect("http client"),
     }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
-        items[self.below(items.len() as u64) as usize]
-    }
-}
-
-const PAGES: [&str; 5] = ["/", "/pricing", "/products/1", "/products/2", "/blog"];
-const ELEMENTS: [(&str, &str); 3] = [("#buy", "Buy"), (".nav a", "Home"), ("#signup", "Sign up")];
-
-fn generate(now: DateTime<Utc>) -> Vec<Value> {
-    let mut g = Gen(0x9e37_79b9_7f4a_7c15);
-    let newest = now - Duration::hours(2);
-    let start = now - Duration::days(23);
-    let people = [
-        "u0", "u1", "u2", "u3", "u4", "u5", "u6", "u7", "anon-a", "anon-b",
-    ];
-    let mut events = Vec::new();
-    for who in people {
-        for day in 0..23 {
-            if g.below(10) >= 4 {
-                continue;
-            }
-            let session = format!("s-{who}-{day}");
-            let mut t = start + Duration::days(day) + Duration::seconds(g.below(86_400) as i64);
-            let mut page = g.pick(&PAGES);
-            let mut push = |event_type: &str, t: DateTime<Utc>, extra: Value| {
-                if t > newest {
-                    return;
-                }
-                let mut e = json!({
-                    "event_id": format!("{who}-{}", events.len()),
-                    "event_type": event_type,
-                    "session_id": session,
-                    "timestamp": t.to_rfc3339(),
-                });
-                if who.starts_with("anon") {
-                    e["anonymous_id"] = json!(who);
-                } else {
-                    e["user_id"] = json!(who);
-                }
-                if let (Some(e), Some(extra)) = (e.as_object_mut(), extra.as_object()) {
-                    e.extend(extra.clone());
-                }
-                events.push(e);
-            };
-            for _ in 0..=g.below(3) {
-                page = g.pick(&PAGES);
-                push("page_view", t, json!({"page": {"path": page}}));
-                t += Duration::seconds(10 + g.below(600) as i64);
-                if g.below(2) == 0 {
-                    let (selector, text) = ELEMENTS[g.below(3) as usize];
-                    push(
-                        "click",
-                        t,
-                        json!({"page": {"path": page},
-                        "element": {"selector": selector, "text": text, "x": g.below(1200), "y": g.below(800)}}),
-                    );
-                    t += Duration::seconds(1 + g.below(30) as i64);
-                }
-            }
-            let sku = format!("sku-{}", g.below(3));
-            if g.below(10) < 7 {
-                push(
-                    "product_view",
-                    t,
-                    json!({"page": {"path": page}, "properties": {"sku": sku}}),
-                );
-                t += Duration::seconds(5 + g.below(900) as i64);
-                if g.below(10) < 6 {
-                    push("cart_add", t, json!({"properties": {"sku": sku}}));
-                    t += Duration::seconds(5 + g.below(3000) as i64);
-                    if g.below(10) < 6 {
-                        let currency = g.pick(&["EUR", "USD"]);
-                        let plan = g.pick(&["basic", "pro"]);
-                        push(
-                            "purchase",
-                            t,
-                            json!({"properties": {"currency": currency, "plan": plan, "sku": sku}}),
-                        );
-                    }
-                }
-            }
-        }
-    }
-    // Out of order: a deterministic shuffle.
-    for i in (1..events.len()).rev() {
-        let j = g.below(i as u64 + 1) as usize;
-        events.swap(i, j);
-    }
-    events
-}
-
-#[derive(Debug, Clone)]
-struct Row {
-    id: u64,
-    event_id: String,
-    event_type: String,
-    who: String,
-    session: Option<String>,
-    path: Option<String>,
-    selector: Option<String>,
-    text: Option<String>,
-    x: Option<i32>,
-    y: Option<i32>,
-    properties: Value,
-    at: DateTime<Utc>,
-}
-
-type RawRow = (
-    u64,
-    DbText,
-    DbText,
-    DbText,
-    Option<DbText>,
-    Option<DbText>,
-    Option<DbText>,
-    Option<DbText>,
-    Option<i32>,
-    Option<i32>,
-    Option<DbText>,
-    NaiveDateTime,
-);
-
-async fn raw_rows(p: &TestPipeline) -> Vec<Row> {
-    let pool = p.target.pool().await;
-    let rows: Vec<RawRow> = sqlx::query_as(
-        "SELECT id, event_id, event_type, distinct_id, session_id, page_path, element_selector, \
-         element_text, click_x, click_y, CAST(properties AS CHAR), event_time FROM user_events \
-         WHERE project = 'default'",
-    )
-    .fetch_all(&pool)
-    .await
-    .expect("raw rows");
-    rows.into_iter()
-        .map(|r| Row {
-            id: r.0,
-            event_id: r.1 .0,
-            event_type: r.2 .0,
-            who: r.3 .0,
-            session: r.4.map(String::from),
-            path: r.5.map(String::from),
-            selector: r.6.map(String::from),
-            text: r.7.map(String::from),
-            x: r.8,
-            y: r.9,
-            properties: r
-                .10
-                .and_then(|p| serde_json::from_str(p.as_str()).ok())
-                .unwrap_or(Value::Null),
-            at: r.11.and_utc(),
-        })
-        .collect()
-}
-
-fn within(r: &Row, from: DateTime<Utc>, to: DateTime<Utc>) -> bool {
-    r.at >= from && r.at < to
-}
-
-fn range_of(body: &Value) -> (DateTime<Utc>, DateTime<Utc>) {
-    let t = |v: &Value| {
-        DateTime::parse_from_rfc3339(v.as_str().expect("time"))
-            .expect("rfc3339")
-            .with_timezone(&Utc)
-    };
-    (t(&body["range"]["from"]), t(&body["range"]["to"]))
-}
-
-fn q(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-}
-
-/// Local-bucket counts keyed by (local start, offset) from a time-series answer.
-fn series_counts(body: &Value, event_type: &str) -> BTreeMap<(NaiveDateTime, i32), i64> {
-    body["buckets"]
-        .as_array()
-        .expect("buckets")
-        .iter()
-        .map(|b| {
-            let start: DateTime<FixedOffset> =
-                DateTime::parse_from_rfc3339(b["start"].as_str().expect("start")).expect("start");
-            (
-                (start.naive_local(), start.offset().local_minus_utc()),
-                b["counts"][event_type].as_i64().expect("count"),
-            )
-        })
-        .filter(|(_, n)| *n > 0)
-        .collect()
-}
-
-fn expected_series(
-    rows: &[Row],
-    event_type: &str,
-    tz: Tz,
-    unit: &str,
-    from: DateTime<Utc>,
-    to: DateTime<Utc>,
-) -> BTreeMap<(NaiveDateTime, i32), i64> {
-    let mut counts = BTreeMap::new();
-    for r in rows
-        .iter()
-        .filter(|r| r.event_type == event_type && within(r, from, to))
-    {
-        let local = r.at.with_timezone(&tz);
-        let naive = local.naive_local();
-        let key = match unit {
-            "day" => {
-                // The day bucket starts at the local day's first instant.
-                let midnight = naive.date().and_hms_opt(0, 0, 0).expect("midnight");
-                let start = (0..180)
-                    .find_map(|m| {
-                        use chrono::TimeZone;
-                        tz.from_local_datetime(&(midnight + Duration::minutes(m)))
-                            .earliest()
-                    })
-                    .expect("day start");
-                (start.naive_local(), start.offset().fix().local_minus_utc())
-            }
-            _ => (
-                naive.duration_trunc(Duration::hours(1)).expect("hour"),
-                local.offset().fix().local_minus_utc(),
-            ),
-        };
-        *counts.entry(key).or_default() += 1;
-    }
-    counts
-}
-
-fn median(mut v: Vec<f64>) -> Option<f64> {
-    if v.is_empty() {
-        return None;
-    }
-    v.sort_by(f64::total_cmp);
-    let m = v.len() / 2;
-    Some(if v.len() % 2 == 0 {
-        (v[m - 1] + v[m]) / 2.0
-    } else {
-        v[m]
-    })
-}
-
-/// Funnel figures computed directly: per user, the earliest entry in range, then each step
-/// as the first later match (ordered) or the very next event (strict) within the window.
-fn expected_funnel(
-    rows: &[Row],
-    steps: &[(&str, Option<(&str, &str)>)],
-    from: DateTime<Utc>,
-    to: DateTime<Utc>,
-    window: Duration,
-    strict: bool,
-) -> Vec<(u64, Option<f64>)> {
-    let mut by_user: HashMap<&str, Vec<&Row>> = HashMap::new();
-    for r in rows {
-        by_user.entry(r.who.as_str()).or_default().push(r);
-    }
-    let matches = |r: &Row, k: usize| {
-        let (t, filter) = steps[k];
-        r.event_type == t
-            && filter.is_none_or(|(prop, value)| r.properties[prop].as_str() == Some(value))
-    };
-    let mut users = vec![0u64; steps.len()];
-    let mut gaps: Vec<Vec<f64>> = vec![Vec::new(); steps.len()];
-    for events in by_user.values_mut() {
-        events.sort_by_key(|r| (r.at, r.id));
-        let Some(entry) = events
-            .iter()
-            .position(|r| matches(r, 0) && within(r, from, to))
-        else {
-            continue;
-        };
-        let deadline = events[entry].at + window;
-        users[0] += 1;
-        let mut at = entry;
-        for k in 1..steps.len() {
-            let rest = &events[at + 1..];
-            let candidates = if strict {
-                &rest[..rest.len().min(1)]
-            } else {
-                rest
-            };
-            let Some(offset) = candidates
-                .iter()
-                .position(|r| matches(r, k) && r.at <= deadline)
-            else {
-                break;
-            };
-            let next = at + 1 + offset;
-            users[k] += 1;
-            gaps[k].push((events[next].at - events[at].at).num_milliseconds() as f64 / 1000.0);
-            at = next;
-        }
-    }
-    users
-        .into_iter()
-        .zip(gaps)
-        .map(|(u, g)| (u, median(g)))
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_figure_agrees_with_the_raw_events() {
-    let p = TestPipeline::start().await;
+async fn every_figure_agrees_with_the_generated_input() {
+    let p = start().await;
     let now = Utc::now();
-    let events = generate(now);
-    let late_from = events.len() * 4 / 5;
-    ingest(&p, &events[..late_from]).await;
-    wait_applied(&p, late_from as u64).await;
-    // Late: older events arriving after newer ones were applied.
-    ingest(&p, &events[late_from..]).await;
-    let fresh: Vec<Value> = ["u0", "u1", "u2"]
-        .iter()
-        .map(|u| json!({"event_id": format!("fresh-{u}"), "event_type": "page_view", "user_id": u, "page": {"path": "/live"}}))
-        .collect();
-    ingest(&p, &fresh).await;
-    let total = (events.len() + fresh.len()) as u64;
-    wait_applied(&p, total).await;
-    let rows = raw_rows(&p).await;
-    assert_eq!(rows.len() as u64, total);
+    let data = dataset::generate(now);
+    let wire = |events: &[Event]| events.iter().map(Event::to_json).collect::<Vec<_>>();
+    ingest(&p, &wire(&data.events[..data.late_from])).await;
+    wait_applied(&p, data.late_from as u64).await;
+    ingest(&p, &wire(&data.events[data.late_from..])).await;
+    let fresh = dataset::fresh(now);
+    ingest(&p, &wire(&fresh)).await;
+    let mut events = data.events;
+    events.extend(fresh);
+    wait_applied(&p, events.len() as u64).await;
 
-    let to_all = now.duration_trunc(Duration::hours(1)).expect("hour") + Duration::hours(2);
-    let from_all = to_all - Duration::days(25);
-    let all = format!("from={}&to={}", q(from_all), q(to_all));
-
-    // Counts by type: MySQL rollups over a range, and Redis all-time counters (late included).
-    let mut by_type: BTreeMap<String, i64> = BTreeMap::new();
-    for r in &rows {
-        *by_type.entry(r.event_type.clone()).or_default() += 1;
+    stored_times_are_the_sent_ones(&p, &events).await;
+    for t in dataset::transitions() {
+        the_change_in_its_own_zone(&p, &events, &t).await;
     }
-    let counts = ok(&p, &format!("/api/v1/counts?{all}")).await;
-    assert_eq!(counts["counts"], json!(by_type), "{counts}");
-    let live = ok(&p, "/api/v1/stats/events").await;
+    days_from_march_to_november(&p, &events).await;
+    a_half_hour_zone(&p, &events).await;
+    local_times_that_are_missing_or_repeated(&p, &events).await;
+    counts_and_summaries(&p, &events).await;
+    dashboard_of_the_paris_fall_back(&p, &events).await;
+    recent_hot_pages(&p, &events, now).await;
+    breakdown_and_heatmap(&p, &events).await;
+    conversion_and_funnels(&p, &events).await;
+    profile_and_path(&p, &events).await;
+    let online = ok(&p, "/api/v1/online?seconds=1800").await;
     assert_eq!(
-        live["counts"],
-        json!(by_type),
-        "Redis agrees with MySQL: {live}"
+        online["online_users"], 3,
+        "the fresh events' users: {online}"
     );
+    p.stop().await;
+}
 
-    // Summary and the previous period.
-    let to10 = to_all;
-    let from10 = to_all - Duration::days(10);
-    let figures = |from: DateTime<Utc>, to: DateTime<Utc>| {
-        let inside: Vec<&Row> = rows.iter().filter(|r| within(r, from, to)).collect();
-        let mut session_start: HashMap<&str, DateTime<Utc>> = HashMap::new();
-        for r in &rows {
-            if let Some(s) = &r.session {
-                let e = session_start.entry(s.as_str()).or_insert(r.at);
-                *e = (*e).min(r.at);
-            }
-        }
-        json!({
-            "events": inside.len(),
-            "page_views": inside.iter().filter(|r| r.event_type == "page_view").count(),
-            "unique_users": inside.iter().map(|r| r.who.as_str()).collect::<BTreeSet<_>>().len(),
-            "sessions": session_start.values().filter(|t| **t >= from && **t < to).count(),
-        })
-    };
-    let summary = ok(
-        &p,
+async fn series(
+    p: &TestPipeline,
+    unit: &str,
+    tz: Tz,
+    from: &str,
+    to: &str,
+) -> (Vec<Bucket>, (DateTime<Utc>, DateTime<Utc>)) {
+    let body = ok(
+        p,
         &format!(
-            "/api/v1/summary?from={}&to={}&compare=previous",
-            q(from10),
-            q(to10)
+            "/api/v1/timeseries?bucket={unit}&tz={}&from={from}&to={to}&types={}",
+            tz.name(),
+            TYPES.join(",")
         ),
     )
     .await;
-    assert_eq!(summary["figures"], figures(from10, to10), "{summary}");
+    (buckets_of(&body), range_of(&body))
+}
+
+/// The pipeline kept every event, at the instant it was sent, however its time was spelled
+/// (UTC, local offset, epoch milliseconds).
+async fn stored_times_are_the_sent_ones(p: &TestPipeline, events: &[Event]) {
+    let rows: Vec<(String, NaiveDateTime)> = sqlx::query_as(
+        "SELECT CAST(event_id AS CHAR), event_time FROM user_events WHERE project = 'default'",
+    )
+    .fetch_all(&p.target.pool().await)
+    .await
+    .expect("stored events");
+    let stored: HashMap<String, NaiveDateTime> = rows.into_iter().collect();
+    assert_eq!(stored.len(), events.len(), "every event stored once");
+    for e in events {
+        assert_eq!(
+            stored.get(&e.id).map(|t| t.and_utc()),
+            Some(e.at),
+            "{} sent as {}",
+            e.id,
+            e.to_json()["timestamp"]
+        );
+    }
+}
+
+/// Hours and days of the three local days around a change, read in its zone; the day's
+/// summary, counts and hot pages.
+async fn the_change_in_its_own_zone(p: &TestPipeline, events: &[Event], t: &Transition) {
+    let zone = t.zone;
+    // chrono-tz, which labels the expected buckets, agrees with the facts written by hand.
+    assert_eq!(midnight(zone, t.date), t.day_start, "{}", t.name);
+    assert_eq!(midnight(zone, t.date + Duration::days(1)), t.day_end);
+    assert_eq!((t.day_end - t.day_start).num_hours(), t.hours, "{}", t.name);
+    let ms = Duration::milliseconds(1);
+    assert_eq!(Local::of(zone, t.change - ms).offset, t.offset_before);
+    assert_eq!(Local::of(zone, t.change).offset, t.offset_after);
+
+    let (first, last) = t.dates();
+    let (from, to) = t.window();
+    let (got, covered) = series(p, "hour", zone, &first.to_string(), &last.to_string()).await;
     assert_eq!(
-        summary["previous"]["figures"],
-        figures(from10 - Duration::days(10), from10),
+        covered,
+        (from, to),
+        "{}: local dates read in the zone",
+        t.name
+    );
+    let expected = expected::hourly(events, zone, from, to, &TYPES);
+    for (source, buckets) in [("expected", &expected), ("API", &got)] {
+        an_hourly_change(t, buckets, source);
+    }
+    same_series(&format!("hours, {}", t.name), &got, &expected);
+
+    let (got, covered) = series(p, "day", zone, &first.to_string(), &last.to_string()).await;
+    assert_eq!(covered, (from, to), "{}", t.name);
+    let expected = expected::daily(events, zone, first, last, &TYPES);
+    for (source, buckets) in [("expected", &expected), ("API", &got)] {
+        let hours: Vec<i64> = buckets.iter().map(Bucket::hours).collect();
+        assert_eq!(hours, [24, t.hours, 24], "{source}: days, {}", t.name);
+        assert!(
+            buckets.iter().all(|b| b.total() > 0),
+            "{source}: {buckets:?}"
+        );
+    }
+    same_series(&format!("days, {}", t.name), &got, &expected);
+
+    // The local day: summary (and the previous 23 or 25 hours), counts, hot pages.
+    let day = format!(
+        "from={}&to={}&tz={}",
+        t.date,
+        t.date + Duration::days(1),
+        zone.name()
+    );
+    let summary = ok(p, &format!("/api/v1/summary?{day}&compare=previous")).await;
+    assert_eq!(range_of(&summary), (t.day_start, t.day_end), "{}", t.name);
+    let previous = t.day_start - Duration::hours(t.hours);
+    let figures = expected::figures(events, t.day_start, t.day_end);
+    let previous_figures = expected::figures(events, previous, t.day_start);
+    nonzero(&figures, t.name);
+    nonzero(&previous_figures, t.name);
+    assert_eq!(summary["figures"], figures, "{}: {summary}", t.name);
+    assert_eq!(
+        range_of(&summary["previous"]),
+        (previous, t.day_start),
         "{summary}"
     );
-    let dashboard = ok(
-        &p,
-        &format!("/api/v1/dashboard?from={}&to={}", q(from10), q(to10)),
-    )
-    .await;
     assert_eq!(
-        dashboard["summary"]["figures"], summary["figures"],
-        "{dashboard}"
+        summary["previous"]["figures"], previous_figures,
+        "{summary}"
     );
 
-    // Time series: days in New York (the 25-hour 2026-11-01 included), hours in New York
-    // around the change, hours in Kolkata (+05:30).
-    let ny: Tz = "America/New_York".parse().expect("zone");
-    let kolkata: Tz = "Asia/Kolkata".parse().expect("zone");
-    for (tz, unit, from, to) in [
-        (ny, "day", from_all, to_all),
-        (ny, "hour", "2026-10-31T04:00:00Z", "2026-11-03T05:00:00Z").into_times(),
-        (kolkata, "hour", to_all - Duration::days(3), to_all),
+    let counts = ok(p, &format!("/api/v1/counts?{day}")).await;
+    let by_type = expected::counts_by_type(events, t.day_start, t.day_end);
+    assert_eq!(by_type.len(), TYPES.len(), "every type on {}", t.date);
+    assert_eq!(counts["counts"], json!(by_type), "{}: {counts}", t.name);
+
+    let top = expected::hot_pages(events, t.day_start, t.day_end, 5);
+    assert!(
+        top.as_array().is_some_and(|t| !t.is_empty()),
+        "pages viewed"
+    );
+    for source in ["auto", "mysql"] {
+        let hot = ok(
+            p,
+            &format!("/api/v1/pages/hot?{day}&limit=5&source={source}"),
+        )
+        .await;
+        assert_eq!(hot["source"], "mysql", "an old range is read from MySQL");
+        assert_eq!(hot["pages"], top, "{}, {source}: {hot}", t.name);
+    }
+    // Redis keeps hourly rankings for a week: asked for an old range, it must not answer
+    // with what it does not hold.
+    let (status, body) = p
+        .get(&format!("/api/v1/pages/hot?{day}&limit=5&source=redis"))
+        .await;
+    assert!(
+        status == 400 || status == 200 && body["pages"] == top,
+        "{}: {status} {body}",
+        t.name
+    );
+}
+
+/// The documented shape of a change in hourly buckets: the changing day has 23 or 25;
+/// falling back, the repeated hour is two buckets with the same wall-clock start and their
+/// two offsets; springing forward, the missing hour has no bucket and the hour before it
+/// ends at 03:00 in the new offset. The hours around the change hold events.
+fn an_hourly_change(t: &Transition, buckets: &[Bucket], source: &str) {
+    let what = format!("{source}: hours, {}", t.name);
+    let on_the_day = buckets
+        .iter()
+        .filter(|b| b.start.wall.date() == t.date)
+        .count();
+    assert_eq!(on_the_day as i64, t.hours, "{what}");
+    let at = |instant: DateTime<Utc>| {
+        buckets
+            .iter()
+            .find(|b| b.start.instant() == instant)
+            .unwrap_or_else(|| panic!("{what}: no bucket starts at {instant}"))
+    };
+    let (before, after) = (at(t.change - Duration::hours(1)), at(t.change));
+    assert!(
+        before.total() > 0 && after.total() > 0,
+        "{what}: {before:?} {after:?}"
+    );
+    // Wall-clock times from the written-out offsets, not from chrono-tz.
+    let wall = |instant: DateTime<Utc>, offset: i32| {
+        (instant + Duration::seconds(i64::from(offset))).naive_utc()
+    };
+    let hour_before = wall(t.change - Duration::hours(1), t.offset_before);
+    assert_eq!(
+        before.start,
+        Local {
+            wall: hour_before,
+            offset: t.offset_before
+        },
+        "{what}"
+    );
+    assert_eq!(
+        after.start,
+        Local {
+            wall: wall(t.change, t.offset_after),
+            offset: t.offset_after
+        },
+        "{what}"
+    );
+    assert_eq!(before.end, after.start, "{what}");
+    if t.falls_back() {
+        assert_eq!(
+            before.start.wall, after.start.wall,
+            "{what}: the repeated hour"
+        );
+    } else {
+        let missing = wall(t.change, t.offset_before);
+        assert!(
+            buckets.iter().all(|b| b.start.wall != missing),
+            "{what}: {missing} does not exist"
+        );
+        assert_eq!(after.start.wall, missing + Duration::hours(1), "{what}");
+    }
+}
+
+/// Days in New York and Paris from March to November: every day listed, 24 hours except the
+/// two changes of the zone (23 and 25).
+async fn days_from_march_to_november(p: &TestPipeline, events: &[Event]) {
+    let (first, last) = (date(SPAN_FROM), date(SPAN_TO));
+    for zone in [NEW_YORK, PARIS] {
+        let (got, covered) = series(p, "day", zone, SPAN_FROM, SPAN_TO).await;
+        assert_eq!(covered, (midnight(zone, first), midnight(zone, last)));
+        let expected = expected::daily(events, zone, first, last, &TYPES);
+        assert_eq!(expected.len(), 254);
+        let changes: BTreeSet<_> = dataset::transitions()
+            .into_iter()
+            .filter(|t| t.zone == zone)
+            .map(|t| (t.date, t.hours))
+            .collect();
+        for (source, buckets) in [("expected", &expected), ("API", &got)] {
+            let odd: BTreeSet<_> = buckets
+                .iter()
+                .filter(|b| b.hours() != 24)
+                .map(|b| (b.start.wall.date(), b.hours()))
+                .collect();
+            assert_eq!(odd, changes, "{source}: days in {}", zone.name());
+        }
+        let all = expected::counts_by_type(events, covered.0, covered.1);
+        let summed: i64 = expected.iter().map(Bucket::total).sum();
+        assert_eq!(summed, all.values().sum::<i64>(), "every event in a day");
+        same_series(&format!("days in {}", zone.name()), &got, &expected);
+    }
+}
+
+/// Kolkata (+05:30, no DST) over New York's fall-back: hours start at :30 UTC, read from the
+/// minute rollups.
+async fn a_half_hour_zone(p: &TestPipeline, events: &[Event]) {
+    let (first, last) = (date("2026-10-31"), date("2026-11-03"));
+    let (got, covered) = series(p, "hour", KOLKATA, "2026-10-31", "2026-11-03").await;
+    assert_eq!(
+        covered,
+        (utc("2026-10-30T18:30:00Z"), utc("2026-11-02T18:30:00Z"))
+    );
+    let expected = expected::hourly(events, KOLKATA, covered.0, covered.1, &TYPES);
+    assert_eq!(expected.len(), 72);
+    same_series("hours in Kolkata", &got, &expected);
+    let (got, _) = series(p, "day", KOLKATA, "2026-10-31", "2026-11-03").await;
+    let expected = expected::daily(events, KOLKATA, first, last, &TYPES);
+    same_series("days in Kolkata", &got, &expected);
+}
+
+/// `from`/`to` as local times that happen twice or never. STATS_API.md does not say which
+/// instant these name; the answer must name one of the readings and count over it.
+async fn local_times_that_are_missing_or_repeated(p: &TestPipeline, events: &[Event]) {
+    for (from, to, readings, to_at) in [
+        // 01:30 happens at 05:30Z (EDT) and again at 06:30Z (EST); 02:30 EST is 07:30Z.
+        (
+            "2026-11-01T01:30",
+            "2026-11-01T02:30",
+            ("2026-11-01T05:30:00Z", "2026-11-01T06:30:00Z"),
+            "2026-11-01T07:30:00Z",
+        ),
+        // 02:30 never happens: read before the change (07:30Z), after it (06:30Z), or as the
+        // change itself (07:00Z); 04:00 EDT is 08:00Z.
+        (
+            "2026-03-08T02:30",
+            "2026-03-08T04:00",
+            ("2026-03-08T06:30:00Z", "2026-03-08T07:30:00Z"),
+            "2026-03-08T08:00:00Z",
+        ),
     ] {
         let body = ok(
-            &p,
+            p,
+            &format!("/api/v1/summary?from={from}&to={to}&tz=America/New_York"),
+        )
+        .await;
+        let (got_from, got_to) = range_of(&body);
+        assert_eq!(got_to, utc(to_at), "{to} in New York: {body}");
+        assert!(
+            (utc(readings.0)..=utc(readings.1)).contains(&got_from),
+            "{from} in New York: {body}"
+        );
+        let figures = expected::figures(events, got_from, got_to);
+        assert!(figures["events"].as_u64() > Some(0), "{from}: {figures}");
+        assert_eq!(
+            body["figures"], figures,
+            "{from} read as {got_from}: {body}"
+        );
+    }
+}
+
+/// Counts by type and the summary over the whole fixed span (MySQL rollups and raw events),
+/// and the all-time counts (Redis), late events included.
+async fn counts_and_summaries(p: &TestPipeline, events: &[Event]) {
+    let (from, to) = dataset::span();
+    let span = format!("from={SPAN_FROM}&to={SPAN_TO}");
+    let counts = ok(p, &format!("/api/v1/counts?{span}")).await;
+    let by_type = expected::counts_by_type(events, from, to);
+    assert_eq!(by_type.len(), TYPES.len());
+    assert_eq!(counts["counts"], json!(by_type), "{counts}");
+
+    let all_time =
+        expected::counts_by_type(events, DateTime::<Utc>::MIN_UTC, DateTime::<Utc>::MAX_UTC);
+    assert!(
+        all_time["page_view"] > by_type["page_view"],
+        "recent and fresh events too"
+    );
+    let live = ok(p, "/api/v1/stats/events").await;
+    assert_eq!(live["counts"], json!(all_time), "Redis all-time: {live}");
+
+    let summary = ok(p, &format!("/api/v1/summary?{span}&compare=previous")).await;
+    let figures = expected::figures(events, from, to);
+    nonzero(&figures, "the span");
+    assert_eq!(summary["figures"], figures, "{summary}");
+    let previous = expected::figures(events, from - (to - from), from);
+    assert_eq!(previous["events"], 0, "nothing before March");
+    assert_eq!(summary["previous"]["figures"], previous, "{summary}");
+}
+
+/// The dashboard of Paris's 25-hour day, hourly in Paris: every part against the input.
+async fn dashboard_of_the_paris_fall_back(p: &TestPipeline, events: &[Event]) {
+    let t = dataset::transitions()[2];
+    assert_eq!(t.date, date("2026-10-25"));
+    let body = ok(
+        p,
+        "/api/v1/dashboard?tz=Europe/Paris&from=2026-10-25&to=2026-10-26&bucket=hour",
+    )
+    .await;
+    assert_eq!(range_of(&body), (t.day_start, t.day_end), "{body}");
+    let previous = t.day_start - Duration::hours(25);
+    assert_eq!(
+        body["summary"]["figures"],
+        expected::figures(events, t.day_start, t.day_end),
+        "{body}"
+    );
+    assert_eq!(
+        body["summary"]["previous"]["figures"],
+        expected::figures(events, previous, t.day_start),
+        "{body}"
+    );
+    let counts = expected::counts_by_type(events, t.day_start, t.day_end);
+    assert_eq!(body["event_counts"]["counts"], json!(counts), "{body}");
+    assert_eq!(
+        body["event_counts"]["total"],
+        counts.values().sum::<i64>(),
+        "{body}"
+    );
+    // No types asked for: the types present in the range.
+    let present: Vec<&str> = counts.keys().map(String::as_str).collect();
+    let expected = expected::hourly(events, PARIS, t.day_start, t.day_end, &present);
+    assert_eq!(expected.len(), 25);
+    same_series(
+        "dashboard hours, Paris",
+        &buckets_of(&body["timeseries"]),
+        &expected,
+    );
+    assert_eq!(body["hot_pages"]["source"], "mysql", "{body}");
+    assert_eq!(
+        body["hot_pages"]["pages"],
+        expected::hot_pages(events, t.day_start, t.day_end, 10),
+        "{body}"
+    );
+}
+
+/// Hot pages of the last days: the live Redis rankings and the MySQL rollups agree with the
+/// input (these events are recent by construction; the assertion is about recent times).
+async fn recent_hot_pages(p: &TestPipeline, events: &[Event], now: DateTime<Utc>) {
+    let hour = now.duration_trunc(Duration::hours(1)).expect("hour");
+    let (from, to) = (hour - Duration::hours(60), hour - Duration::hours(2));
+    let top = expected::hot_pages(events, from, to, 3);
+    assert_eq!(top.as_array().map(Vec::len), Some(3), "{top}");
+    for (source, answered) in [("auto", "redis"), ("redis", "redis"), ("mysql", "mysql")] {
+        let hot = ok(
+            p,
             &format!(
-                "/api/v1/timeseries?bucket={unit}&tz={}&from={}&to={}&types=page_view,purchase",
-                tz.name(),
+                "/api/v1/pages/hot?from={}&to={}&limit=3&source={source}",
                 q(from),
                 q(to)
             ),
         )
         .await;
-        let (covered_from, covered_to) = range_of(&body);
-        for event_type in ["page_view", "purchase"] {
-            assert_eq!(
-                series_counts(&body, event_type),
-                expected_series(&rows, event_type, tz, unit, covered_from, covered_to),
-                "{event_type} per {unit} in {}",
-                tz.name()
-            );
-        }
-        let buckets = body["buckets"].as_array().expect("buckets");
-        let span = (covered_to - covered_from).num_hours();
-        let expected_buckets = if unit == "day" {
-            None
-        } else {
-            Some(span as usize)
-        };
-        if let Some(n) = expected_buckets {
-            assert_eq!(buckets.len(), n, "every hour is a bucket, zeros included");
-        }
-        if tz == ny && unit == "hour" {
-            let nov1 = buckets
-                .iter()
-                .filter(|b| {
-                    b["start"]
-                        .as_str()
-                        .is_some_and(|s| s.starts_with("2026-11-01"))
-                })
-                .count();
-            assert_eq!(nov1, 25, "2026-11-01 has 25 hours in New York");
-        }
+        assert_eq!(hot["source"], answered, "{hot}");
+        assert_eq!(hot["pages"], top, "{source}: {hot}");
     }
+}
 
-    // Hot pages: the live Redis ranking and the MySQL rollups give the same top 3.
-    let from5 = to_all - Duration::days(5);
-    let mut views: BTreeMap<&str, i64> = BTreeMap::new();
-    for r in rows
-        .iter()
-        .filter(|r| r.event_type == "page_view" && within(r, from5, to_all))
-    {
-        *views
-            .entry(r.path.as_deref().unwrap_or_default())
-            .or_default() += 1;
-    }
-    let mut top: Vec<(&str, i64)> = views.into_iter().collect();
-    top.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
-    top.truncate(3);
-    let top: Vec<Value> = top
-        .into_iter()
-        .map(|(path, views)| json!({"path": path, "views": views}))
-        .collect();
-    for source in ["auto", "redis", "mysql"] {
-        let hot = ok(
-            &p,
+async fn breakdown_and_heatmap(p: &TestPipeline, events: &[Event]) {
+    let span = dataset::span();
+    let ny_fall = dataset::transitions()[3];
+    for (range, params) in [
+        (span, format!("from={SPAN_FROM}&to={SPAN_TO}")),
+        (
+            (ny_fall.day_start, ny_fall.day_end),
+            "from=2026-11-01&to=2026-11-02&tz=America/New_York".to_owned(),
+        ),
+    ] {
+        let expected = expected::purchases_by_currency_and_plan(events, range.0, range.1);
+        assert!(
+            expected.as_array().is_some_and(|g| g.len() >= 2),
+            "{params}: {expected}"
+        );
+        let body = ok(
+            p,
             &format!(
-                "/api/v1/pages/hot?from={}&to={}&limit=3&source={source}",
-                q(from5),
-                q(to_all)
+                "/api/v1/breakdown?event_type=purchase&by=currency&by2=plan&limit=100&{params}"
             ),
         )
         .await;
-        assert_eq!(hot["pages"], json!(top), "{source}: {hot}");
+        assert_eq!(body["values"], expected, "{params}: {body}");
     }
+    let (elements, cells) = expected::heatmap(events, "/pricing", 100, span.0, span.1);
+    assert!(
+        elements.as_array().is_some_and(|e| e.len() == 3),
+        "{elements}"
+    );
+    let body = ok(
+        p,
+        &format!("/api/v1/heatmap?page=/pricing&cell=100&limit=10&from={SPAN_FROM}&to={SPAN_TO}"),
+    )
+    .await;
+    assert_eq!(body["elements"], elements, "{body}");
+    assert_eq!(body["grid"]["cells"], cells, "{body}");
+}
 
-    // Breakdown of purchases by currency and plan.
-    let mut groups: BTreeMap<(String, String), (i64, BTreeSet<&str>)> = BTreeMap::new();
-    for r in rows.iter().filter(|r| r.event_type == "purchase") {
-        let key = (
-            r.properties["currency"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned(),
-            r.properties["plan"].as_str().unwrap_or_default().to_owned(),
+async fn conversion_and_funnels(p: &TestPipeline, events: &[Event]) {
+    let t = dataset::transitions()[3];
+    let steps = [("product_view", None), ("cart_add", None)];
+    for (window, until) in [
+        (None, Until::RangeEnd),
+        (Some(600), Until::Window(Duration::seconds(600))),
+    ] {
+        let expected = expected::funnel(events, &steps, t.day_start, t.day_end, until, false);
+        assert!(
+            expected[0].users > expected[1].users && expected[1].users > 0,
+            "{expected:?}"
         );
-        let g = groups.entry(key).or_default();
-        g.0 += 1;
-        g.1.insert(r.who.as_str());
+        let window = window.map_or(String::new(), |w| format!("&window_seconds={w}"));
+        let body = ok(
+            p,
+            &format!(
+                "/api/v1/conversion?start_event=product_view&end_event=cart_add\
+                 &from=2026-11-01&to=2026-11-02&tz=America/New_York{window}"
+            ),
+        )
+        .await;
+        assert_eq!(
+            (
+                body["start_users"].as_u64(),
+                body["converted_users"].as_u64()
+            ),
+            (Some(expected[0].users), Some(expected[1].users)),
+            "{window}: {body}"
+        );
+        same_seconds(
+            &body["median_seconds_to_convert"],
+            expected[1].median_seconds_from_previous,
+            &body,
+        );
     }
-    let mut groups: Vec<_> = groups.into_iter().collect();
-    groups.sort_by(|a, b| b.1 .0.cmp(&a.1 .0).then(a.0.cmp(&b.0)));
-    let expected: Vec<Value> = groups
-        .iter()
-        .map(|((c, plan), (n, users))| json!({"value": c, "value2": plan, "events": n, "unique_users": users.len()}))
-        .collect();
-    let breakdown = ok(
-        &p,
-        &format!("/api/v1/breakdown?event_type=purchase&by=currency&by2=plan&limit=100&{all}"),
-    )
-    .await;
-    assert_eq!(breakdown["values"], json!(expected), "{breakdown}");
 
-    // Heatmap of /pricing.
-    let clicks: Vec<&Row> = rows
-        .iter()
-        .filter(|r| r.event_type == "click" && r.path.as_deref() == Some("/pricing"))
-        .collect();
-    let mut elements: BTreeMap<&str, (i64, BTreeSet<&str>, &str)> = BTreeMap::new();
-    let mut cells: BTreeMap<(i64, i64), i64> = BTreeMap::new();
-    for r in &clicks {
-        let e = elements
-            .entry(r.selector.as_deref().unwrap_or_default())
-            .or_insert((0, BTreeSet::new(), r.text.as_deref().unwrap_or_default()));
-        e.0 += 1;
-        e.1.insert(r.who.as_str());
-        if let (Some(x), Some(y)) = (r.x, r.y) {
-            *cells
-                .entry((i64::from(y) / 100, i64::from(x) / 100))
-                .or_default() += 1;
-        }
-    }
-    let mut elements: Vec<_> = elements.into_iter().collect();
-    elements.sort_by(|a, b| b.1 .0.cmp(&a.1 .0).then(a.0.cmp(b.0)));
-    let elements: Vec<Value> = elements
-        .into_iter()
-        .map(|(selector, (n, users, text))| json!({"selector": selector, "text": text, "clicks": n, "unique_users": users.len()}))
-        .collect();
-    let cells: Vec<Value> = cells
-        .into_iter()
-        .map(|((y, x), n)| json!({"x": x, "y": y, "clicks": n}))
-        .collect();
-    let heatmap = ok(
-        &p,
-        &format!("/api/v1/heatmap?page=/pricing&cell=100&limit=10&{all}"),
-    )
-    .await;
-    assert_eq!(heatmap["elements"], json!(elements), "{heatmap}");
-    assert_eq!(heatmap["grid"]["cells"], json!(cells), "{heatmap}");
-
-    // Conversion product_view -> cart_add over the last 10 days (B before `to`).
-    let conv = expected_funnel(
-        &rows,
-        &[("product_view", None), ("cart_add", None)],
-        from10,
-        to10,
-        Duration::days(400),
-        false,
-    );
-    let conversion = ok(
-        &p,
-        &format!(
-            "/api/v1/conversion?start_event=product_view&end_event=cart_add&from={}&to={}",
-            q(from10),
-            q(to10)
-        ),
-    )
-    .await;
-    assert_eq!(
-        (
-            conversion["start_users"].as_u64(),
-            conversion["converted_users"].as_u64()
-        ),
-        (Some(conv[0].0), Some(conv[1].0)),
-        "{conversion}"
-    );
-
-    // Funnels, ordered and strict, with a property filter on the last step.
-    let definition = json!({"name": "generated", "window_seconds": 3600, "steps": [
-        {"event_type": "page_view"}, {"event_type": "product_view"}, {"event_type": "cart_add"},
-        {"event_type": "purchase", "property": "currency", "value": "EUR"}]});
-    let (status, created) = send(
-        &p,
-        reqwest::Method::POST,
-        "/api/v1/funnels",
-        Some(&definition),
-    )
-    .await;
-    assert_eq!(status, 201, "{created}");
-    let from14 = to_all - Duration::days(14);
-    let steps = [
+    // Funnels over each change's three local days: four steps (ordered reaches the end;
+    // strict, which wants each step to be the very next event, mostly stops after the
+    // entry) and a checkout of three (strict reaches the end).
+    let browse: Vec<expected::Step<'_>> = vec![
         ("page_view", None),
         ("product_view", None),
         ("cart_add", None),
         ("purchase", Some(("currency", "EUR"))),
     ];
-    for (mode, strict) in [("ordered", false), ("strict", true)] {
-        let expected = expected_funnel(
-            &rows,
-            &steps,
-            from14,
-            to_all,
-            Duration::seconds(3600),
-            strict,
-        );
-        let body = ok(
-            &p,
-            &format!(
-                "/api/v1/funnels/generated/analysis?mode={mode}&from={}&to={}",
-                q(from14),
-                q(to_all)
-            ),
+    let checkout = browse[1..].to_vec();
+    let mut completed: BTreeMap<(&str, &str), u64> = BTreeMap::new();
+    for (name, steps) in [("browse", &browse), ("checkout", &checkout)] {
+        let definition = json!({"name": name, "window_seconds": 3600, "steps": steps
+            .iter()
+            .map(|(event_type, filter)| match filter {
+                None => json!({"event_type": event_type}),
+                Some((property, value)) =>
+                    json!({"event_type": event_type, "property": property, "value": value}),
+            })
+            .collect::<Vec<_>>()});
+        let (status, created) = send(
+            p,
+            reqwest::Method::POST,
+            "/api/v1/funnels",
+            Some(&definition),
         )
         .await;
-        let got: Vec<(u64, Option<f64>)> = body["steps"]
-            .as_array()
-            .expect("steps")
-            .iter()
-            .map(|s| {
-                (
-                    s["users"].as_u64().expect("users"),
-                    s["median_seconds_from_previous"].as_f64(),
+        assert_eq!(status, 201, "{created}");
+        for t in dataset::transitions() {
+            let (first, last) = t.dates();
+            let (from, to) = t.window();
+            for (mode, strict) in [("ordered", false), ("strict", true)] {
+                let until = Until::Window(Duration::seconds(3600));
+                let expected = expected::funnel(events, steps, from, to, until, strict);
+                assert!(
+                    expected[0].users > 0 && expected.windows(2).any(|s| s[0].users > s[1].users),
+                    "{name} {mode}, {}: entries and drop-off: {expected:?}",
+                    t.name
+                );
+                *completed.entry((name, mode)).or_default() +=
+                    expected.last().map_or(0, |s| s.users);
+                let body = ok(
+                    p,
+                    &format!(
+                        "/api/v1/funnels/{name}/analysis?mode={mode}&from={first}&to={last}&tz={}",
+                        t.zone.name()
+                    ),
                 )
-            })
-            .collect();
-        assert_eq!(got, expected, "{mode}: {body}");
-        assert!(
-            expected[0].0 > expected[1].0,
-            "the data set exercises drop-off"
-        );
+                .await;
+                assert_eq!(range_of(&body), (from, to), "{body}");
+                let got = body["steps"].as_array().expect("steps");
+                assert_eq!(got.len(), steps.len(), "{body}");
+                for (k, (g, e)) in got.iter().zip(&expected).enumerate() {
+                    let what = format!("{name} {mode}, {}, step {k}", t.name);
+                    assert_eq!(g["users"].as_u64(), Some(e.users), "{what}: {body}");
+                    same_seconds(
+                        &g["median_seconds_from_previous"],
+                        e.median_seconds_from_previous,
+                        g,
+                    );
+                    same_seconds(
+                        &g["median_seconds_from_first"],
+                        e.median_seconds_from_first,
+                        g,
+                    );
+                }
+            }
+        }
     }
+    assert!(
+        completed[&("browse", "ordered")] > 0 && completed[&("checkout", "strict")] > 0,
+        "{completed:?}"
+    );
+}
 
-    // A user's profile and full path through the cursor.
-    let mine: Vec<&Row> = {
-        let mut v: Vec<&Row> = rows.iter().filter(|r| r.who == "u3").collect();
-        v.sort_by_key(|r| std::cmp::Reverse((r.at, r.id)));
-        v
-    };
-    let profile = ok(&p, "/api/v1/users/u3").await;
+/// One user's profile, and their path over the fixed span through the cursor.
+async fn profile_and_path(p: &TestPipeline, events: &[Event]) {
+    let mine: Vec<&Event> = events.iter().filter(|e| e.who == "u3").collect();
+    let sessions: BTreeSet<&str> = mine.iter().filter_map(|e| e.session.as_deref()).collect();
+    let profile = ok(p, "/api/v1/users/u3").await;
+    let seen = |field: &str| utc(profile[field].as_str().unwrap_or_default());
     assert_eq!(
         profile["total_events"].as_u64(),
         Some(mine.len() as u64),
         "{profile}"
     );
-    let mut seen = Vec::new();
+    assert_eq!(
+        profile["total_sessions"].as_u64(),
+        Some(sessions.len() as u64),
+        "{profile}"
+    );
+    assert_eq!(
+        Some(seen("first_seen")),
+        mine.iter().map(|e| e.at).min(),
+        "{profile}"
+    );
+    assert_eq!(
+        Some(seen("last_seen")),
+        mine.iter().map(|e| e.at).max(),
+        "{profile}"
+    );
+
+    let (from, to) = dataset::span();
+    let expected: Vec<&str> = expected::path(events, "u3", from, to)
+        .iter()
+        .map(|e| e.id.as_str())
+        .collect();
+    assert!(expected.len() > 7, "more than one page");
+    let mut got = Vec::new();
     let mut cursor = String::new();
     loop {
         let page = ok(
-            &p,
-            &format!("/api/v1/users/u3/events?limit=7&cursor={cursor}"),
+            p,
+            &format!(
+                "/api/v1/users/u3/events?limit=7&from={SPAN_FROM}&to={SPAN_TO}&cursor={cursor}"
+            ),
         )
         .await;
-        seen.extend(
+        got.extend(
             page["events"]
                 .as_array()
                 .expect("events")
@@ -667,26 +665,5 @@ async fn every_figure_agrees_with_the_raw_events() {
             None => break,
         }
     }
-    let expected_ids: Vec<String> = mine.iter().map(|r| r.event_id.clone()).collect();
-    assert_eq!(seen, expected_ids);
-
-    // Online now: exactly the users of the fresh events (the generated ones are older).
-    let online = ok(&p, "/api/v1/online?seconds=1800").await;
-    assert_eq!(online["online_users"], 3, "{online}");
-    p.stop().await;
-}
-
-trait IntoTimes {
-    fn into_times(self) -> (Tz, &'static str, DateTime<Utc>, DateTime<Utc>);
-}
-
-impl IntoTimes for (Tz, &'static str, &'static str, &'static str) {
-    fn into_times(self) -> (Tz, &'static str, DateTime<Utc>, DateTime<Utc>) {
-        let t = |s: &str| {
-            DateTime::parse_from_rfc3339(s)
-                .expect("time")
-                .with_timezone(&Utc)
-        };
-        (self.0, self.1, t(self.2), t(self.3))
-    }
+    assert_eq!(got, expected);
 }
