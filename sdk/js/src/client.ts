@@ -116,6 +116,7 @@ export class Client {
   private _prefix: string;
   private _key = '';
   private _owned = false;
+  private _dead = false;
   private _release?: () => void;
   private _retryTimer?: ReturnType<typeof setTimeout>;
   private _undo: Array<() => void> = [];
@@ -274,6 +275,7 @@ export class Client {
   destroy(): void {
     this._undo.forEach((f) => f());
     this._undo = [];
+    this._dead = true;
     this._owned = false;
     this._release?.();
   }
@@ -368,6 +370,7 @@ export class Client {
       tab = uuidv7(now());
       await this._hold(tab, false);
     }
+    if (this._dead) return this._release?.(); // destroyed while waiting for the lock
     session.set(TAB, tab);
     this._key = this._prefix + tab;
     const stored = readJSON<StoredQueue>(this._env.local, this._key);

@@ -40,8 +40,10 @@ export class FakeLocks {
   held = new Set<string>();
   private waiting = new Map<string, Array<() => void>>();
   request(name: string, options: LockOptions, cb: (lock: Lock | null) => unknown): Promise<unknown> {
+    // Taken at once, as the browser's lock manager does; the callback runs a moment later.
     const run = async () => {
       this.held.add(name);
+      await Promise.resolve();
       try {
         return await cb({ name, mode: 'exclusive' } as Lock);
       } finally {

@@ -150,6 +150,21 @@ describe('tabs', () => {
     expect(locks.held.size).toBe(2);
   });
 
+  it('a client destroyed before it got its lock gives the lock back (init called twice)', async () => {
+    const gw = new FakeGateway();
+    const local = new MemoryStorage();
+    const locks = new FakeLocks();
+    const session = new MemoryStorage();
+    const first = start(tab(gw, { local, locks }, session).env);
+    first.destroy(); // before the lock was granted
+    const second = start(tab(gw, { local, locks }, session).env, { batchSize: 1 });
+    await settle();
+    expect(locks.held.size).toBe(1);
+    second.track('a');
+    await settle();
+    expect(gw.events().map((e) => e.event_type)).toEqual(['a']);
+  });
+
   it('without Web Locks, adopts only queues nobody wrote for 5 minutes', async () => {
     const gw = new FakeGateway();
     gw.replies = ['network'];
