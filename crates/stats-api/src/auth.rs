@@ -24,7 +24,7 @@ use insightflow_runtime::secret::{KeyId, Secrets};
 use super::limits::ApiLimitMetrics;
 use super::stats::{ApiError, ProjectQuery};
 use super::ApiState;
-use crate::settings::StatsSettings;
+use crate::StatsSettings;
 
 /// The project used by an open API when the request names none.
 const OPEN_DEFAULT_PROJECT: &str = "default";

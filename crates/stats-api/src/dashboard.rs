@@ -45,7 +45,7 @@ pub type DashboardCache = RefreshingCache<Rendered>;
 const DASHBOARDS_KEPT: usize = 1024;
 
 /// The cache the stats settings describe.
-pub fn cache(settings: &crate::settings::StatsSettings) -> Arc<DashboardCache> {
+pub fn cache(settings: &crate::StatsSettings) -> Arc<DashboardCache> {
     RefreshingCache::new(
         std::time::Duration::from_millis(settings.dashboard_cache_ms),
         std::time::Duration::from_millis(settings.dashboard_max_stale_ms),

@@ -20,7 +20,7 @@ use super::params::{self, TimeRange};
 use super::stats::{unavailable, ApiError};
 use super::summary::{range_json, range_of};
 use super::ApiState;
-use crate::store::DbText;
+use insightflow_store::DbText;
 
 pub const MAX_STEPS: usize = 10;
 pub const MAX_WINDOW_SECONDS: u32 = 90 * 86_400;

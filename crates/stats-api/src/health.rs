@@ -1,5 +1,4 @@
 use actix_web::{web, HttpResponse};
-use insightflow_runtime::kafka::BrokerProbe;
 
 use super::ApiState;
 
@@ -11,19 +10,22 @@ pub async fn health() -> HttpResponse {
 /// probe and the consumer runs, is not paused on a failing dependency and is not starved of
 /// partitions while its group stalls (`ConsumerHealth`).
 pub async fn ready(state: web::Data<ApiState>) -> HttpResponse {
-    let (mysql, redis) = tokio::join!(state.mysql.ping(), state.redis.ping());
+    let (mysql, redis) = tokio::join!(
+        insightflow_store::mysql::ping(&state.mysql),
+        state.redis.ping()
+    );
     // A serving-only process does not need Kafka: it is not part of its readiness.
-    let kafka = state.kafka.as_ref().map(BrokerProbe::is_reachable);
-    let consumer = state.consumer.as_ref().map(|c| c.state());
+    let kafka = state.consumer.as_ref().map(|c| c.kafka_reachable());
+    let consumer = state.consumer.as_ref().map(|c| c.consumer());
     let ready =
-        mysql && redis && kafka != Some(false) && consumer.as_ref().is_none_or(|c| c.is_ok());
+        mysql && redis && kafka != Some(false) && consumer.as_ref().is_none_or(|(ok, _)| *ok);
     let status = |ok: bool| if ok { "ok" } else { "unavailable" };
     let body = serde_json::json!({
         "status": if ready { "ready" } else { "not_ready" },
         "mysql": status(mysql),
         "redis": status(redis),
         "kafka": kafka.map(status),
-        "consumer": consumer.map(|c| c.describe()),
+        "consumer": consumer.map(|(_, described)| described),
         "stats_api": if state.access.is_open() {
             "open: no keys (stats.allow_open = true, development only)"
         } else {

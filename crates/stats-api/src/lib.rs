@@ -1,4 +1,8 @@
-//! The stats API served by the worker for backend-for-frontend services.
+//! The stats API, served by the worker for backend-for-frontend services: routes, keys and
+//! limits, the queries over MySQL and Redis, the OpenAPI document and the embedded dashboard.
+//! It reads what the consumer writes through the layout they share (`insightflow-store`) and
+//! knows nothing of Kafka: a consuming process tells `/ready` about its consumer through
+//! `ConsumerStatus`.
 //!
 //! Which store answers: live windows (online now, all-time counters, hot pages of recent
 //! hours, the live stream) come from Redis; ranges come from MySQL (rollups for counts,
@@ -19,37 +23,70 @@ pub mod live;
 pub mod openapi;
 pub mod pages;
 pub mod params;
+pub mod settings;
 pub mod stats;
 pub mod summary;
 pub mod timeseries;
 pub mod users;
 
+use std::time::Duration;
+
 use actix_web::middleware::from_fn;
 use actix_web::{web, HttpResponse};
 use deadpool_redis::redis::{self, FromRedisValue};
 use deadpool_redis::Pool;
-use insightflow_runtime::kafka::BrokerProbe;
+use insightflow_store::keys::{self, marker, Keys};
+use insightflow_store::mysql::MysqlSettings;
+use insightflow_store::redis::{RedisPool, RedisSettings};
 use prometheus::Registry;
+use sqlx::MySqlPool;
 use tokio_util::sync::CancellationToken;
 
-use crate::consumer::ConsumerHealth;
-use crate::keys::{self, Keys};
-use crate::metrics::WorkerMetrics;
-use crate::rebuild;
-use crate::store::mysql::MysqlStore;
-use crate::store::redis::RedisStore;
 use auth::{Project, StatsAccess};
+pub use settings::StatsSettings;
 use stats::{unavailable, ApiError, AsOf};
 
+/// What a consuming process adds to `/ready`: the API does not know the consumer, the worker
+/// tells it through this.
+pub trait ConsumerStatus: Send + Sync {
+    /// Kafka answered the last probe.
+    fn kafka_reachable(&self) -> bool;
+    /// Whether the consumer does its work, and what `/ready` says of it.
+    fn consumer(&self) -> (bool, String);
+}
+
+/// The pools the API reads through.
+#[derive(Clone)]
+pub struct ReadStores {
+    pub mysql: MySqlPool,
+    pub redis: RedisPool,
+}
+
+impl ReadStores {
+    /// The API's own pools (`stats.mysql_max_connections`, `stats.redis_pool_size`), apart
+    /// from the consumer's: a storm of stats reads cannot starve the writes, nor a slow write
+    /// the reads. MySQL stops the API's statements at `stats.query_timeout_ms`.
+    pub async fn connect(
+        mysql: &MysqlSettings,
+        redis: &RedisSettings,
+        stats: &StatsSettings,
+    ) -> anyhow::Result<Self> {
+        let timeout =
+            (stats.query_timeout_ms > 0).then(|| Duration::from_millis(stats.query_timeout_ms));
+        Ok(Self {
+            mysql: insightflow_store::mysql::connect(mysql, stats.mysql_max_connections, timeout)
+                .await?,
+            redis: RedisPool::connect(redis, stats.redis_pool_size).await?,
+        })
+    }
+}
+
 pub struct ApiState {
-    pub mysql: MysqlStore,
-    pub redis: RedisStore,
-    pub metrics: WorkerMetrics,
+    pub mysql: MySqlPool,
+    pub redis: RedisPool,
     pub registry: Registry,
-    /// Present when this process consumes: `/ready` then also reflects the consumer.
-    pub consumer: Option<ConsumerHealth>,
-    /// Present when this process consumes (`serve` never talks to Kafka).
-    pub kafka: Option<BrokerProbe>,
+    /// Present when this process consumes: `/ready` then also reflects Kafka and the consumer.
+    pub consumer: Option<Box<dyn ConsumerStatus>>,
     /// Stats API keys and their rate limits.
     pub access: StatsAccess,
     /// Fires on shutdown: ends live streams so the server can stop.
@@ -76,7 +113,7 @@ impl ApiState {
     }
 
     pub fn db(&self) -> &sqlx::MySqlPool {
-        self.mysql.pool()
+        &self.mysql
     }
 
     /// Runs a read of Redis figures with the generation marker appended to the same pipeline
@@ -107,7 +144,7 @@ impl ApiState {
 }
 
 /// Whether Redis held every applied event when figures were read from it (the generation
-/// marker, see `rebuild.rs`).
+/// marker, see the worker's `rebuild.rs`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum RedisGeneration {
     Ready,
@@ -120,7 +157,7 @@ pub enum RedisGeneration {
 impl RedisGeneration {
     fn of_marker(marker: Option<&str>) -> Self {
         match marker {
-            Some(rebuild::READY) => Self::Ready,
+            Some(marker::READY) => Self::Ready,
             Some(_) => Self::Rebuilding,
             None => Self::Lost,
         }

@@ -19,7 +19,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::stats::ApiError;
 use super::ApiState;
-use crate::settings::StatsSettings;
+use crate::StatsSettings;
 
 #[derive(Clone)]
 pub struct ApiLimitMetrics {

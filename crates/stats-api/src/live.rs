@@ -14,7 +14,7 @@ use super::auth::Project;
 use super::stats::{ApiError, AsOf, Counters, Meta};
 use super::summary::online_seconds;
 use super::ApiState;
-use crate::keys;
+use insightflow_store::keys;
 
 /// A stream ends after this long; `EventSource` reconnects by itself, which also re-checks
 /// the key.

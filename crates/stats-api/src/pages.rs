@@ -12,7 +12,7 @@ use super::params::{self, TimeRange};
 use super::stats::{unavailable, ApiError};
 use super::summary::{range_json, range_of};
 use super::{ApiState, RedisGeneration};
-use crate::store::DbText;
+use insightflow_store::DbText;
 
 /// Redis answers hot pages for ranges starting at most this long ago: its hourly rankings
 /// live 8 days after their hour ends, so every hour of such a range is complete there.

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::auth::Project;
 use super::ApiState;
-use crate::keys::{self, Keys};
+use insightflow_store::keys::{self, Keys};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {

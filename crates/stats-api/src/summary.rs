@@ -15,8 +15,8 @@ use super::limits::Heavy;
 use super::params::{self, TimeRange};
 use super::stats::{unavailable, ApiError, AsOf, Counters, Meta};
 use super::{ApiState, RedisGeneration};
-use crate::keys;
-use crate::store::DbText;
+use insightflow_store::keys;
+use insightflow_store::DbText;
 
 /// The online window when none is asked for, and the largest one (Redis keeps this much).
 pub const ONLINE_DEFAULT_SECONDS: u32 = 300;

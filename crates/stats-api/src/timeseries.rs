@@ -15,7 +15,7 @@ use super::params::{self, BucketUnit, TimeRange};
 use super::stats::{unavailable, ApiError};
 use super::summary::range_json;
 use super::ApiState;
-use crate::store::DbText;
+use insightflow_store::DbText;
 
 #[derive(Debug, Deserialize)]
 pub struct SeriesQuery {

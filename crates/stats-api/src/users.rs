@@ -10,7 +10,7 @@ use super::params;
 use super::stats::{unavailable, ApiError};
 use super::summary::{page_of, range_of, Cursor, EventRow, EVENT_COLUMNS};
 use super::ApiState;
-use crate::store::DbText;
+use insightflow_store::DbText;
 
 type ProfileRow = (
     DbText,

@@ -1,5 +1,6 @@
-//! The Redis key layout, in one place: the writer's Lua script builds the same names from the
-//! same parts (see `store/aggregate.lua`), and the stats API reads them through these functions.
+//! The Redis key layout, in one place: the consumer's Lua script builds the same names from the
+//! same parts (see `crates/worker/src/store/aggregate.lua`), and the stats API reads them
+//! through these functions.
 //!
 //! Every key is `{prefix}:{project}:{name}`. Time buckets are UTC and numbered from the epoch
 //! (minute = unix seconds / 60, hour = / 3600, day = / 86400) so the script can compute them.
@@ -80,9 +81,19 @@ pub fn positions(prefix: &str) -> String {
 /// The generation marker (no TTL): `ready` when Redis holds every event MySQL holds,
 /// `rebuilding` while a rebuild replays MySQL into it, `clearing` while `worker rebuild-redis`
 /// deletes the old aggregates. Missing means Redis lost its data: the aggregate script then
-/// writes nothing and the stats API stops calling Redis figures exact (see `rebuild.rs`).
+/// writes nothing and the stats API stops calling Redis figures exact (see the worker's
+/// `rebuild.rs`). Its values are in `marker`.
 pub fn generation(prefix: &str) -> String {
     format!("{prefix}:generation")
+}
+
+/// The values of the generation marker the rebuild sets and the stats API reads.
+pub mod marker {
+    /// Redis holds every event MySQL holds.
+    pub const READY: &str = "ready";
+    /// Old aggregates are being deleted or the MySQL snapshot is being replayed; the
+    /// consumer waits. (`rebuilding`, left by an earlier version, is replayed again.)
+    pub const CLEARING: &str = "clearing";
 }
 
 /// The lock held by the one worker that rebuilds Redis from MySQL.

@@ -1,9 +1,8 @@
 //! The InsightFlow worker: a Kafka consumer-group member that applies events to MySQL and
-//! Redis exactly once, and the stats API that reads them.
+//! Redis exactly once, and the process that serves the stats API (`insightflow-stats-api`)
+//! over them.
 
-pub mod api;
 pub mod consumer;
-pub mod keys;
 pub mod metrics;
 pub mod rebuild;
 pub mod retention;
@@ -11,5 +10,7 @@ pub mod settings;
 pub mod startup;
 pub mod store;
 
+/// The Redis key layout, shared with the stats API (`insightflow-store`).
+pub use insightflow_store::keys;
 pub use settings::Settings;
 pub use startup::{Application, Role};

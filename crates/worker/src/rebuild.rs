@@ -26,16 +26,15 @@ use deadpool_redis::redis;
 use sqlx::Connection;
 use tokio_util::sync::CancellationToken;
 
-use crate::keys;
 use crate::metrics::WorkerMetrics;
 use crate::store::lock::RedisLock;
 use crate::store::mysql::MysqlStore;
 use crate::store::redis::{AggregateInput, RedisStore};
-use crate::store::DbText;
+use insightflow_store::keys;
+use insightflow_store::DbText;
 
-/// Marker values (see the module comment).
-pub const READY: &str = "ready";
-pub const CLEARING: &str = "clearing";
+/// Marker values (see the module comment), shared with the stats API.
+pub use insightflow_store::keys::marker::{CLEARING, READY};
 
 const CHECK_EVERY: Duration = Duration::from_secs(1);
 /// The lock's lifetime; the holder renews it after every chunk, so only a dead holder loses it.

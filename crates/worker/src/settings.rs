@@ -6,6 +6,10 @@ use insightflow_runtime::settings::{self, SettingsError, Sources};
 use insightflow_runtime::telemetry::LogSettings;
 use serde::Deserialize;
 
+pub use insightflow_stats_api::StatsSettings;
+pub use insightflow_store::mysql::MysqlSettings;
+pub use insightflow_store::redis::RedisSettings;
+
 const DEFAULTS: &str = include_str!("../config/default.toml");
 
 #[derive(Debug, Clone, Deserialize)]
@@ -91,20 +95,6 @@ impl KafkaSettings {
 }
 
 #[derive(Debug, Clone, Deserialize)]
-pub struct MysqlSettings {
-    pub url: String,
-    pub max_connections: u32,
-    pub acquire_timeout_ms: u64,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-pub struct RedisSettings {
-    pub url: String,
-    pub key_prefix: String,
-    pub pool_size: usize,
-}
-
-#[derive(Debug, Clone, Deserialize)]
 pub struct AggregateSettings {
     pub dedupe_ttl_seconds: u64,
     pub online_keep_seconds: u64,
@@ -128,29 +118,6 @@ pub struct RetentionSettings {
 pub struct BackoffSettings {
     pub initial_ms: u64,
     pub max_ms: u64,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-pub struct StatsSettings {
-    pub rate_limit_per_second: u32,
-    pub rate_limit_burst: u32,
-    pub api_keys: Vec<String>,
-    /// Serve the stats API without keys (development only); without this, no keys is an error.
-    pub allow_open: bool,
-    /// How long a rendered dashboard is shared by identical requests; 0 = never.
-    pub dashboard_cache_ms: u64,
-    /// How old a dashboard may be when served while a newer one is computed.
-    pub dashboard_max_stale_ms: u64,
-    pub failed_auth_per_minute: u32,
-    pub live_streams_per_key: usize,
-    pub live_streams_max: usize,
-    pub heavy_queries_max: usize,
-    pub heavy_query_wait_ms: u64,
-    /// MySQL stops a stats query after this long; 0 = no limit.
-    pub query_timeout_ms: u64,
-    /// The stats API's own pools (the consumer has `mysql.max_connections`, `redis.pool_size`).
-    pub mysql_max_connections: u32,
-    pub redis_pool_size: usize,
 }
 
 #[cfg(test)]

@@ -13,9 +13,10 @@ use prometheus::Registry;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::limits::ApiLimitMetrics;
-use crate::api::{self, ApiState};
-use crate::consumer::{self, ConsumerHealth, EventConsumer};
+use insightflow_stats_api::limits::ApiLimitMetrics;
+use insightflow_stats_api::{self as api, ApiState, ConsumerStatus, ReadStores};
+
+use crate::consumer::{self, ConsumerHealth, ConsumerReadiness, EventConsumer};
 use crate::metrics::WorkerMetrics;
 use crate::settings::Settings;
 use crate::store::mysql::MysqlStore;
@@ -77,30 +78,20 @@ impl Application {
         let connection_metrics =
             ConnectionMetrics::register(&registry, "worker", &settings.connections)?;
         let limit_metrics = ApiLimitMetrics::register(&registry)?;
-        // Serving and consuming never share a pool: a storm of stats reads cannot starve the
-        // writes, nor a slow write the reads. MySQL stops the API's statements at
-        // stats.query_timeout_ms.
-        let (mysql, redis) = if role == Role::Consume {
-            (
-                MysqlStore::connect(&settings.mysql).await?,
-                RedisStore::connect(&settings.redis, &settings.aggregates).await?,
-            )
+        // Serving and consuming never share a pool (`ReadStores::connect`); a process that
+        // only consumes answers `/ready` through the consumer's pools.
+        let (consumer_stores, stores) = if role == Role::Consume {
+            let mysql = MysqlStore::connect(&settings.mysql).await?;
+            let redis = RedisStore::connect(&settings.redis, &settings.aggregates).await?;
+            let shared = ReadStores {
+                mysql: mysql.pool().clone(),
+                redis: redis.shared().clone(),
+            };
+            (Some((mysql, redis)), shared)
         } else {
-            let timeout = (settings.stats.query_timeout_ms > 0)
-                .then(|| Duration::from_millis(settings.stats.query_timeout_ms));
             (
-                MysqlStore::connect_for_reads(
-                    &settings.mysql,
-                    settings.stats.mysql_max_connections,
-                    timeout,
-                )
-                .await?,
-                RedisStore::connect_sized(
-                    &settings.redis,
-                    &settings.aggregates,
-                    settings.stats.redis_pool_size,
-                )
-                .await?,
+                None,
+                ReadStores::connect(&settings.mysql, &settings.redis, &settings.stats).await?,
             )
         };
         let mut tasks: Vec<JoinHandle<anyhow::Result<()>>> = Vec::new();
@@ -121,15 +112,14 @@ impl Application {
         } else {
             None
         };
-        let consumer_health = if role.consumes() {
+        let consumer_status = if let Some(kafka) = kafka {
             // The consumer's own pools (in the consume role, the same as /ready's).
-            let (mysql, redis) = if role == Role::Consume {
-                (mysql.clone(), redis.clone())
-            } else {
-                (
+            let (mysql, redis) = match consumer_stores {
+                Some(stores) => stores,
+                None => (
                     MysqlStore::connect(&settings.mysql).await?,
                     RedisStore::connect(&settings.redis, &settings.aggregates).await?,
-                )
+                ),
             };
             let kept =
                 topic_retention(&settings.kafka.connection(), &settings.kafka.topic.name).await?;
@@ -195,17 +185,15 @@ impl Application {
                 job.await;
                 Ok(())
             }));
-            Some(health)
+            Some(Box::new(ConsumerReadiness { kafka, health }) as Box<dyn ConsumerStatus>)
         } else {
             None
         };
         let state = web::Data::new(ApiState {
-            mysql,
-            redis,
-            metrics,
+            mysql: stores.mysql,
+            redis: stores.redis,
             registry,
-            consumer: consumer_health,
-            kafka,
+            consumer: consumer_status,
             access: stats_access(&settings, role)?.with_metrics(limit_metrics.clone()),
             shutdown: shutdown.clone(),
             dashboards: api::dashboard::cache(&settings.stats),

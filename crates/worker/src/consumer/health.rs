@@ -15,6 +15,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use insightflow_runtime::kafka::BrokerProbe;
+use insightflow_stats_api::ConsumerStatus;
+
 /// The group's position as the broker sees it, from the lag probe.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct GroupProgress {
@@ -67,6 +70,24 @@ impl ConsumerState {
                  unconsumed events and commits nothing"
             ),
         }
+    }
+}
+
+/// What a consuming process tells the stats API's `/ready`: whether Kafka answered the last
+/// probe, and the consumer's state.
+pub struct ConsumerReadiness {
+    pub kafka: BrokerProbe,
+    pub health: ConsumerHealth,
+}
+
+impl ConsumerStatus for ConsumerReadiness {
+    fn kafka_reachable(&self) -> bool {
+        self.kafka.is_reachable()
+    }
+
+    fn consumer(&self) -> (bool, String) {
+        let state = self.health.state();
+        (state.is_ok(), state.describe())
     }
 }
 

@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use self::context::WorkerContext;
 use self::dead_letter::{DeadLetters, Reason};
-pub use self::health::{ConsumerHealth, ConsumerState};
+pub use self::health::{ConsumerHealth, ConsumerReadiness, ConsumerState};
 use crate::metrics::WorkerMetrics;
 use crate::settings::{BackoffSettings, KafkaSettings};
 use crate::store::mysql::MysqlStore;

@@ -4,9 +4,9 @@
 pub mod lock;
 pub mod mysql;
 pub mod redis;
-pub mod text;
 
-pub use text::DbText;
+/// How text columns are read (shared with the stats API).
+pub use insightflow_store::DbText;
 
 /// How a failed write should be handled.
 #[derive(Debug, thiserror::Error)]

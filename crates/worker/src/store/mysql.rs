@@ -3,16 +3,14 @@
 //! transaction, so a replayed batch changes nothing.
 
 use std::collections::{BTreeMap, HashSet};
-use std::time::Duration;
 
 use anyhow::Context;
 use chrono::{DateTime, DurationRound, NaiveDateTime, TimeDelta, Utc};
 use insightflow_model::Event;
-use sqlx::mysql::{MySqlConnectOptions, MySqlPoolOptions};
 use sqlx::{MySql, MySqlPool, QueryBuilder, Transaction};
 
 use super::{stored_path, DbText, StoreError};
-use crate::settings::MysqlSettings;
+use insightflow_store::mysql::{self, redact, MysqlSettings};
 
 /// Rows per multi-row statement (MySQL allows 65,535 placeholders; user_events has 33 columns).
 const ROWS_PER_STATEMENT: usize = 500;
@@ -31,23 +29,6 @@ pub struct MysqlStore {
 pub struct MysqlOutcome {
     pub inserted: usize,
     pub duplicates: usize,
-}
-
-/// Sets the connection's statement time limit: MariaDB's `max_statement_time` (seconds), or
-/// where that variable does not exist, MySQL's `max_execution_time` (milliseconds).
-async fn limit_statement_time(
-    conn: &mut sqlx::MySqlConnection,
-    limit: Duration,
-) -> Result<(), sqlx::Error> {
-    let mariadb = format!(
-        "SET SESSION max_statement_time = {:.3}",
-        limit.as_secs_f64()
-    );
-    if sqlx::query(&mariadb).execute(&mut *conn).await.is_ok() {
-        return Ok(());
-    }
-    let mysql = format!("SET SESSION max_execution_time = {}", limit.as_millis());
-    sqlx::query(&mysql).execute(&mut *conn).await.map(|_| ())
 }
 
 fn naive(t: DateTime<Utc>) -> NaiveDateTime {
@@ -77,43 +58,7 @@ impl MysqlStore {
     /// Connects to an existing database (`migrate` creates it). Fails with the address when
     /// MySQL cannot be reached.
     pub async fn connect(settings: &MysqlSettings) -> anyhow::Result<Self> {
-        Self::connect_pool(settings, settings.max_connections, None).await
-    }
-
-    /// A pool for the stats API, apart from the consumer's: `max_connections` of its own, and
-    /// every statement stopped by the server after `statement_timeout` (MariaDB
-    /// `max_statement_time`; MySQL `max_execution_time`, which bounds SELECTs).
-    pub async fn connect_for_reads(
-        settings: &MysqlSettings,
-        max_connections: u32,
-        statement_timeout: Option<Duration>,
-    ) -> anyhow::Result<Self> {
-        Self::connect_pool(settings, max_connections, statement_timeout).await
-    }
-
-    async fn connect_pool(
-        settings: &MysqlSettings,
-        max_connections: u32,
-        statement_timeout: Option<Duration>,
-    ) -> anyhow::Result<Self> {
-        let options: MySqlConnectOptions = settings
-            .url
-            .parse()
-            .context("mysql.url is not a valid MySQL URL")?;
-        let pool = MySqlPoolOptions::new()
-            .max_connections(max_connections)
-            .acquire_timeout(Duration::from_millis(settings.acquire_timeout_ms))
-            .after_connect(move |conn, _| {
-                Box::pin(async move {
-                    if let Some(limit) = statement_timeout {
-                        limit_statement_time(conn, limit).await?;
-                    }
-                    Ok(())
-                })
-            })
-            .connect_with(options)
-            .await
-            .with_context(|| format!("cannot connect to MySQL at {}", redact(&settings.url)))?;
+        let pool = mysql::connect(settings, settings.max_connections, None).await?;
         Ok(Self { pool })
     }
 
@@ -140,7 +85,7 @@ impl MysqlStore {
     }
 
     pub async fn ping(&self) -> bool {
-        sqlx::query("SELECT 1").execute(&self.pool).await.is_ok()
+        mysql::ping(&self.pool).await
     }
 
     /// Writes a batch exactly once. Events already stored (replays, client retries) are
@@ -197,15 +142,6 @@ fn is_race(e: &anyhow::Error) -> bool {
         .and_then(|e| e.as_database_error())
         .and_then(|db| db.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>())
         .is_some_and(|db| matches!(db.number(), 1062 | 1213 | 1205))
-}
-
-fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            format!("{}://***@{}", &url[..scheme], &url[at + 1..])
-        }
-        _ => url.to_owned(),
-    }
 }
 
 async fn existing_event_ids(

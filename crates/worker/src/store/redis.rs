@@ -1,21 +1,20 @@
 //! Redis aggregates, applied exactly once per event by `aggregate.lua`.
 
-use anyhow::Context;
-use deadpool_redis::redis::{self, Script};
-use deadpool_redis::{Pool, Runtime};
+use deadpool_redis::redis::Script;
+use deadpool_redis::Pool;
 use insightflow_model::{Event, EventType};
+use insightflow_store::redis::{RedisPool, RedisSettings};
 
 use super::{stored_path, StoreError};
-use crate::settings::{AggregateSettings, RedisSettings};
+use crate::settings::AggregateSettings;
 
 /// Events per script call: each call blocks Redis while it runs, so keep them short.
 const EVENTS_PER_SCRIPT: usize = 250;
 
 #[derive(Clone)]
 pub struct RedisStore {
-    pool: Pool,
+    redis: RedisPool,
     script: Script,
-    prefix: String,
     aggregates: AggregateSettings,
 }
 
@@ -28,49 +27,30 @@ pub struct Position {
 }
 
 impl RedisStore {
-    /// Builds the pool and checks that Redis answers, naming the address if not.
+    /// Builds the consumer's pool (`redis.pool_size`) and checks that Redis answers, naming
+    /// the address if not.
     pub async fn connect(
         settings: &RedisSettings,
         aggregates: &AggregateSettings,
     ) -> anyhow::Result<Self> {
-        Self::connect_sized(settings, aggregates, settings.pool_size).await
+        Ok(Self {
+            redis: RedisPool::connect(settings, settings.pool_size).await?,
+            script: Script::new(include_str!("aggregate.lua")),
+            aggregates: aggregates.clone(),
+        })
     }
 
-    /// `connect` with a pool of `pool_size` connections (the stats API's own pool).
-    pub async fn connect_sized(
-        settings: &RedisSettings,
-        aggregates: &AggregateSettings,
-        pool_size: usize,
-    ) -> anyhow::Result<Self> {
-        let mut config = deadpool_redis::Config::from_url(settings.url.clone());
-        config.pool = Some(deadpool_redis::PoolConfig::new(pool_size));
-        let pool = config
-            .create_pool(Some(Runtime::Tokio1))
-            .context("invalid redis settings")?;
-        let store = Self {
-            pool,
-            script: Script::new(include_str!("aggregate.lua")),
-            prefix: settings.key_prefix.clone(),
-            aggregates: aggregates.clone(),
-        };
-        let mut conn = store
-            .pool
-            .get()
-            .await
-            .with_context(|| format!("cannot connect to Redis at {}", settings.url))?;
-        redis::cmd("PING")
-            .query_async::<String>(&mut *conn)
-            .await
-            .with_context(|| format!("Redis at {} does not answer PING", settings.url))?;
-        Ok(store)
+    /// The pool and key prefix, to share with the stats API (in the `consume` role, `/ready`).
+    pub fn shared(&self) -> &RedisPool {
+        &self.redis
     }
 
     pub fn pool(&self) -> &Pool {
-        &self.pool
+        self.redis.pool()
     }
 
     pub fn prefix(&self) -> &str {
-        &self.prefix
+        self.redis.prefix()
     }
 
     /// How many all-time hot pages are kept per project (`aggregates.hot_pages_total_max`).
@@ -79,13 +59,7 @@ impl RedisStore {
     }
 
     pub async fn ping(&self) -> bool {
-        match self.pool.get().await {
-            Ok(mut conn) => redis::cmd("PING")
-                .query_async::<String>(&mut *conn)
-                .await
-                .is_ok(),
-            Err(_) => false,
-        }
+        self.redis.ping().await
     }
 
     /// Applies the events not applied before and records the partitions' positions. Returns
@@ -124,7 +98,7 @@ impl RedisStore {
         positions: &[Position],
         writer: &str,
     ) -> Result<usize, StoreError> {
-        let mut conn = self.pool.get().await.map_err(|e| {
+        let mut conn = self.pool().get().await.map_err(|e| {
             StoreError::Transient(anyhow::Error::new(e).context("no Redis connection"))
         })?;
         let now_ms = chrono::Utc::now().timestamp_millis();
@@ -139,7 +113,7 @@ impl RedisStore {
         for (n, chunk) in chunks.into_iter().enumerate() {
             let mut invocation = self.script.prepare_invoke();
             invocation
-                .arg(&self.prefix)
+                .arg(self.prefix())
                 .arg(now_ms)
                 .arg(a.dedupe_ttl_seconds)
                 .arg(a.online_keep_seconds * 1000)
