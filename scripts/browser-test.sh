@@ -39,11 +39,26 @@ if [[ "${1:-}" == "--unit" ]]; then
   exit 0
 fi
 
-# 3. the services' binaries
-log "==> cargo build -p insightflow-ingest -p insightflow-worker (debug)"
-cargo build --quiet -p insightflow-ingest -p insightflow-worker
+# 3. the services' binaries, built only when a source is newer: right after `cargo test` they
+# are current, and a plain `cargo build` would rebuild them without the dev-dependencies'
+# features (insightflow-runtime/test-support), which the next `cargo test` undoes again.
 INGEST_BIN="$REPO/target/debug/ingest"
 WORKER_BIN="$REPO/target/debug/worker"
+stale_bins() {
+  local bin
+  for bin in "$INGEST_BIN" "$WORKER_BIN"; do
+    [[ -x "$bin" ]] || return 0
+    [[ -z "$(find "$REPO/crates" "$REPO/migrations" "$REPO/web" "$REPO/Cargo.toml" "$REPO/Cargo.lock" \
+      -newer "$bin" -type f -not -path '*/node_modules/*' -print -quit 2>/dev/null)" ]] || return 0
+  done
+  return 1
+}
+if [[ "${E2E_CARGO_BUILD:-auto}" == always ]] || stale_bins; then
+  log "==> cargo build -p insightflow-ingest -p insightflow-worker (debug)"
+  cargo build --quiet -p insightflow-ingest -p insightflow-worker
+else
+  log "==> target/debug/{ingest,worker}: newer than every source, not rebuilt (E2E_CARGO_BUILD=always to force)"
+fi
 
 # 4. what the services need, or how to get it
 need() { # need NAME HOST PORT HOW
