@@ -21,8 +21,9 @@ use insightflow_model::ProjectId;
 use insightflow_runtime::net::rate_limit_key;
 use insightflow_runtime::secret::{KeyId, Secrets};
 
+use super::error::ApiError;
 use super::limits::ApiLimitMetrics;
-use super::stats::{ApiError, ProjectQuery};
+use super::stats::ProjectQuery;
 use super::ApiState;
 use crate::StatsSettings;
 

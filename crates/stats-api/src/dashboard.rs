@@ -12,10 +12,11 @@ use serde_json::json;
 
 use super::auth::Project;
 use super::dashboard_cache::RefreshingCache;
+use super::error::ApiError;
 use super::limits::Heavy;
 use super::pages::{hour_range, top_pages};
 use super::params::{self, BucketUnit, TimeRange};
-use super::stats::{ApiError, AsOf};
+use super::stats::AsOf;
 use super::summary::{counts_by_type, figures, online_count, online_seconds, range_json};
 use super::timeseries::series;
 use super::{ApiState, RedisGeneration};

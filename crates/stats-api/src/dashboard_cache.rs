@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use futures::future::{BoxFuture, FutureExt, Shared};
 
-use super::stats::ApiError;
+use super::error::ApiError;
 
 type Outcome<V> = Result<Arc<V>, Arc<ApiError>>;
 

@@ -15,9 +15,9 @@ use serde_json::json;
 use sqlx::MySqlPool;
 
 use super::auth::{AdminProject, Project};
+use super::error::{unavailable, ApiError};
 use super::limits::Heavy;
 use super::params::{self, TimeRange};
-use super::stats::{unavailable, ApiError};
 use super::summary::{range_json, range_of};
 use super::ApiState;
 use insightflow_store::DbText;
@@ -245,8 +245,7 @@ pub async fn find(db: &MySqlPool, project: &str, funnel: &str) -> Result<StoredF
         .bind(funnel)
         .fetch_optional(db)
         .await
-    }
-    .map_err(unavailable)?;
+    }?;
     row.map(stored).transpose()?.ok_or_else(|| {
         ApiError::bad(
             "funnel",
@@ -262,8 +261,7 @@ pub async fn list(state: web::Data<ApiState>, project: Project) -> Result<HttpRe
     ))
     .bind(project.as_str())
     .fetch_all(state.db())
-    .await
-    .map_err(unavailable)?;
+    .await?;
     let funnels = rows
         .into_iter()
         .map(stored)
@@ -374,8 +372,7 @@ pub async fn delete(
         .bind(project.as_str())
         .bind(existing.id)
         .execute(state.db())
-        .await
-        .map_err(unavailable)?;
+        .await?;
     Ok(HttpResponse::Ok().json(json!({"deleted": existing.id, "name": existing.spec.name})))
 }
 
@@ -626,8 +623,7 @@ pub async fn load_hits(
         }
         Ok::<_, sqlx::Error>(users)
     };
-    let (mut users, accepted) =
-        tokio::try_join!(scan, futures::future::try_join_all(filters)).map_err(unavailable)?;
+    let (mut users, accepted) = tokio::try_join!(scan, futures::future::try_join_all(filters))?;
     let mut accepts: Vec<Option<std::collections::HashSet<u64>>> = vec![None; steps.len()];
     for (n, ids) in accepted {
         accepts[n] = Some(ids);

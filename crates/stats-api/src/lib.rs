@@ -16,6 +16,7 @@ pub mod auth;
 pub mod console;
 pub mod dashboard;
 pub mod dashboard_cache;
+pub mod error;
 pub mod funnels;
 pub mod health;
 pub mod limits;
@@ -43,8 +44,9 @@ use sqlx::MySqlPool;
 use tokio_util::sync::CancellationToken;
 
 use auth::{Project, StatsAccess};
+use error::{unavailable, ApiError};
 pub use settings::StatsSettings;
-use stats::{unavailable, ApiError, AsOf};
+use stats::AsOf;
 
 /// What a consuming process adds to `/ready`: the API does not know the consumer, the worker
 /// tells it through this.
@@ -109,7 +111,7 @@ impl ApiState {
     }
 
     pub async fn redis_conn(&self) -> Result<deadpool_redis::Connection, ApiError> {
-        self.redis.pool().get().await.map_err(unavailable)
+        Ok(self.redis.pool().get().await?)
     }
 
     pub fn db(&self) -> &sqlx::MySqlPool {
@@ -125,13 +127,12 @@ impl ApiState {
     ) -> Result<(T, RedisGeneration), ApiError> {
         pipe.get(keys::generation(self.redis.prefix()));
         let mut conn = self.redis_conn().await?;
-        let mut replies: Vec<redis::Value> =
-            pipe.query_async(&mut *conn).await.map_err(unavailable)?;
+        let mut replies: Vec<redis::Value> = pipe.query_async(&mut *conn).await?;
         let marker = replies
             .pop()
             .ok_or_else(|| unavailable(anyhow::anyhow!("Redis answered an empty pipeline")))?;
-        let marker: Option<String> = redis::from_redis_value(marker).map_err(unavailable)?;
-        let figures = redis::from_redis_value(redis::Value::Array(replies)).map_err(unavailable)?;
+        let marker: Option<String> = redis::from_redis_value(marker)?;
+        let figures = redis::from_redis_value(redis::Value::Array(replies))?;
         Ok((figures, RedisGeneration::of_marker(marker.as_deref())))
     }
 

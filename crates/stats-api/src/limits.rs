@@ -17,7 +17,7 @@ use insightflow_runtime::secret::KeyId;
 use prometheus::{IntCounterVec, IntGauge, Opts, Registry};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::stats::ApiError;
+use super::error::ApiError;
 use super::ApiState;
 use crate::StatsSettings;
 

@@ -11,7 +11,8 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::auth::Project;
-use super::stats::{ApiError, AsOf, Counters, Meta};
+use super::error::ApiError;
+use super::stats::{AsOf, Counters, Meta};
 use super::summary::online_seconds;
 use super::ApiState;
 use insightflow_store::keys;

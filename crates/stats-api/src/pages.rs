@@ -7,9 +7,9 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::auth::Project;
+use super::error::ApiError;
 use super::limits::Heavy;
 use super::params::{self, TimeRange};
-use super::stats::{unavailable, ApiError};
 use super::summary::{range_json, range_of};
 use super::{ApiState, RedisGeneration};
 use insightflow_store::DbText;
@@ -121,8 +121,7 @@ pub async fn top_pages(
             .bind(hours.to_naive())
             .bind(limit)
             .fetch_all(state.db())
-            .await
-            .map_err(unavailable)?;
+            .await?;
             rows.into_iter()
                 .map(|(path, views)| PageViews {
                     path: path.0,
@@ -273,11 +272,8 @@ pub async fn breakdown(
         .push_bind(range.to_naive())
         .push(" GROUP BY v1, v2 ORDER BY n DESC, v1, v2 LIMIT ")
         .push_bind(limit);
-    let rows: Vec<(Option<DbText>, Option<DbText>, i64, i64)> = q
-        .build_query_as()
-        .fetch_all(state.db())
-        .await
-        .map_err(unavailable)?;
+    let rows: Vec<(Option<DbText>, Option<DbText>, i64, i64)> =
+        q.build_query_as().fetch_all(state.db()).await?;
     let values: Vec<serde_json::Value> = rows
         .into_iter()
         .map(|(v1, v2, events, users)| {
@@ -364,7 +360,7 @@ pub async fn heatmap(
     .bind(range.from_naive())
     .bind(range.to_naive())
     .fetch_all(state.db());
-    let (elements, grid) = tokio::try_join!(elements, grid).map_err(unavailable)?;
+    let (elements, grid) = tokio::try_join!(elements, grid)?;
     let elements: Vec<serde_json::Value> = elements
         .into_iter()
         .map(|(selector, text, clicks, users)| {

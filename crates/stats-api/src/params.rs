@@ -4,7 +4,7 @@
 use chrono::{DateTime, Duration, NaiveDate, NaiveDateTime, Offset, TimeZone, Timelike, Utc};
 use chrono_tz::Tz;
 
-use super::stats::ApiError;
+use super::error::ApiError;
 
 /// The longest range any endpoint accepts.
 pub const MAX_RANGE_DAYS: i64 = 400;

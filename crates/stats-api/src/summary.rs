@@ -11,9 +11,10 @@ use serde_json::json;
 use sqlx::MySqlPool;
 
 use super::auth::Project;
+use super::error::ApiError;
 use super::limits::Heavy;
 use super::params::{self, TimeRange};
-use super::stats::{unavailable, ApiError, AsOf, Counters, Meta};
+use super::stats::{AsOf, Counters, Meta};
 use super::{ApiState, RedisGeneration};
 use insightflow_store::keys;
 use insightflow_store::DbText;
@@ -124,7 +125,7 @@ pub async fn figures(db: &MySqlPool, project: &str, range: TimeRange) -> Result<
     .bind(to)
     .fetch_one(db);
     let ((events, page_views), unique_users, sessions) =
-        tokio::try_join!(events, people, sessions).map_err(unavailable)?;
+        tokio::try_join!(events, people, sessions)?;
     Ok(Figures {
         events,
         page_views,
@@ -208,11 +209,7 @@ pub async fn counts_by_type(
         q.push(")");
     }
     q.push(" GROUP BY event_type");
-    let rows: Vec<(DbText, i64)> = q
-        .build_query_as()
-        .fetch_all(db)
-        .await
-        .map_err(unavailable)?;
+    let rows: Vec<(DbText, i64)> = q.build_query_as().fetch_all(db).await?;
     let mut counts: BTreeMap<String, i64> = types.iter().map(|t| (t.clone(), 0)).collect();
     counts.extend(rows.into_iter().map(|(t, n)| (t.0, n)));
     Ok(counts)
@@ -488,11 +485,7 @@ pub async fn recent_events(
     }
     q.push(" ORDER BY event_time DESC, id DESC LIMIT ")
         .push_bind(limit + 1);
-    let rows: Vec<EventRow> = q
-        .build_query_as()
-        .fetch_all(state.db())
-        .await
-        .map_err(unavailable)?;
+    let rows: Vec<EventRow> = q.build_query_as().fetch_all(state.db()).await?;
     let (events, next_cursor) = page_of(rows, limit);
     Ok(HttpResponse::Ok().json(json!({
         "project": project.as_str(),

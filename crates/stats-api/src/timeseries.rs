@@ -10,9 +10,9 @@ use serde_json::json;
 use sqlx::MySqlPool;
 
 use super::auth::Project;
+use super::error::ApiError;
 use super::limits::Heavy;
 use super::params::{self, BucketUnit, TimeRange};
-use super::stats::{unavailable, ApiError};
 use super::summary::range_json;
 use super::ApiState;
 use insightflow_store::DbText;
@@ -74,11 +74,7 @@ pub async fn series(
         }
         q.push(")");
     }
-    let rows: Vec<(chrono::NaiveDateTime, DbText, i64)> = q
-        .build_query_as()
-        .fetch_all(db)
-        .await
-        .map_err(unavailable)?;
+    let rows: Vec<(chrono::NaiveDateTime, DbText, i64)> = q.build_query_as().fetch_all(db).await?;
     let mut names: Vec<String> = types.to_vec();
     if names.is_empty() {
         let mut seen: Vec<String> = rows.iter().map(|r| r.1 .0.clone()).collect();

@@ -6,8 +6,8 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::auth::Project;
+use super::error::ApiError;
 use super::params;
-use super::stats::{unavailable, ApiError};
 use super::summary::{page_of, range_of, Cursor, EventRow, EVENT_COLUMNS};
 use super::ApiState;
 use insightflow_store::DbText;
@@ -52,8 +52,7 @@ pub async fn profile(
     .bind(project.as_str())
     .bind(who)
     .fetch_optional(state.db())
-    .await
-    .map_err(unavailable)?;
+    .await?;
     let Some((
         id,
         user_id,
@@ -147,11 +146,7 @@ pub async fn path(
     }
     q.push(" ORDER BY event_time DESC, id DESC LIMIT ")
         .push_bind(limit + 1);
-    let rows: Vec<EventRow> = q
-        .build_query_as()
-        .fetch_all(state.db())
-        .await
-        .map_err(unavailable)?;
+    let rows: Vec<EventRow> = q.build_query_as().fetch_all(state.db()).await?;
     let (events, next_cursor) = page_of(rows, limit);
     Ok(HttpResponse::Ok().json(json!({
         "project": project.as_str(),
