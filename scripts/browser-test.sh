@@ -18,6 +18,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$REPO"
 
 started_at=$(date +%s)
+[[ -t 1 ]] || export NO_COLOR=1 # plain logs in CI
 SDK="$REPO/sdk/js"
 ARTIFACTS="$REPO/target/browser-artifacts"
 mkdir -p "$ARTIFACTS"
