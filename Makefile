@@ -5,7 +5,7 @@ SHELL := /usr/bin/env bash
 
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
-.PHONY: help deps run down test bench fuzz fmt lint migrate clean-data
+.PHONY: help deps run down test browser-test bench fuzz fmt lint migrate clean-data
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -24,16 +24,21 @@ test: deps ## fmt check, clippy, tests and compose validation (what CI runs)
 	cargo fmt --all -- --check
 	@echo "==> cargo clippy"
 	cargo clippy --workspace --all-targets -- -D warnings
-	@echo "==> cargo test, against a fresh broker (scripts/test-broker.sh)"
+	@echo "==> cargo test, then the browser tests, against a fresh broker (scripts/test-broker.sh)"
 	scripts/test-broker.sh
 	# The abuse suite holds 2,000+ idle connections (both ends in one process).
 	ulimit -n 8192 2>/dev/null || ulimit -n "$$(ulimit -Hn)"; \
 	  TEST_KAFKA_BROKERS=127.0.0.1:$$(cat $${INSIGHTFLOW_DATA_DIR:-.data}/kafka-test/port) RUST_BACKTRACE=1 cargo test --workspace \
+	  && npm --prefix web/dashboard test \
+	  && scripts/browser-test.sh \
 	  && status=0 || status=$$?; scripts/test-broker.sh stop; exit $$status
 	@echo "==> the fuzz target builds"
 	cargo check --manifest-path fuzz/Cargo.toml
 	@echo "==> validate docker-compose.yml"
 	scripts/validate-compose.sh
+
+browser-test: ## the browser SDK: unit tests, then end-to-end in headless Chromium (needs make deps and a broker)
+	scripts/browser-test.sh
 
 bench: ## run the benchmark (scripts/bench.sh)
 	@if [[ -x scripts/bench.sh ]]; then scripts/bench.sh; \

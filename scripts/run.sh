@@ -64,13 +64,28 @@ for pair in "ingest:$INGEST_PORT" "worker:$WORKER_PORT"; do
   log "$svc: ready on http://127.0.0.1:$port"
 done
 
+# 6b. the demo shop: static files, with the SDK bundle and a config.js made by prepare.sh
+SHOP_PORT="${SHOP_PORT:-8000}"
+if have npm; then
+  "$REPO/demo/shop/prepare.sh" "http://127.0.0.1:$INGEST_PORT" "$WRITE_KEY"
+  if pid_alive "$RUN_DIR/shop.pid"; then stop_pidfile shop "$RUN_DIR/shop.pid" 5; fi
+  start_bg shop "$RUN_DIR/shop.pid" "$RUN_DIR/shop.log" \
+    python3 -m http.server --bind 127.0.0.1 --directory "$REPO/demo/shop" "$SHOP_PORT"
+  wait_for 10 "demo shop" curl -fsS -o /dev/null "http://127.0.0.1:$SHOP_PORT/" \
+    || warn "the demo shop did not start; see $RUN_DIR/shop.log"
+else
+  warn "npm is missing: the demo shop needs Node 20+ to build the SDK; not started"
+fi
+
 # 7. how to use it
 cat <<MSG
 
 InsightFlow is running:
   ingest          http://127.0.0.1:$INGEST_PORT   (metrics: http://127.0.0.1:$INGEST_PORT/metrics)
   worker / stats  http://127.0.0.1:$WORKER_PORT   (metrics: http://127.0.0.1:$WORKER_PORT/metrics)
-  logs            $RUN_DIR/{ingest,worker}.log
+  demo shop       http://127.0.0.1:$SHOP_PORT/   (sends to the gateway with the write key $WRITE_KEY)
+  dashboard       http://127.0.0.1:$WORKER_PORT/ui/   (paste the stats API key below)
+  logs            $RUN_DIR/{ingest,worker,shop}.log
 
 Try it:
   curl -sS -X POST http://127.0.0.1:$INGEST_PORT/api/v1/events -H 'Content-Type: application/json' -H 'X-Write-Key: $WRITE_KEY' -d '{"events":[{"event_type":"page_view","user_id":"u1","page":{"url":"https://shop.example/","path":"/"}},{"event_type":"click","user_id":"u1"}]}'
