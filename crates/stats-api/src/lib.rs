@@ -24,6 +24,7 @@ pub mod live;
 pub mod openapi;
 pub mod pages;
 pub mod params;
+pub mod routes;
 pub mod settings;
 pub mod stats;
 pub mod summary;
@@ -45,6 +46,7 @@ use tokio_util::sync::CancellationToken;
 
 use auth::{Project, StatsAccess};
 use error::{unavailable, ApiError};
+use routes::Mount;
 pub use settings::StatsSettings;
 use stats::AsOf;
 
@@ -226,53 +228,15 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .service(
         web::scope("/api/v1/projects/{project}")
             .wrap(from_fn(limits::count_refusals))
-            .configure(project_routes),
+            .configure(|cfg| routes::register(Mount::Project, cfg)),
     )
     .service(
         web::scope("/api/v1")
             .wrap(from_fn(limits::count_refusals))
-            .configure(project_routes)
-            .configure(reference_routes),
+            .configure(|cfg| routes::register(Mount::Project, cfg))
+            .configure(|cfg| routes::register(Mount::Reference, cfg)),
     )
     .default_service(web::to(not_found));
-}
-
-/// Routes that read one project, named in the scope's path or in `?project=`.
-fn project_routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/stats/events", web::get().to(stats::event_counts))
-        .route("/online", web::get().to(summary::online))
-        .route("/summary", web::get().to(summary::summary))
-        .route("/counts", web::get().to(summary::counts))
-        .route("/events", web::get().to(summary::recent_events))
-        .route("/timeseries", web::get().to(timeseries::timeseries))
-        .route("/pages/hot", web::get().to(pages::hot_pages))
-        .route("/breakdown", web::get().to(pages::breakdown))
-        .route("/heatmap", web::get().to(pages::heatmap))
-        .route("/conversion", web::get().to(funnels::conversion))
-        .route("/dashboard", web::get().to(dashboard::dashboard))
-        .route("/users/{distinct_id}", web::get().to(users::profile))
-        .route("/users/{distinct_id}/events", web::get().to(users::path))
-        .route("/funnels", web::get().to(funnels::list))
-        .route("/funnels", web::post().to(funnels::create))
-        .route("/funnels/{funnel}", web::get().to(funnels::get))
-        .route("/funnels/{funnel}", web::put().to(funnels::update))
-        .route("/funnels/{funnel}", web::delete().to(funnels::delete))
-        .route(
-            "/funnels/{funnel}/analysis",
-            web::get().to(funnels::analysis),
-        )
-        .route("/live", web::get().to(live::stream));
-}
-
-/// The reference services' routes, kept working.
-fn reference_routes(cfg: &mut web::ServiceConfig) {
-    cfg.route(
-        "/events/{event_type}/count",
-        web::get().to(summary::type_count),
-    )
-    .route("/stats", web::get().to(summary::overall))
-    .route("/stats/", web::get().to(summary::overall))
-    .route("/stats/{event_type}", web::get().to(summary::type_stats));
 }
 
 async fn not_found() -> HttpResponse {

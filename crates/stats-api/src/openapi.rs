@@ -1,10 +1,11 @@
 //! The OpenAPI document of the stats API, served at `/openapi.json`.
 //!
-//! Built once from a table of routes so the document and `api::configure` are read side by
-//! side: every route registered there has a row here.
+//! Built once from the table the router registers (`routes::ENDPOINTS`), so every route is
+//! documented and every documented route is served.
 
 use std::sync::OnceLock;
 
+use actix_web::http::Method;
 use actix_web::HttpResponse;
 use utoipa::openapi::path::{HttpMethod, OperationBuilder, ParameterBuilder, ParameterIn};
 use utoipa::openapi::schema::{ObjectBuilder, Type};
@@ -14,84 +15,7 @@ use utoipa::openapi::{
     ResponseBuilder,
 };
 
-const RANGE: &[(&str, &str)] = &[
-    ("from", "Range start: RFC 3339, epoch ms, or YYYY-MM-DD[THH:MM[:SS]] in `tz`; rounded down to the minute"),
-    ("to", "Range end (exclusive), same forms; default now; rounded up to the minute"),
-    ("tz", "IANA time zone for local dates and buckets (default UTC)"),
-];
-
-struct Route {
-    method: HttpMethod,
-    path: &'static str,
-    summary: &'static str,
-    params: &'static [(&'static str, &'static str)],
-    range: bool,
-}
-
-const fn get(
-    path: &'static str,
-    summary: &'static str,
-    params: &'static [(&'static str, &'static str)],
-    range: bool,
-) -> Route {
-    Route {
-        method: HttpMethod::Get,
-        path,
-        summary,
-        params,
-        range,
-    }
-}
-
-fn routes() -> Vec<Route> {
-    let funnel = &[("funnel", "Funnel id or name")][..];
-    vec![
-        get("/online", "Distinct users with an event in the last N seconds (Redis)", &[("seconds", "1..1800, default 300")], false),
-        get("/summary", "Events, page views, unique users and sessions for a range (MySQL)", &[("compare", "`previous`: also the previous period of equal length")], true),
-        get("/counts", "Event counts by type for a range (MySQL rollups)", &[("types", "Comma-separated event types (default: all)")], true),
-        get("/stats/events", "All-time event counts by type (Redis)", &[], false),
-        get("/events", "Recent raw events of a type, newest first", &[("event_type", "Required"), ("limit", "1..500, default 50"), ("cursor", "next_cursor of the previous page")], true),
-        get("/timeseries", "Counts per local bucket, zero buckets included", &[("bucket", "minute | hour | day (default hour)"), ("types", "Comma-separated event types (default: all present)")], true),
-        get("/pages/hot", "Top pages by views; whole UTC hours (Redis for the last 7 days, MySQL rollups before)", &[("limit", "1..1000, default 10"), ("source", "auto | redis | mysql")], true),
-        get("/breakdown", "Top values of one or two properties of an event type", &[("event_type", "Required"), ("by", "Property name (dot for nesting) or $browser, $os, $device_type, $page_path, $event_name"), ("by2", "Optional second dimension"), ("limit", "1..1000, default 10")], true),
-        get("/heatmap", "Most-clicked elements of a page and the click density grid", &[("page", "Page path, required"), ("cell", "Grid cell size in pixels, 1..2000, default 50"), ("limit", "1..1000, default 20")], true),
-        get("/conversion", "Users who did A and then B", &[("start_event", "A, required"), ("end_event", "B, required"), ("window_seconds", "B within this long after the first A (default: before `to`)")], true),
-        get("/dashboard", "Summary, online now, hot pages, counts and a time series in one call; ETag / If-None-Match -> 304", &[("bucket", "minute | hour | day"), ("online_seconds", "1..1800"), ("pages", "1..100")], true),
-        get("/users/{distinct_id}", "A user's profile", &[], false),
-        get("/users/{distinct_id}/events", "A user's events, newest first, cursor-paginated", &[("event_type", "Optional filter"), ("limit", "1..500, default 50"), ("cursor", "next_cursor of the previous page")], true),
-        get("/funnels", "Funnel definitions", &[], false),
-        Route { method: HttpMethod::Post, path: "/funnels", summary: "Create a funnel: {name, steps: [{event_type, property?, value?}], window_seconds, order_mode: ordered|strict}", params: &[], range: false },
-        get("/funnels/{funnel}", "One funnel", funnel, false),
-        Route { method: HttpMethod::Put, path: "/funnels/{funnel}", summary: "Replace a funnel", params: funnel, range: false },
-        Route { method: HttpMethod::Delete, path: "/funnels/{funnel}", summary: "Delete a funnel", params: funnel, range: false },
-        get("/funnels/{funnel}/analysis", "Users per step, conversion from first and previous, drop-off, median time to convert", &[("funnel", "Funnel id or name"), ("mode", "ordered | strict (default: the funnel's)")], true),
-        get("/live", "Server-sent events: online count and per-type counts every second", &[("online_seconds", "1..1800")], false),
-    ]
-}
-
-/// The reference services' routes (project in the query only).
-fn reference_routes() -> Vec<Route> {
-    vec![
-        get(
-            "/api/v1/events/{event_type}/count",
-            "All-time count of one event type (Redis)",
-            &[],
-            false,
-        ),
-        get(
-            "/api/v1/stats/",
-            "All-time counts by type and users online now (Redis)",
-            &[],
-            false,
-        ),
-        get(
-            "/api/v1/stats/{event_type}",
-            "One type: all time, last 60 minutes, last 24 hours (Redis)",
-            &[],
-            false,
-        ),
-    ]
-}
+use super::routes::{Endpoint, ENDPOINTS, RANGE};
 
 fn string_param(
     name: &str,
@@ -111,7 +35,7 @@ fn string_param(
         .build()
 }
 
-fn operation(route: &Route, project_in_path: bool) -> utoipa::openapi::path::Operation {
+fn operation(route: &Endpoint, project_in_path: bool) -> utoipa::openapi::path::Operation {
     let mut op = OperationBuilder::new()
         .summary(Some(route.summary))
         .tag("stats")
@@ -176,24 +100,30 @@ fn operation(route: &Route, project_in_path: bool) -> utoipa::openapi::path::Ope
     op.build()
 }
 
-fn build() -> OpenApi {
-    let mut paths = PathsBuilder::new();
-    for route in routes() {
-        paths = paths
-            .path(
-                format!("/api/v1/projects/{{project}}{}", route.path),
-                PathItem::new(route.method.clone(), operation(&route, true)),
-            )
-            .path(
-                format!("/api/v1{}", route.path),
-                PathItem::new(route.method.clone(), operation(&route, false)),
-            );
+fn http_method(method: &Method) -> HttpMethod {
+    match *method {
+        Method::POST => HttpMethod::Post,
+        Method::PUT => HttpMethod::Put,
+        Method::DELETE => HttpMethod::Delete,
+        Method::PATCH => HttpMethod::Patch,
+        Method::HEAD => HttpMethod::Head,
+        Method::OPTIONS => HttpMethod::Options,
+        _ => HttpMethod::Get,
     }
-    for route in reference_routes() {
-        paths = paths.path(
-            route.path,
-            PathItem::new(route.method.clone(), operation(&route, false)),
-        );
+}
+
+pub(crate) fn build() -> OpenApi {
+    let mut paths = PathsBuilder::new();
+    for route in ENDPOINTS {
+        for (path, project_in_path) in route.full_paths() {
+            paths = paths.path(
+                path,
+                PathItem::new(
+                    http_method(&route.method),
+                    operation(route, project_in_path),
+                ),
+            );
+        }
     }
     OpenApiBuilder::new()
         .info(
