@@ -9,6 +9,9 @@ use deadpool_redis::redis;
 pub enum ApiError {
     #[error("{field}: {reason}")]
     BadRequest { field: &'static str, reason: String },
+    /// No such funnel, user or endpoint: 404.
+    #[error("{field}: {reason}")]
+    NotFound { field: &'static str, reason: String },
     #[error("missing or unknown API key")]
     Unauthorized,
     #[error("the key does not grant access to project {0}")]
@@ -61,6 +64,13 @@ impl ApiError {
             reason: reason.into(),
         }
     }
+
+    pub fn not_found(field: &'static str, reason: impl Into<String>) -> Self {
+        Self::NotFound {
+            field,
+            reason: reason.into(),
+        }
+    }
 }
 
 impl actix_web::ResponseError for ApiError {
@@ -68,6 +78,7 @@ impl actix_web::ResponseError for ApiError {
         match self {
             Self::Shared(inner) => inner.status_code(),
             Self::BadRequest { .. } => actix_web::http::StatusCode::BAD_REQUEST,
+            Self::NotFound { .. } => actix_web::http::StatusCode::NOT_FOUND,
             Self::Unauthorized => actix_web::http::StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => actix_web::http::StatusCode::FORBIDDEN,
             Self::RateLimited { .. } | Self::AuthLocked { .. } | Self::KeyCap { .. } => {
@@ -88,6 +99,9 @@ impl actix_web::ResponseError for ApiError {
                     "error": "invalid_parameter", "field": field, "reason": reason,
                 }))
             }
+            Self::NotFound { field, reason } => HttpResponse::NotFound().json(serde_json::json!({
+                "error": "not_found", "field": field, "reason": reason,
+            })),
             Self::Unauthorized => HttpResponse::Unauthorized()
                 .insert_header(("WWW-Authenticate", "Bearer"))
                 .json(serde_json::json!({

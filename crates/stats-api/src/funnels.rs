@@ -227,7 +227,7 @@ fn stored(row: FunnelRow) -> Result<StoredFunnel, ApiError> {
     })
 }
 
-/// A funnel by id (digits) or by name; unknown -> 400 naming the funnel.
+/// A funnel by id (digits) or by name; unknown -> 404 naming the funnel.
 pub async fn find(db: &MySqlPool, project: &str, funnel: &str) -> Result<StoredFunnel, ApiError> {
     let row: Option<FunnelRow> = if let Ok(id) = funnel.parse::<u64>() {
         sqlx::query_as(&format!(
@@ -247,7 +247,7 @@ pub async fn find(db: &MySqlPool, project: &str, funnel: &str) -> Result<StoredF
         .await
     }?;
     row.map(stored).transpose()?.ok_or_else(|| {
-        ApiError::bad(
+        ApiError::not_found(
             "funnel",
             format!("no funnel {funnel:?} in project {project}"),
         )

@@ -1,4 +1,6 @@
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpResponse, ResponseError};
+
+use super::error::ApiError;
 
 use super::ApiState;
 
@@ -43,10 +45,11 @@ pub async fn ready(state: web::Data<ApiState>) -> HttpResponse {
 
 pub async fn metrics(state: web::Data<ApiState>) -> HttpResponse {
     if state.metrics_elsewhere {
-        return HttpResponse::NotFound().json(serde_json::json!({
-            "error": "not_found", "field": "path",
-            "reason": "/metrics is served on the metrics listener (http.metrics_listen)",
-        }));
+        return ApiError::not_found(
+            "path",
+            "/metrics is served on the metrics listener (http.metrics_listen)",
+        )
+        .error_response();
     }
     insightflow_runtime::http::metrics_response(&state.registry)
 }

@@ -239,8 +239,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .default_service(web::to(not_found));
 }
 
-async fn not_found() -> HttpResponse {
-    HttpResponse::NotFound().json(serde_json::json!({
-        "error": "not_found", "field": "path", "reason": "no such endpoint; see /openapi.json",
-    }))
+async fn not_found() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::not_found(
+        "path",
+        "no such endpoint; see /openapi.json",
+    ))
 }

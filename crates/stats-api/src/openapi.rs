@@ -65,6 +65,12 @@ fn operation(route: &Endpoint, project_in_path: bool) -> utoipa::openapi::path::
             "503",
             ResponseBuilder::new().description("A data store is unavailable; see Retry-After"),
         );
+    if route.path.contains("{funnel}") || route.path.contains("{distinct_id}") {
+        op = op.response(
+            "404",
+            ResponseBuilder::new().description("No such funnel or user: {error, field, reason}"),
+        );
+    }
     if project_in_path {
         op = op.parameter(string_param("project", "Project id", ParameterIn::Path));
     } else {

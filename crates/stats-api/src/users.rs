@@ -67,10 +67,10 @@ pub async fn profile(
         props,
     )) = row
     else {
-        return Ok(HttpResponse::NotFound().json(json!({
-            "error": "not_found", "field": "distinct_id",
-            "reason": format!("no user {who:?} in project {}", project.as_str()),
-        })));
+        return Err(ApiError::not_found(
+            "distinct_id",
+            format!("no user {who:?} in project {}", project.as_str()),
+        ));
     };
     Ok(HttpResponse::Ok().json(json!({
         "project": project.as_str(),

@@ -372,8 +372,6 @@ async fn bad_parameters_get_a_clear_400() {
             "/api/v1/timeseries?bucket=minute&from=2026-01-01&to=2026-03-01",
             "bucket",
         ),
-        ("/api/v1/funnels/no_such_funnel/analysis", "funnel"),
-        ("/api/v1/funnels/424242", "funnel"),
         ("/api/v1/funnels/purchase/analysis?mode=loose", "mode"),
         ("/api/v1/breakdown?event_type=click&by=a%20b", "by"),
         ("/api/v1/breakdown?event_type=click", "by"),
@@ -385,6 +383,16 @@ async fn bad_parameters_get_a_clear_400() {
         ("/api/v1/online?project=Bad%20Project", "project"),
         ("/api/v1/summary?compare=sideways", "compare"),
     ];
+    // An unknown funnel is not a bad parameter but a missing resource.
+    for path in [
+        "/api/v1/funnels/no_such_funnel/analysis",
+        "/api/v1/funnels/424242",
+    ] {
+        let (status, body) = p.get(path).await;
+        assert_eq!(status, 404, "GET {path}: {body}");
+        assert_eq!(body["error"], "not_found", "GET {path}: {body}");
+        assert_eq!(body["field"], "funnel", "GET {path}: {body}");
+    }
     for (path, field) in cases {
         let (status, body) = p.get(path).await;
         assert_eq!(status, 400, "GET {path}: {body}");
@@ -486,7 +494,7 @@ async fn funnels_are_created_read_updated_and_deleted() {
     let (status, gone) = p.get(&format!("/api/v1/funnels/{id}")).await;
     assert_eq!(
         (status, gone["field"].as_str()),
-        (400, Some("funnel")),
+        (404, Some("funnel")),
         "{gone}"
     );
     p.stop().await;
