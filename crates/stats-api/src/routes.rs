@@ -9,7 +9,7 @@
 use actix_web::http::Method;
 use actix_web::{web, Route};
 
-use super::{dashboard, funnels, live, pages, stats, summary, timeseries, users};
+use super::{dashboard, funnels, live, pages, reference, stats, summary, timeseries, users};
 
 /// Where a route is mounted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,10 +108,10 @@ pub static ENDPOINTS: &[Endpoint] = &[
     endpoint(Method::DELETE, Mount::Project, "/funnels/{funnel}", "Delete a funnel", FUNNEL, false, |r| r.to(funnels::delete)),
     get("/funnels/{funnel}/analysis", "Users per step, conversion from first and previous, drop-off, median time to convert", &[("funnel", "Funnel id or name"), ("mode", "ordered | strict (default: the funnel's)")], true, |r| r.to(funnels::analysis)),
     get("/live", "Server-sent events: online count and per-type counts every second", &[("online_seconds", "1..1800")], false, |r| r.to(live::stream)),
-    endpoint(Method::GET, Mount::Reference, "/events/{event_type}/count", "All-time count of one event type (Redis)", &[], false, |r| r.to(summary::type_count)),
-    endpoint(Method::GET, Mount::Reference, "/stats", "All-time counts by type and users online now (Redis)", &[], false, |r| r.to(summary::overall)),
-    endpoint(Method::GET, Mount::Reference, "/stats/", "All-time counts by type and users online now (Redis)", &[], false, |r| r.to(summary::overall)),
-    endpoint(Method::GET, Mount::Reference, "/stats/{event_type}", "One type: all time, last 60 minutes, last 24 hours (Redis)", &[], false, |r| r.to(summary::type_stats)),
+    endpoint(Method::GET, Mount::Reference, "/events/{event_type}/count", "All-time count of one event type (Redis)", &[], false, |r| r.to(reference::type_count)),
+    endpoint(Method::GET, Mount::Reference, "/stats", "All-time counts by type and users online now (Redis)", &[], false, |r| r.to(reference::overall)),
+    endpoint(Method::GET, Mount::Reference, "/stats/", "All-time counts by type and users online now (Redis)", &[], false, |r| r.to(reference::overall)),
+    endpoint(Method::GET, Mount::Reference, "/stats/{event_type}", "One type: all time, last 60 minutes, last 24 hours (Redis)", &[], false, |r| r.to(reference::type_stats)),
 ];
 
 impl Endpoint {

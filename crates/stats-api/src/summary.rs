@@ -1,10 +1,10 @@
-//! Online now, the range summary, event counts by type (and the reference services' count
-//! routes), and the recent raw events of a type.
+//! Online now, the range summary, event counts by type, and the recent raw events of a type
+//! (paged by `event_pages`).
 
 use std::collections::BTreeMap;
 
 use actix_web::{web, HttpResponse};
-use chrono::{DateTime, Duration, Utc};
+use chrono::{Duration, Utc};
 use deadpool_redis::redis;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -12,9 +12,10 @@ use sqlx::MySqlPool;
 
 use super::auth::Project;
 use super::error::ApiError;
+use super::event_pages::{event_page, Cursor};
 use super::limits::Heavy;
 use super::params::{self, TimeRange};
-use super::stats::{AsOf, Counters, Meta};
+use super::stats::{AsOf, Meta};
 use super::{ApiState, RedisGeneration};
 use insightflow_store::keys;
 use insightflow_store::DbText;
@@ -241,104 +242,6 @@ pub async fn counts(
     })))
 }
 
-/// `GET /api/v1/events/{type}/count` (reference route): the type's all-time count.
-pub async fn type_count(
-    state: web::Data<ApiState>,
-    project: Project,
-    path: web::Path<String>,
-) -> Result<HttpResponse, ApiError> {
-    let event_type = params::event_type("event_type", &path)?;
-    let keys = state.keys(&project);
-    let mut pipe = redis::pipe();
-    pipe.hget(keys.events_total(), &event_type)
-        .hgetall(keys.meta())
-        .hgetall(keys::positions(state.redis.prefix()));
-    let ((count, meta, positions), generation): ((Option<u64>, Meta, Meta), _) =
-        state.redis_read(pipe).await?;
-    Ok(HttpResponse::Ok().json(generation.stamp(json!({
-        "project": project.as_str(),
-        "event_type": event_type,
-        "count": count.unwrap_or(0),
-        "exact": true,
-        "as_of": AsOf::from_parts(&meta, positions),
-    }))))
-}
-
-/// `GET /api/v1/stats/` (reference route): totals by type and users online now.
-pub async fn overall(
-    state: web::Data<ApiState>,
-    project: Project,
-) -> Result<HttpResponse, ApiError> {
-    let keys = state.keys(&project);
-    let since = Utc::now().timestamp_millis() - i64::from(ONLINE_DEFAULT_SECONDS) * 1000;
-    let mut pipe = redis::pipe();
-    pipe.hgetall(keys.events_total())
-        .zcount(keys.online(), since, "+inf")
-        .hgetall(keys.meta())
-        .hgetall(keys::positions(state.redis.prefix()));
-    let ((counts, online, meta, positions), generation): ((Counters, u64, Meta, Meta), _) =
-        state.redis_read(pipe).await?;
-    Ok(HttpResponse::Ok().json(generation.stamp(json!({
-        "project": project.as_str(),
-        "total_events": counts.values().sum::<u64>(),
-        "event_types": counts.len(),
-        "counts": counts,
-        "online_users": online,
-        "exact": true,
-        "as_of": AsOf::from_parts(&meta, positions),
-    }))))
-}
-
-/// `GET /api/v1/stats/{type}` (reference route): one type's all-time total, its count in
-/// the last 60 UTC minutes and in the last 24 UTC hours (both including the current one).
-pub async fn type_stats(
-    state: web::Data<ApiState>,
-    project: Project,
-    path: web::Path<String>,
-) -> Result<HttpResponse, ApiError> {
-    let event_type = params::event_type("event_type", &path)?;
-    let keys = state.keys(&project);
-    let now = Utc::now().timestamp();
-    let (minute, hour) = (now.div_euclid(60), now.div_euclid(3600));
-    let mut pipe = redis::pipe();
-    pipe.hget(keys.events_total(), &event_type);
-    for m in minute - 59..=minute {
-        pipe.hget(keys.events_minute(m), &event_type);
-    }
-    for h in hour - 23..=hour {
-        pipe.hget(keys.events_hour(h), &event_type);
-    }
-    pipe.hgetall(keys.meta())
-        .hgetall(keys::positions(state.redis.prefix()));
-    let (values, generation): (Vec<redis::Value>, _) = state.redis_read(pipe).await?;
-    let number = |v: &redis::Value| {
-        redis::from_redis_value::<Option<u64>>(v.clone())
-            .ok()
-            .flatten()
-            .unwrap_or(0)
-    };
-    let total = values.first().map_or(0, number);
-    let last_hour: u64 = values.iter().skip(1).take(60).map(number).sum();
-    let last_day: u64 = values.iter().skip(61).take(24).map(number).sum();
-    let meta: BTreeMap<String, i64> = values
-        .get(85)
-        .and_then(|v| redis::from_redis_value(v.clone()).ok())
-        .unwrap_or_default();
-    let positions: BTreeMap<String, i64> = values
-        .get(86)
-        .and_then(|v| redis::from_redis_value(v.clone()).ok())
-        .unwrap_or_default();
-    Ok(HttpResponse::Ok().json(generation.stamp(json!({
-        "project": project.as_str(),
-        "event_type": event_type,
-        "total": total,
-        "last_60_minutes": last_hour,
-        "last_24_hours": last_day,
-        "exact": true,
-        "as_of": AsOf::from_parts(&meta, positions),
-    }))))
-}
-
 #[derive(Debug, Deserialize)]
 pub struct RecentQuery {
     pub event_type: Option<String>,
@@ -347,98 +250,6 @@ pub struct RecentQuery {
     pub tz: Option<String>,
     pub limit: Option<String>,
     pub cursor: Option<String>,
-}
-
-/// A position in a newest-first listing: the last row's event time (ms) and row id.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Cursor {
-    pub time_ms: i64,
-    pub id: u64,
-}
-
-impl Cursor {
-    pub fn parse(raw: Option<&str>) -> Result<Option<Self>, ApiError> {
-        let Some(raw) = raw.filter(|r| !r.is_empty()) else {
-            return Ok(None);
-        };
-        raw.split_once('_')
-            .and_then(|(t, id)| Some((t.parse().ok()?, id.parse().ok()?)))
-            .map(|(time_ms, id)| Some(Self { time_ms, id }))
-            .ok_or_else(|| ApiError::bad("cursor", "is not a cursor returned by this endpoint"))
-    }
-
-    pub fn encode(&self) -> String {
-        format!("{}_{}", self.time_ms, self.id)
-    }
-
-    pub fn time(&self) -> chrono::NaiveDateTime {
-        DateTime::from_timestamp_millis(self.time_ms)
-            .unwrap_or_default()
-            .naive_utc()
-    }
-}
-
-/// The columns an event listing returns.
-pub const EVENT_COLUMNS: &str = "id, event_id, event_type, event_name, distinct_id, session_id, \
-    page_path, page_title, element_selector, element_text, click_x, click_y, \
-    CAST(properties AS CHAR) AS properties, event_time";
-
-#[derive(sqlx::FromRow)]
-pub struct EventRow {
-    pub id: u64,
-    pub event_id: DbText,
-    pub event_type: DbText,
-    pub event_name: Option<DbText>,
-    pub distinct_id: DbText,
-    pub session_id: Option<DbText>,
-    pub page_path: Option<DbText>,
-    pub page_title: Option<DbText>,
-    pub element_selector: Option<DbText>,
-    pub element_text: Option<DbText>,
-    pub click_x: Option<i32>,
-    pub click_y: Option<i32>,
-    pub properties: Option<DbText>,
-    pub event_time: chrono::NaiveDateTime,
-}
-
-impl EventRow {
-    pub fn cursor(&self) -> Cursor {
-        Cursor {
-            time_ms: self.event_time.and_utc().timestamp_millis(),
-            id: self.id,
-        }
-    }
-
-    pub fn to_json(&self) -> serde_json::Value {
-        json!({
-            "event_id": self.event_id,
-            "event_type": self.event_type,
-            "event_name": self.event_name,
-            "distinct_id": self.distinct_id,
-            "session_id": self.session_id,
-            "page_path": self.page_path,
-            "page_title": self.page_title,
-            "element": self.element_selector.as_ref().map(|s| json!({
-                "selector": s, "text": self.element_text, "x": self.click_x, "y": self.click_y,
-            })),
-            "properties": self.properties.as_ref()
-                .and_then(|p| serde_json::from_str::<serde_json::Value>(p.as_str()).ok()),
-            "timestamp": self.event_time.and_utc(),
-        })
-    }
-}
-
-/// Builds one newest-first page: rows matching `filter` before the cursor, `limit + 1` of
-/// them so the caller knows whether another page exists.
-pub fn page_of(rows: Vec<EventRow>, limit: u32) -> (Vec<serde_json::Value>, Option<String>) {
-    let more = rows.len() > limit as usize;
-    let page: Vec<&EventRow> = rows.iter().take(limit as usize).collect();
-    let next = if more {
-        page.last().map(|r| r.cursor().encode())
-    } else {
-        None
-    };
-    (page.iter().map(|r| r.to_json()).collect(), next)
 }
 
 /// `GET /events?event_type=click&limit=50&cursor=`: the most recent raw events of a type,
@@ -464,29 +275,10 @@ pub async fn recent_events(
     let limit = params::limit("limit", query.limit.as_deref(), 50, 500)?;
     let cursor = Cursor::parse(query.cursor.as_deref())?;
     let as_of = state.as_of(&project).await?;
-    let mut q = sqlx::QueryBuilder::<sqlx::MySql>::new(format!(
-        "SELECT {EVENT_COLUMNS} FROM user_events WHERE project = "
-    ));
-    q.push_bind(project.as_str())
-        .push(" AND event_type = ")
-        .push_bind(&event_type)
-        .push(" AND event_time >= ")
-        .push_bind(range.from_naive())
-        .push(" AND event_time < ")
-        .push_bind(range.to_naive());
-    if let Some(c) = cursor {
-        q.push(" AND (event_time < ")
-            .push_bind(c.time())
-            .push(" OR (event_time = ")
-            .push_bind(c.time())
-            .push(" AND id < ")
-            .push_bind(c.id)
-            .push("))");
-    }
-    q.push(" ORDER BY event_time DESC, id DESC LIMIT ")
-        .push_bind(limit + 1);
-    let rows: Vec<EventRow> = q.build_query_as().fetch_all(state.db()).await?;
-    let (events, next_cursor) = page_of(rows, limit);
+    let (events, next_cursor) = event_page(state.db(), &project, range, cursor, limit, |q| {
+        q.push(" AND event_type = ").push_bind(event_type.clone());
+    })
+    .await?;
     Ok(HttpResponse::Ok().json(json!({
         "project": project.as_str(),
         "event_type": event_type,

@@ -7,8 +7,9 @@ use serde_json::json;
 
 use super::auth::Project;
 use super::error::ApiError;
+use super::event_pages::{event_page, Cursor};
 use super::params;
-use super::summary::{page_of, range_of, Cursor, EventRow, EVENT_COLUMNS};
+use super::summary::range_of;
 use super::ApiState;
 use insightflow_store::DbText;
 
@@ -122,32 +123,13 @@ pub async fn path(
     let limit = params::limit("limit", query.limit.as_deref(), 50, 500)?;
     let cursor = Cursor::parse(query.cursor.as_deref())?;
     let as_of = state.as_of(&project).await?;
-    let mut q = sqlx::QueryBuilder::<sqlx::MySql>::new(format!(
-        "SELECT {EVENT_COLUMNS} FROM user_events WHERE project = "
-    ));
-    q.push_bind(project.as_str())
-        .push(" AND distinct_id = ")
-        .push_bind(who)
-        .push(" AND event_time >= ")
-        .push_bind(range.from_naive())
-        .push(" AND event_time < ")
-        .push_bind(range.to_naive());
-    if let Some(t) = &event_type {
-        q.push(" AND event_type = ").push_bind(t);
-    }
-    if let Some(c) = cursor {
-        q.push(" AND (event_time < ")
-            .push_bind(c.time())
-            .push(" OR (event_time = ")
-            .push_bind(c.time())
-            .push(" AND id < ")
-            .push_bind(c.id)
-            .push("))");
-    }
-    q.push(" ORDER BY event_time DESC, id DESC LIMIT ")
-        .push_bind(limit + 1);
-    let rows: Vec<EventRow> = q.build_query_as().fetch_all(state.db()).await?;
-    let (events, next_cursor) = page_of(rows, limit);
+    let (events, next_cursor) = event_page(state.db(), &project, range, cursor, limit, |q| {
+        q.push(" AND distinct_id = ").push_bind(who.to_owned());
+        if let Some(t) = event_type.clone() {
+            q.push(" AND event_type = ").push_bind(t);
+        }
+    })
+    .await?;
     Ok(HttpResponse::Ok().json(json!({
         "project": project.as_str(),
         "distinct_id": who,
