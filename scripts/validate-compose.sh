@@ -13,9 +13,16 @@
 #      single ${VAR:?message} reference, never a literal, a default (${VAR:-x}) or a bare
 #      pass-through; a password inside a URL (scheme://user:password@host) likewise;
 #    - the gateway and the stats API are never open: ingest sets INGEST__AUTH__WRITE_KEYS,
-#      worker sets WORKER__STATS__API_KEYS, and nothing sets WORKER__STATS__ALLOW_OPEN=true;
-#    - ingest and worker set stop_grace_period to at least 20s (the gateway's drain is 10 s
-#      for requests in flight, then up to 10 s of Kafka flush).
+#      worker-serve sets WORKER__STATS__API_KEYS, nothing sets WORKER__STATS__ALLOW_OPEN=true
+#      or INGEST__AUTH__ALLOW_OPEN=true, and Grafana has no anonymous access;
+#    - ingest, worker-consume and worker-serve set stop_grace_period to at least 20s (the
+#      gateway's drain is 10 s for requests in flight, then up to 10 s of Kafka flush);
+#    - worker-consume can be scaled (`docker compose up --scale worker-consume=N`): no
+#      container_name, no published port;
+#    - least privilege in MySQL: migrate connects as insightflow_migrate, the worker roles as
+#      insightflow_worker (deploy/mysql/grants.sql), nothing as root;
+#    - every bind-mounted ./path exists (a moved config file would otherwise become an empty
+#      directory in the container).
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -39,6 +46,7 @@ else
 fi
 
 if "$PYTHON" - "$FILE" <<'PY'; then
+import os
 import re
 import sys
 
@@ -46,10 +54,20 @@ import yaml
 
 PUBLIC_SERVICE = "ingest"
 LOOPBACK = "127.0.0.1"
-GRACE_SERVICES = ("ingest", "worker")
+GRACE_SERVICES = ("ingest", "worker-consume", "worker-serve")
 MIN_GRACE_SECONDS = 20
 # Keys without which a service would answer anyone.
-REQUIRED_KEYS = {"ingest": "INGEST__AUTH__WRITE_KEYS", "worker": "WORKER__STATS__API_KEYS"}
+REQUIRED_KEYS = {"ingest": "INGEST__AUTH__WRITE_KEYS", "worker-serve": "WORKER__STATS__API_KEYS"}
+# Settings that open a service to anyone when true.
+OPENING_SETTINGS = ("__STATS__ALLOW_OPEN", "__AUTH__ALLOW_OPEN", "GF_AUTH_ANONYMOUS_ENABLED")
+# Run as N copies with `docker compose up --scale NAME=N`.
+SCALABLE_SERVICES = ("worker-consume",)
+# The MySQL user each service's WORKER__MYSQL__URL must name (deploy/mysql/grants.sql).
+MYSQL_USERS = {
+    "migrate": "insightflow_migrate",
+    "worker-consume": "insightflow_worker",
+    "worker-serve": "insightflow_worker",
+}
 SECRET_NAME = re.compile(r"PASSWORD|KEYS|SECRET|TOKEN", re.IGNORECASE)
 # The whole value is one ${NAME:?message} reference with a message.
 REQUIRED_REF = re.compile(r"^\$\{[A-Za-z_][A-Za-z0-9_]*:\?[^}]+\}$")
@@ -60,6 +78,7 @@ path = sys.argv[1]
 with open(path, encoding="utf-8") as f:
     compose = yaml.safe_load(f)
 problems = []
+base_dir = os.path.dirname(os.path.abspath(path))
 
 
 def published_ports(entry):
@@ -124,8 +143,8 @@ for name, service in (compose.get("services") or {}).items():
     if required and required not in {var for var, _ in env}:
         problems.append(f"{name}: no {required}; without keys it answers anyone")
     for var, value in env:
-        if var.endswith("__STATS__ALLOW_OPEN") and str(value).lower() in ("true", "1", "yes"):
-            problems.append(f"{name}: {var}={value} serves the stats API to anyone")
+        if var.endswith(OPENING_SETTINGS) and str(value).lower() in ("true", "1", "yes"):
+            problems.append(f"{name}: {var}={value} opens the service to anyone")
         if var.endswith("__HTTP__METRICS_LISTEN") and value:
             port = value.rpartition(":")[2]
             if port in targets:
@@ -147,6 +166,38 @@ for name, service in (compose.get("services") or {}).items():
                     f"{name}: environment {var} holds a URL whose password is not a "
                     f"${{VAR:?message}} reference"
                 )
+
+    if name in SCALABLE_SERVICES:
+        if "container_name" in service:
+            problems.append(
+                f"{name}: container_name {service['container_name']!r} allows one container only; "
+                f"`docker compose up --scale {name}=N` needs it gone"
+            )
+        if service.get("ports"):
+            problems.append(
+                f"{name}: publishes {service['ports']!r}; a second copy could not bind the same "
+                f"host port, so `--scale {name}=N` fails"
+            )
+
+    expected_user = MYSQL_USERS.get(name)
+    for var, value in env:
+        if var.endswith("__MYSQL__URL") and value:
+            user = re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://([^:@/]*)", value)
+            user = user.group(1) if user else ""
+            if user == "root":
+                problems.append(f"{name}: {var} connects as root; use a least-privilege user")
+            elif expected_user and user != expected_user:
+                problems.append(
+                    f"{name}: {var} connects as {user!r}, not {expected_user!r} "
+                    f"(deploy/mysql/grants.sql)"
+                )
+    if expected_user and not any(var.endswith("__MYSQL__URL") for var, _ in env):
+        problems.append(f"{name}: no WORKER__MYSQL__URL naming {expected_user}")
+
+    for volume in service.get("volumes") or []:
+        source = volume.get("source", "") if isinstance(volume, dict) else str(volume).split(":")[0]
+        if source.startswith((".", "/")) and not os.path.exists(os.path.join(base_dir, source)):
+            problems.append(f"{name}: bind mount source {source!r} does not exist")
 
     if name in GRACE_SERVICES:
         grace = service.get("stop_grace_period")
@@ -171,7 +222,7 @@ for problem in problems:
     print(f"validate-compose: {problem}", file=sys.stderr)
 sys.exit(1 if problems else 0)
 PY
-  log "validate-compose: $FILE is safe as written (ports, secrets, keys, stop grace periods)"
+  log "validate-compose: $FILE is safe as written (ports, secrets, keys, stop grace periods, scaling, MySQL users, mounts)"
 else
   die "validate-compose: $FILE breaks the rules above"
 fi
