@@ -15,17 +15,16 @@ use super::dashboard_cache::RefreshingCache;
 use super::error::ApiError;
 use super::limits::Heavy;
 use super::pages::{hour_range, top_pages};
-use super::params::{self, BucketUnit, TimeRange};
+use super::params::{self, BucketUnit, RangeParams, TimeRange};
 use super::stats::AsOf;
-use super::summary::{counts_by_type, figures, online_count, online_seconds, range_json};
+use super::summary::{counts_by_type, figures, online_count, online_seconds};
 use super::timeseries::series;
 use super::{ApiState, RedisGeneration};
 
 #[derive(Debug, Deserialize)]
 pub struct DashboardQuery {
-    pub from: Option<String>,
-    pub to: Option<String>,
-    pub tz: Option<String>,
+    #[serde(flatten)]
+    pub range: RangeParams,
     pub bucket: Option<String>,
     pub online_seconds: Option<String>,
     pub pages: Option<String>,
@@ -68,15 +67,8 @@ pub async fn dashboard(
     request: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     // Parameters are checked on every request, cached or not.
-    let tz = params::time_zone(query.tz.as_deref())?;
     let now = Utc::now();
-    let range = TimeRange::parse(
-        query.from.as_deref(),
-        query.to.as_deref(),
-        tz,
-        Duration::hours(24),
-        now,
-    )?;
+    let (range, tz) = query.range.resolve_at(Duration::hours(24), now)?;
     let unit = BucketUnit::parse(query.bucket.as_deref(), BucketUnit::Hour)?;
     let seconds = online_seconds(query.online_seconds.as_deref())?;
     let pages_limit = params::limit("pages", query.pages.as_deref(), 10, 100)?;
@@ -89,7 +81,7 @@ pub async fn dashboard(
     };
     // What the answer depends on, from the parsed parameters: spelling, order and unknown
     // parameters (`&x=1`) do not make a different dashboard.
-    let identity = parsed.identity(query.from.is_some(), query.to.is_some());
+    let identity = parsed.identity(query.range.from.is_some(), query.range.to.is_some());
     let if_none_match = request
         .headers()
         .get(header::IF_NONE_MATCH)
@@ -243,13 +235,13 @@ async fn render(
     // Online now and hot pages may come from Redis; everything else is MySQL.
     let body = serde_json::to_vec(&generation.and(pages_generation).stamp(json!({
         "project": project.as_str(),
-        "range": range_json(range),
+        "range": range.as_json(),
         "tz": p.tz.name(),
-        "summary": {"figures": current, "previous": {"range": range_json(range.previous()), "figures": previous}},
+        "summary": {"figures": current, "previous": {"range": range.previous().as_json(), "figures": previous}},
         "online": {"seconds": p.seconds, "online_users": online},
-        "hot_pages": {"range": range_json(hours), "pages": pages, "source": pages_source.as_str()},
+        "hot_pages": {"range": hours.as_json(), "pages": pages, "source": pages_source.as_str()},
         "event_counts": {"total": counts.values().sum::<i64>(), "counts": counts},
-        "timeseries": {"bucket": p.unit.as_str(), "range": range_json(covered), "buckets": buckets},
+        "timeseries": {"bucket": p.unit.as_str(), "range": covered.as_json(), "buckets": buckets},
         "unique_users_exact": true,
         "generated_at": now,
         "as_of": as_of,

@@ -17,8 +17,7 @@ use sqlx::MySqlPool;
 use super::auth::{AdminProject, Project};
 use super::error::{unavailable, ApiError};
 use super::limits::Heavy;
-use super::params::{self, TimeRange};
-use super::summary::{range_json, range_of};
+use super::params::{self, RangeParams, TimeRange};
 use super::ApiState;
 use insightflow_store::DbText;
 
@@ -651,9 +650,8 @@ pub async fn load_hits(
 
 #[derive(Debug, Deserialize)]
 pub struct AnalysisQuery {
-    pub from: Option<String>,
-    pub to: Option<String>,
-    pub tz: Option<String>,
+    #[serde(flatten)]
+    pub range: RangeParams,
     pub mode: Option<String>,
 }
 
@@ -666,12 +664,7 @@ pub async fn analysis(
     path: web::Path<FunnelPath>,
     query: web::Query<AnalysisQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let (range, _) = range_of(
-        query.from.as_deref(),
-        query.to.as_deref(),
-        query.tz.as_deref(),
-        Duration::days(7),
-    )?;
+    let (range, _) = query.range.resolve(Duration::days(7))?;
     let funnel = find(state.db(), project.as_str(), &path.funnel).await?;
     let mode = match query.mode.as_deref() {
         None => funnel.spec.order_mode,
@@ -720,7 +713,7 @@ pub async fn analysis(
         "project": project.as_str(),
         "funnel": funnel,
         "mode": mode.as_str(),
-        "range": range_json(range),
+        "range": range.as_json(),
         "steps": steps,
         "overall_conversion": overall,
         "exact": true,
@@ -733,9 +726,8 @@ pub async fn analysis(
 pub struct ConversionQuery {
     pub start_event: Option<String>,
     pub end_event: Option<String>,
-    pub from: Option<String>,
-    pub to: Option<String>,
-    pub tz: Option<String>,
+    #[serde(flatten)]
+    pub range: RangeParams,
     pub window_seconds: Option<String>,
 }
 
@@ -755,12 +747,7 @@ pub async fn conversion(
     };
     let start = required("start_event", &query.start_event)?;
     let end = required("end_event", &query.end_event)?;
-    let (range, _) = range_of(
-        query.from.as_deref(),
-        query.to.as_deref(),
-        query.tz.as_deref(),
-        Duration::hours(24),
-    )?;
+    let (range, _) = query.range.resolve(Duration::hours(24))?;
     let window_seconds = query
         .window_seconds
         .as_deref()
@@ -801,7 +788,7 @@ pub async fn conversion(
         "project": project.as_str(),
         "start_event": start,
         "end_event": end,
-        "range": range_json(range),
+        "range": range.as_json(),
         "window_seconds": window_seconds,
         "start_users": results[0].users,
         "converted_users": results[1].users,

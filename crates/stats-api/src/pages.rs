@@ -9,8 +9,7 @@ use serde_json::json;
 use super::auth::Project;
 use super::error::ApiError;
 use super::limits::Heavy;
-use super::params::{self, TimeRange};
-use super::summary::{range_json, range_of};
+use super::params::{self, RangeParams, TimeRange};
 use super::{ApiState, RedisGeneration};
 use insightflow_store::DbText;
 
@@ -20,9 +19,8 @@ const LIVE_PAGES_HOURS: i64 = 7 * 24;
 
 #[derive(Debug, Deserialize)]
 pub struct HotPagesQuery {
-    pub from: Option<String>,
-    pub to: Option<String>,
-    pub tz: Option<String>,
+    #[serde(flatten)]
+    pub range: RangeParams,
     pub limit: Option<String>,
     pub source: Option<String>,
 }
@@ -141,12 +139,7 @@ pub async fn hot_pages(
     project: Project,
     query: web::Query<HotPagesQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let (range, _) = range_of(
-        query.from.as_deref(),
-        query.to.as_deref(),
-        query.tz.as_deref(),
-        Duration::hours(24),
-    )?;
+    let (range, _) = query.range.resolve(Duration::hours(24))?;
     let limit = params::limit("limit", query.limit.as_deref(), 10, 1000)?;
     let source = match query.source.as_deref() {
         None | Some("auto") => None,
@@ -164,7 +157,7 @@ pub async fn hot_pages(
     let (pages, source, generation) = top_pages(&state, &project, hours, limit, source).await?;
     Ok(HttpResponse::Ok().json(generation.stamp(json!({
         "project": project.as_str(),
-        "range": range_json(hours),
+        "range": hours.as_json(),
         "pages": pages,
         "exact": true,
         "source": source.as_str(),
@@ -177,9 +170,8 @@ pub struct BreakdownQuery {
     pub event_type: Option<String>,
     pub by: Option<String>,
     pub by2: Option<String>,
-    pub from: Option<String>,
-    pub to: Option<String>,
-    pub tz: Option<String>,
+    #[serde(flatten)]
+    pub range: RangeParams,
     pub limit: Option<String>,
 }
 
@@ -245,12 +237,7 @@ pub async fn breakdown(
         .as_deref()
         .map(|raw| dimension("by2", raw))
         .transpose()?;
-    let (range, _) = range_of(
-        query.from.as_deref(),
-        query.to.as_deref(),
-        query.tz.as_deref(),
-        Duration::hours(24),
-    )?;
+    let (range, _) = query.range.resolve(Duration::hours(24))?;
     let limit = params::limit("limit", query.limit.as_deref(), 10, 1000)?;
     let as_of = state.as_of(&project).await?;
 
@@ -289,7 +276,7 @@ pub async fn breakdown(
         "event_type": event_type,
         "by": by,
         "by2": query.by2,
-        "range": range_json(range),
+        "range": range.as_json(),
         "values": values,
         "exact": true,
         "source": "mysql",
@@ -300,9 +287,8 @@ pub async fn breakdown(
 #[derive(Debug, Deserialize)]
 pub struct HeatmapQuery {
     pub page: Option<String>,
-    pub from: Option<String>,
-    pub to: Option<String>,
-    pub tz: Option<String>,
+    #[serde(flatten)]
+    pub range: RangeParams,
     pub limit: Option<String>,
     pub cell: Option<String>,
 }
@@ -326,12 +312,7 @@ pub async fn heatmap(
             "a page path has at most 512 characters",
         ));
     }
-    let (range, _) = range_of(
-        query.from.as_deref(),
-        query.to.as_deref(),
-        query.tz.as_deref(),
-        Duration::hours(24),
-    )?;
+    let (range, _) = query.range.resolve(Duration::hours(24))?;
     let limit = params::limit("limit", query.limit.as_deref(), 20, 1000)?;
     let cell = params::limit("cell", query.cell.as_deref(), 50, 2000)?;
     let as_of = state.as_of(&project).await?;
@@ -374,7 +355,7 @@ pub async fn heatmap(
     Ok(HttpResponse::Ok().json(json!({
         "project": project.as_str(),
         "page": page,
-        "range": range_json(range),
+        "range": range.as_json(),
         "elements": elements,
         "grid": {"cell_px": cell, "cells": cells},
         "exact": true,

@@ -3,6 +3,7 @@
 
 use chrono::{DateTime, Duration, NaiveDate, NaiveDateTime, Offset, TimeZone, Timelike, Utc};
 use chrono_tz::Tz;
+use serde::Deserialize;
 
 use super::error::ApiError;
 
@@ -61,6 +62,38 @@ fn local_start(tz: Tz, local: NaiveDateTime) -> Option<DateTime<Utc>> {
             .earliest()
             .map(|t| t.with_timezone(&Utc))
     })
+}
+
+/// `from`, `to` and `tz` as sent: flattened into the query of every endpoint that takes a
+/// range, and resolved here only.
+#[derive(Debug, Default, Deserialize)]
+pub struct RangeParams {
+    pub from: Option<String>,
+    pub to: Option<String>,
+    pub tz: Option<String>,
+}
+
+impl RangeParams {
+    /// The time zone and the range, `default_len` up to now when `from` is not given.
+    pub fn resolve(&self, default_len: Duration) -> Result<(TimeRange, Tz), ApiError> {
+        self.resolve_at(default_len, Utc::now())
+    }
+
+    pub fn resolve_at(
+        &self,
+        default_len: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<(TimeRange, Tz), ApiError> {
+        let tz = time_zone(self.tz.as_deref())?;
+        let range = TimeRange::parse(
+            self.from.as_deref(),
+            self.to.as_deref(),
+            tz,
+            default_len,
+            now,
+        )?;
+        Ok((range, tz))
+    }
 }
 
 /// A half-open range `[from, to)` in whole UTC minutes.
@@ -122,6 +155,11 @@ impl TimeRange {
 
     pub fn to_naive(&self) -> NaiveDateTime {
         self.to.naive_utc()
+    }
+
+    /// As echoed in answers: `{"from": ..., "to": ...}`.
+    pub fn as_json(&self) -> serde_json::Value {
+        serde_json::json!({"from": self.from, "to": self.to})
     }
 }
 
@@ -200,6 +238,15 @@ impl BucketUnit {
                 "bucket",
                 format!("{other:?} is not one of minute, hour, day"),
             )),
+        }
+    }
+
+    /// The range a series of these buckets covers when `from` is not given.
+    pub fn default_range(self) -> Duration {
+        match self {
+            Self::Minute => Duration::hours(1),
+            Self::Hour => Duration::hours(24),
+            Self::Day => Duration::days(30),
         }
     }
 
@@ -319,6 +366,10 @@ mod tests {
             .with_timezone(&Utc)
     }
 
+    fn range_of(from: &str, to: &str) -> TimeRange {
+        range(from, to)
+    }
+
     fn range(from: &str, to: &str) -> TimeRange {
         TimeRange {
             from: utc(from),
@@ -407,6 +458,30 @@ mod tests {
         .expect("days");
         assert_eq!(d[0], utc("2026-09-06T04:00:00Z"));
         assert_eq!(d.len(), 2);
+    }
+
+    #[test]
+    fn range_parameters_are_read_from_a_query_beside_the_endpoint_s_own() {
+        #[derive(Debug, Deserialize)]
+        struct Query {
+            #[serde(flatten)]
+            range: RangeParams,
+            limit: Option<String>,
+        }
+        let query = actix_web::web::Query::<Query>::from_query(
+            "limit=3&from=2026-11-01&to=2026-11-02&tz=America%2FNew_York",
+        )
+        .expect("query");
+        assert_eq!(query.limit.as_deref(), Some("3"));
+        let (range, tz) = query
+            .range
+            .resolve_at(Duration::hours(1), utc("2026-11-22T12:00:00Z"))
+            .expect("range");
+        assert_eq!(tz, chrono_tz::America::New_York);
+        assert_eq!(
+            range,
+            range_of("2026-11-01T04:00:00Z", "2026-11-02T05:00:00Z")
+        );
     }
 
     #[test]

@@ -14,7 +14,7 @@ use super::auth::Project;
 use super::error::ApiError;
 use super::event_pages::{event_page, Cursor};
 use super::limits::Heavy;
-use super::params::{self, TimeRange};
+use super::params::{self, RangeParams, TimeRange};
 use super::stats::{AsOf, Meta};
 use super::{ApiState, RedisGeneration};
 use insightflow_store::keys;
@@ -70,23 +70,11 @@ pub async fn online(
 }
 
 #[derive(Debug, Deserialize)]
-pub struct RangeQuery {
-    pub from: Option<String>,
-    pub to: Option<String>,
-    pub tz: Option<String>,
+pub struct SummaryQuery {
+    #[serde(flatten)]
+    pub range: RangeParams,
     pub compare: Option<String>,
     pub types: Option<String>,
-}
-
-/// Range parameters common to most endpoints, with a default length.
-pub fn range_of(
-    from: Option<&str>,
-    to: Option<&str>,
-    tz: Option<&str>,
-    default_len: Duration,
-) -> Result<(TimeRange, chrono_tz::Tz), ApiError> {
-    let tz = params::time_zone(tz)?;
-    Ok((TimeRange::parse(from, to, tz, default_len, Utc::now())?, tz))
 }
 
 #[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
@@ -135,10 +123,6 @@ pub async fn figures(db: &MySqlPool, project: &str, range: TimeRange) -> Result<
     })
 }
 
-pub fn range_json(range: TimeRange) -> serde_json::Value {
-    json!({"from": range.from, "to": range.to})
-}
-
 /// `GET /summary?from=&to=&tz=&compare=previous`: events, page views, unique users and
 /// sessions for a range (default the last 24 hours), optionally with the previous period.
 pub async fn summary(
@@ -146,14 +130,9 @@ pub async fn summary(
     project: Project,
     // Unique users over up to 400 days (twice with compare=previous) scan user_events.
     _turn: Heavy,
-    query: web::Query<RangeQuery>,
+    query: web::Query<SummaryQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let (range, _) = range_of(
-        query.from.as_deref(),
-        query.to.as_deref(),
-        query.tz.as_deref(),
-        Duration::hours(24),
-    )?;
+    let (range, _) = query.range.resolve(Duration::hours(24))?;
     let compare = match query.compare.as_deref() {
         None | Some("none") => false,
         Some("previous") => true,
@@ -169,7 +148,7 @@ pub async fn summary(
     let previous = if compare {
         let prev = range.previous();
         Some(json!({
-            "range": range_json(prev),
+            "range": prev.as_json(),
             "figures": figures(state.db(), project.as_str(), prev).await?,
         }))
     } else {
@@ -177,7 +156,7 @@ pub async fn summary(
     };
     Ok(HttpResponse::Ok().json(json!({
         "project": project.as_str(),
-        "range": range_json(range),
+        "range": range.as_json(),
         "figures": current,
         "previous": previous,
         "unique_users_exact": true,
@@ -220,20 +199,15 @@ pub async fn counts_by_type(
 pub async fn counts(
     state: web::Data<ApiState>,
     project: Project,
-    query: web::Query<RangeQuery>,
+    query: web::Query<SummaryQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let (range, _) = range_of(
-        query.from.as_deref(),
-        query.to.as_deref(),
-        query.tz.as_deref(),
-        Duration::hours(24),
-    )?;
+    let (range, _) = query.range.resolve(Duration::hours(24))?;
     let types = params::event_types("types", query.types.as_deref())?;
     let as_of = state.as_of(&project).await?;
     let counts = counts_by_type(state.db(), project.as_str(), range, &types).await?;
     Ok(HttpResponse::Ok().json(json!({
         "project": project.as_str(),
-        "range": range_json(range),
+        "range": range.as_json(),
         "total": counts.values().sum::<i64>(),
         "counts": counts,
         "exact": true,
@@ -245,9 +219,8 @@ pub async fn counts(
 #[derive(Debug, Deserialize)]
 pub struct RecentQuery {
     pub event_type: Option<String>,
-    pub from: Option<String>,
-    pub to: Option<String>,
-    pub tz: Option<String>,
+    #[serde(flatten)]
+    pub range: RangeParams,
     pub limit: Option<String>,
     pub cursor: Option<String>,
 }
@@ -266,12 +239,9 @@ pub async fn recent_events(
             .as_deref()
             .ok_or_else(|| ApiError::bad("event_type", "is required"))?,
     )?;
-    let (range, _) = range_of(
-        query.from.as_deref(),
-        query.to.as_deref(),
-        query.tz.as_deref(),
-        Duration::days(params::MAX_RANGE_DAYS),
-    )?;
+    let (range, _) = query
+        .range
+        .resolve(Duration::days(params::MAX_RANGE_DAYS))?;
     let limit = params::limit("limit", query.limit.as_deref(), 50, 500)?;
     let cursor = Cursor::parse(query.cursor.as_deref())?;
     let as_of = state.as_of(&project).await?;

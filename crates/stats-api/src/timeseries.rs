@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use actix_web::{web, HttpResponse};
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use serde::Deserialize;
 use serde_json::json;
@@ -12,17 +12,15 @@ use sqlx::MySqlPool;
 use super::auth::Project;
 use super::error::ApiError;
 use super::limits::Heavy;
-use super::params::{self, BucketUnit, TimeRange};
-use super::summary::range_json;
+use super::params::{self, BucketUnit, RangeParams, TimeRange};
 use super::ApiState;
 use insightflow_store::DbText;
 
 #[derive(Debug, Deserialize)]
 pub struct SeriesQuery {
     pub bucket: Option<String>,
-    pub from: Option<String>,
-    pub to: Option<String>,
-    pub tz: Option<String>,
+    #[serde(flatten)]
+    pub range: RangeParams,
     pub types: Option<String>,
 }
 
@@ -118,19 +116,7 @@ pub async fn timeseries(
     query: web::Query<SeriesQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let unit = BucketUnit::parse(query.bucket.as_deref(), BucketUnit::Hour)?;
-    let tz = params::time_zone(query.tz.as_deref())?;
-    let default_len = match unit {
-        BucketUnit::Minute => Duration::hours(1),
-        BucketUnit::Hour => Duration::hours(24),
-        BucketUnit::Day => Duration::days(30),
-    };
-    let range = TimeRange::parse(
-        query.from.as_deref(),
-        query.to.as_deref(),
-        tz,
-        default_len,
-        Utc::now(),
-    )?;
+    let (range, tz) = query.range.resolve(unit.default_range())?;
     let types = params::event_types("types", query.types.as_deref())?;
     let as_of = state.as_of(&project).await?;
     let (covered, buckets) = series(state.db(), project.as_str(), unit, tz, range, &types).await?;
@@ -138,7 +124,7 @@ pub async fn timeseries(
         "project": project.as_str(),
         "bucket": unit.as_str(),
         "tz": tz.name(),
-        "range": range_json(covered),
+        "range": covered.as_json(),
         "buckets": buckets,
         "exact": true,
         "source": "mysql",

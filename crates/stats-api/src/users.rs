@@ -8,8 +8,7 @@ use serde_json::json;
 use super::auth::Project;
 use super::error::ApiError;
 use super::event_pages::{event_page, Cursor};
-use super::params;
-use super::summary::range_of;
+use super::params::{self, RangeParams};
 use super::ApiState;
 use insightflow_store::DbText;
 
@@ -93,9 +92,8 @@ pub async fn profile(
 #[derive(Debug, Deserialize)]
 pub struct PathQuery {
     pub event_type: Option<String>,
-    pub from: Option<String>,
-    pub to: Option<String>,
-    pub tz: Option<String>,
+    #[serde(flatten)]
+    pub range: RangeParams,
     pub limit: Option<String>,
     pub cursor: Option<String>,
 }
@@ -114,12 +112,9 @@ pub async fn path(
         .as_deref()
         .map(|t| params::event_type("event_type", t))
         .transpose()?;
-    let (range, _) = range_of(
-        query.from.as_deref(),
-        query.to.as_deref(),
-        query.tz.as_deref(),
-        Duration::days(params::MAX_RANGE_DAYS),
-    )?;
+    let (range, _) = query
+        .range
+        .resolve(Duration::days(params::MAX_RANGE_DAYS))?;
     let limit = params::limit("limit", query.limit.as_deref(), 50, 500)?;
     let cursor = Cursor::parse(query.cursor.as_deref())?;
     let as_of = state.as_of(&project).await?;
@@ -133,7 +128,7 @@ pub async fn path(
     Ok(HttpResponse::Ok().json(json!({
         "project": project.as_str(),
         "distinct_id": who,
-        "range": super::summary::range_json(range),
+        "range": range.as_json(),
         "events": events,
         "next_cursor": next_cursor,
         "source": "mysql",
