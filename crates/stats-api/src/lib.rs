@@ -25,6 +25,7 @@ pub mod live;
 pub mod openapi;
 pub mod pages;
 pub mod params;
+pub mod property;
 pub mod reference;
 pub mod routes;
 pub mod settings;

@@ -190,7 +190,7 @@ fn dimension(field: &'static str, raw: &str) -> Result<(String, Option<String>),
             )),
         };
     }
-    let path = super::funnels::property_path(field, raw)?;
+    let path = super::property::property_path(field, raw)?;
     Ok((String::new(), Some(path)))
 }
 

@@ -1,0 +1,230 @@
+//! Funnels: definitions (CRUD), funnel analysis and the A -> B conversion rate. The HTTP
+//! handlers are here; the definition and its validation in `spec`, its rows in `store`, the
+//! reading of events in `scan` and the computation in `analysis`.
+
+pub mod analysis;
+pub mod scan;
+pub mod spec;
+pub mod store;
+
+use actix_web::{web, HttpResponse};
+use chrono::Duration;
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::auth::{AdminProject, Project};
+use crate::error::ApiError;
+use crate::limits::Heavy;
+use crate::params::{self, RangeParams};
+use crate::ApiState;
+use analysis::{summarize, Bounds};
+use scan::load_hits;
+pub use spec::{FunnelBody, FunnelSpec, OrderMode, Step, MAX_STEPS, MAX_WINDOW_SECONDS};
+pub use store::{find, StoredFunnel};
+
+/// `GET /funnels`: every funnel of the project.
+pub async fn list(state: web::Data<ApiState>, project: Project) -> Result<HttpResponse, ApiError> {
+    let funnels = store::list(state.db(), project.as_str()).await?;
+    Ok(HttpResponse::Ok().json(json!({"project": project.as_str(), "funnels": funnels})))
+}
+
+/// `POST /funnels`: creates a funnel; 201 with its id.
+pub async fn create(
+    state: web::Data<ApiState>,
+    AdminProject(project): AdminProject,
+    body: web::Json<FunnelBody>,
+) -> Result<HttpResponse, ApiError> {
+    let spec = FunnelSpec::parse(body.into_inner())?;
+    let funnel = store::insert(state.db(), project.as_str(), &spec).await?;
+    Ok(HttpResponse::Created().json(funnel))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct FunnelPath {
+    pub funnel: String,
+}
+
+/// `GET /funnels/{funnel}` (id or name).
+pub async fn get(
+    state: web::Data<ApiState>,
+    project: Project,
+    path: web::Path<FunnelPath>,
+) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(find(state.db(), project.as_str(), &path.funnel).await?))
+}
+
+/// `PUT /funnels/{funnel}`: replaces the definition.
+pub async fn update(
+    state: web::Data<ApiState>,
+    AdminProject(project): AdminProject,
+    path: web::Path<FunnelPath>,
+    body: web::Json<FunnelBody>,
+) -> Result<HttpResponse, ApiError> {
+    let existing = find(state.db(), project.as_str(), &path.funnel).await?;
+    let spec = FunnelSpec::parse(body.into_inner())?;
+    let funnel = store::replace(state.db(), project.as_str(), existing.id, &spec).await?;
+    Ok(HttpResponse::Ok().json(funnel))
+}
+
+/// `DELETE /funnels/{funnel}`.
+pub async fn delete(
+    state: web::Data<ApiState>,
+    AdminProject(project): AdminProject,
+    path: web::Path<FunnelPath>,
+) -> Result<HttpResponse, ApiError> {
+    let existing = find(state.db(), project.as_str(), &path.funnel).await?;
+    store::delete(state.db(), project.as_str(), existing.id).await?;
+    Ok(HttpResponse::Ok().json(json!({"deleted": existing.id, "name": existing.spec.name})))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct AnalysisQuery {
+    #[serde(flatten)]
+    pub range: RangeParams,
+    pub mode: Option<String>,
+}
+
+/// `GET /funnels/{funnel}/analysis?from=&to=&mode=strict`: users per step, conversion from
+/// the first and previous step, drop-off and median time to convert.
+pub async fn analysis(
+    state: web::Data<ApiState>,
+    project: Project,
+    _turn: Heavy,
+    path: web::Path<FunnelPath>,
+    query: web::Query<AnalysisQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let (range, _) = query.range.resolve(Duration::days(7))?;
+    let funnel = find(state.db(), project.as_str(), &path.funnel).await?;
+    let mode = match query.mode.as_deref() {
+        None => funnel.spec.order_mode,
+        Some(raw) => OrderMode::parse("mode", raw)?,
+    };
+    let window_ms = i64::from(funnel.spec.window_seconds) * 1000;
+    let horizon = range.to + Duration::milliseconds(window_ms);
+    let as_of = state.as_of(&project).await?;
+    let users = load_hits(
+        state.db(),
+        project.as_str(),
+        &funnel.spec.steps,
+        mode,
+        range,
+        horizon.naive_utc(),
+    )
+    .await?;
+    let bounds = Bounds {
+        entry_from: range.from.timestamp_millis(),
+        entry_to: range.to.timestamp_millis(),
+        window_ms: Some(window_ms),
+        horizon_ms: horizon.timestamp_millis(),
+    };
+    let results = summarize(users, funnel.spec.steps.len(), mode, bounds);
+    let steps: Vec<serde_json::Value> = funnel
+        .spec
+        .steps
+        .iter()
+        .zip(&results)
+        .enumerate()
+        .map(|(i, (step, result))| {
+            let mut value = serde_json::to_value(result).unwrap_or_default();
+            value["step"] = json!(i + 1);
+            value["event_type"] = json!(step.event_type);
+            if let Some(p) = &step.property {
+                value["property"] = json!(p);
+                value["value"] = json!(step.value);
+            }
+            value
+        })
+        .collect();
+    let overall = results
+        .last()
+        .map_or(0.0, |last| last.conversion_from_first);
+    Ok(HttpResponse::Ok().json(json!({
+        "project": project.as_str(),
+        "funnel": funnel,
+        "mode": mode.as_str(),
+        "range": range.as_json(),
+        "steps": steps,
+        "overall_conversion": overall,
+        "exact": true,
+        "source": "mysql",
+        "as_of": as_of,
+    })))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ConversionQuery {
+    pub start_event: Option<String>,
+    pub end_event: Option<String>,
+    #[serde(flatten)]
+    pub range: RangeParams,
+    pub window_seconds: Option<String>,
+}
+
+/// `GET /conversion?start_event=cart_add&end_event=purchase&from=&to=`: of the users who did
+/// A in the range, how many then did B (in the range, or within `window_seconds` of their
+/// first A when given).
+pub async fn conversion(
+    state: web::Data<ApiState>,
+    project: Project,
+    _turn: Heavy,
+    query: web::Query<ConversionQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let required = |field: &'static str, v: &Option<String>| {
+        v.as_deref()
+            .ok_or_else(|| ApiError::bad(field, "is required"))
+            .and_then(|raw| params::event_type(field, raw))
+    };
+    let start = required("start_event", &query.start_event)?;
+    let end = required("end_event", &query.end_event)?;
+    let (range, _) = query.range.resolve(Duration::hours(24))?;
+    let window_seconds = query
+        .window_seconds
+        .as_deref()
+        .map(|raw| params::limit("window_seconds", Some(raw), 0, MAX_WINDOW_SECONDS))
+        .transpose()?;
+    let window_ms = window_seconds.map(|w| i64::from(w) * 1000);
+    let horizon = range.to + Duration::milliseconds(window_ms.unwrap_or(0));
+    let steps = vec![
+        Step {
+            event_type: start.clone(),
+            property: None,
+            value: None,
+        },
+        Step {
+            event_type: end.clone(),
+            property: None,
+            value: None,
+        },
+    ];
+    let as_of = state.as_of(&project).await?;
+    let users = load_hits(
+        state.db(),
+        project.as_str(),
+        &steps,
+        OrderMode::Ordered,
+        range,
+        horizon.naive_utc(),
+    )
+    .await?;
+    let bounds = Bounds {
+        entry_from: range.from.timestamp_millis(),
+        entry_to: range.to.timestamp_millis(),
+        window_ms,
+        horizon_ms: horizon.timestamp_millis(),
+    };
+    let results = summarize(users, 2, OrderMode::Ordered, bounds);
+    Ok(HttpResponse::Ok().json(json!({
+        "project": project.as_str(),
+        "start_event": start,
+        "end_event": end,
+        "range": range.as_json(),
+        "window_seconds": window_seconds,
+        "start_users": results[0].users,
+        "converted_users": results[1].users,
+        "conversion_rate": results[1].conversion_from_first,
+        "median_seconds_to_convert": results[1].median_seconds_from_previous,
+        "exact": true,
+        "source": "mysql",
+        "as_of": as_of,
+    })))
+}
