@@ -17,6 +17,42 @@ use insightflow_store::DbText;
 /// live 8 days after their hour ends, so every hour of such a range is complete there.
 const LIVE_PAGES_HOURS: i64 = 7 * 24;
 
+/// Views of one page in a range, from the hourly rollups.
+#[derive(sqlx::FromRow)]
+struct PageRow {
+    page_path: DbText,
+    views: i64,
+}
+
+/// One line of a breakdown: the dimensions' values (`v2` NULL without a second one), events
+/// and distinct users.
+#[derive(sqlx::FromRow)]
+struct BreakdownRow {
+    v1: Option<DbText>,
+    v2: Option<DbText>,
+    #[sqlx(rename = "n")]
+    events: i64,
+    #[sqlx(rename = "u")]
+    unique_users: i64,
+}
+
+/// A clicked element of a page.
+#[derive(sqlx::FromRow)]
+struct ElementRow {
+    element_selector: Option<DbText>,
+    element_text: Option<DbText>,
+    clicks: i64,
+    unique_users: i64,
+}
+
+/// One cell of the click grid (cell coordinates, not pixels).
+#[derive(sqlx::FromRow)]
+struct GridCell {
+    gx: i64,
+    gy: i64,
+    clicks: i64,
+}
+
 #[derive(Debug, Deserialize)]
 pub struct HotPagesQuery {
     #[serde(flatten)]
@@ -109,10 +145,10 @@ pub async fn top_pages(
                 .collect()
         }
         PagesSource::Mysql => {
-            let rows: Vec<(DbText, i64)> = sqlx::query_as(
-                "SELECT page_path, CAST(SUM(views) AS SIGNED) AS v FROM rollup_page_views_hour \
+            let rows: Vec<PageRow> = sqlx::query_as(
+                "SELECT page_path, CAST(SUM(views) AS SIGNED) AS views FROM rollup_page_views_hour \
                  WHERE project = ? AND bucket >= ? AND bucket < ? GROUP BY page_path \
-                 ORDER BY v DESC, page_path LIMIT ?",
+                 ORDER BY views DESC, page_path LIMIT ?",
             )
             .bind(project.as_str())
             .bind(hours.from_naive())
@@ -121,9 +157,9 @@ pub async fn top_pages(
             .fetch_all(state.db())
             .await?;
             rows.into_iter()
-                .map(|(path, views)| PageViews {
-                    path: path.0,
-                    views,
+                .map(|r| PageViews {
+                    path: r.page_path.0,
+                    views: r.views,
                 })
                 .collect()
         }
@@ -259,14 +295,14 @@ pub async fn breakdown(
         .push_bind(range.to_naive())
         .push(" GROUP BY v1, v2 ORDER BY n DESC, v1, v2 LIMIT ")
         .push_bind(limit);
-    let rows: Vec<(Option<DbText>, Option<DbText>, i64, i64)> =
-        q.build_query_as().fetch_all(state.db()).await?;
+    let rows: Vec<BreakdownRow> = q.build_query_as().fetch_all(state.db()).await?;
     let values: Vec<serde_json::Value> = rows
         .into_iter()
-        .map(|(v1, v2, events, users)| {
-            let mut value = json!({"value": v1, "events": events, "unique_users": users});
+        .map(|r| {
+            let mut value =
+                json!({"value": r.v1, "events": r.events, "unique_users": r.unique_users});
             if second.is_some() {
-                value["value2"] = json!(v2);
+                value["value2"] = json!(r.v2);
             }
             value
         })
@@ -316,11 +352,11 @@ pub async fn heatmap(
     let limit = params::limit("limit", query.limit.as_deref(), 20, 1000)?;
     let cell = params::limit("cell", query.cell.as_deref(), 50, 2000)?;
     let as_of = state.as_of(&project).await?;
-    let elements = sqlx::query_as::<_, (Option<DbText>, Option<DbText>, i64, i64)>(
-        "SELECT element_selector, MIN(element_text), COUNT(*) AS n, COUNT(DISTINCT distinct_id) \
-         FROM user_events WHERE project = ? AND page_path = ? AND event_type = 'click' \
+    let elements = sqlx::query_as::<_, ElementRow>(
+        "SELECT element_selector, MIN(element_text) AS element_text, COUNT(*) AS clicks, \
+         COUNT(DISTINCT distinct_id) AS unique_users FROM user_events WHERE project = ? AND page_path = ? AND event_type = 'click' \
          AND event_time >= ? AND event_time < ? \
-         GROUP BY element_selector ORDER BY n DESC, element_selector LIMIT ?",
+         GROUP BY element_selector ORDER BY clicks DESC, element_selector LIMIT ?",
     )
     .bind(project.as_str())
     .bind(page)
@@ -328,9 +364,9 @@ pub async fn heatmap(
     .bind(range.to_naive())
     .bind(limit)
     .fetch_all(state.db());
-    let grid = sqlx::query_as::<_, (i64, i64, i64)>(
+    let grid = sqlx::query_as::<_, GridCell>(
         "SELECT CAST(FLOOR(click_x / ?) AS SIGNED) AS gx, CAST(FLOOR(click_y / ?) AS SIGNED) AS gy, \
-         COUNT(*) FROM user_events WHERE project = ? AND page_path = ? AND event_type = 'click' \
+         COUNT(*) AS clicks FROM user_events WHERE project = ? AND page_path = ? AND event_type = 'click' \
          AND event_time >= ? AND event_time < ? AND click_x IS NOT NULL AND click_y IS NOT NULL \
          GROUP BY gx, gy ORDER BY gy, gx LIMIT 10000",
     )
@@ -344,13 +380,13 @@ pub async fn heatmap(
     let (elements, grid) = tokio::try_join!(elements, grid)?;
     let elements: Vec<serde_json::Value> = elements
         .into_iter()
-        .map(|(selector, text, clicks, users)| {
-            json!({"selector": selector, "text": text, "clicks": clicks, "unique_users": users})
+        .map(|e| {
+            json!({"selector": e.element_selector, "text": e.element_text, "clicks": e.clicks, "unique_users": e.unique_users})
         })
         .collect();
     let cells: Vec<serde_json::Value> = grid
         .into_iter()
-        .map(|(x, y, clicks)| json!({"x": x, "y": y, "clicks": clicks}))
+        .map(|c| json!({"x": c.gx, "y": c.gy, "clicks": c.clicks}))
         .collect();
     Ok(HttpResponse::Ok().json(json!({
         "project": project.as_str(),

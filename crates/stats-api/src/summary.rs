@@ -85,13 +85,26 @@ pub struct Figures {
     pub sessions: i64,
 }
 
+#[derive(sqlx::FromRow)]
+struct EventTotals {
+    events: i64,
+    page_views: i64,
+}
+
+/// Events of one type in a range, from the rollups.
+#[derive(sqlx::FromRow)]
+struct TypeCount {
+    event_type: DbText,
+    events: i64,
+}
+
 /// Events and page views from the minute rollups; people from `user_events`; sessions by
 /// their start time from `sessions`. All exact.
 pub async fn figures(db: &MySqlPool, project: &str, range: TimeRange) -> Result<Figures, ApiError> {
     let (from, to) = (range.from_naive(), range.to_naive());
-    let events = sqlx::query_as::<_, (i64, i64)>(
-        "SELECT CAST(COALESCE(SUM(events), 0) AS SIGNED), \
-         CAST(COALESCE(SUM(IF(event_type = 'page_view', events, 0)), 0) AS SIGNED) \
+    let events = sqlx::query_as::<_, EventTotals>(
+        "SELECT CAST(COALESCE(SUM(events), 0) AS SIGNED) AS events, \
+         CAST(COALESCE(SUM(IF(event_type = 'page_view', events, 0)), 0) AS SIGNED) AS page_views \
          FROM rollup_events_minute WHERE project = ? AND bucket >= ? AND bucket < ?",
     )
     .bind(project)
@@ -113,11 +126,10 @@ pub async fn figures(db: &MySqlPool, project: &str, range: TimeRange) -> Result<
     .bind(from)
     .bind(to)
     .fetch_one(db);
-    let ((events, page_views), unique_users, sessions) =
-        tokio::try_join!(events, people, sessions)?;
+    let (totals, unique_users, sessions) = tokio::try_join!(events, people, sessions)?;
     Ok(Figures {
-        events,
-        page_views,
+        events: totals.events,
+        page_views: totals.page_views,
         unique_users,
         sessions,
     })
@@ -173,7 +185,8 @@ pub async fn counts_by_type(
     types: &[String],
 ) -> Result<BTreeMap<String, i64>, ApiError> {
     let mut q = sqlx::QueryBuilder::<sqlx::MySql>::new(
-        "SELECT event_type, CAST(SUM(events) AS SIGNED) FROM rollup_events_minute WHERE project = ",
+        "SELECT event_type, CAST(SUM(events) AS SIGNED) AS events FROM rollup_events_minute \
+         WHERE project = ",
     );
     q.push_bind(project)
         .push(" AND bucket >= ")
@@ -189,9 +202,9 @@ pub async fn counts_by_type(
         q.push(")");
     }
     q.push(" GROUP BY event_type");
-    let rows: Vec<(DbText, i64)> = q.build_query_as().fetch_all(db).await?;
+    let rows: Vec<TypeCount> = q.build_query_as().fetch_all(db).await?;
     let mut counts: BTreeMap<String, i64> = types.iter().map(|t| (t.clone(), 0)).collect();
-    counts.extend(rows.into_iter().map(|(t, n)| (t.0, n)));
+    counts.extend(rows.into_iter().map(|r| (r.event_type.0, r.events)));
     Ok(counts)
 }
 

@@ -24,6 +24,14 @@ pub struct SeriesQuery {
     pub types: Option<String>,
 }
 
+/// One rollup row: a minute or hour bucket's count of one type.
+#[derive(sqlx::FromRow)]
+struct BucketRow {
+    bucket: chrono::NaiveDateTime,
+    event_type: DbText,
+    events: i64,
+}
+
 /// One bucket: its local start, and a count per requested type (zeros included).
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Bucket {
@@ -57,7 +65,7 @@ pub async fn series(
         "rollup_events_minute"
     };
     let mut q = sqlx::QueryBuilder::<sqlx::MySql>::new(format!(
-        "SELECT bucket, event_type, CAST(events AS SIGNED) FROM {table} WHERE project = "
+        "SELECT bucket, event_type, CAST(events AS SIGNED) AS events FROM {table} WHERE project = "
     ));
     q.push_bind(project)
         .push(" AND bucket >= ")
@@ -72,10 +80,10 @@ pub async fn series(
         }
         q.push(")");
     }
-    let rows: Vec<(chrono::NaiveDateTime, DbText, i64)> = q.build_query_as().fetch_all(db).await?;
+    let rows: Vec<BucketRow> = q.build_query_as().fetch_all(db).await?;
     let mut names: Vec<String> = types.to_vec();
     if names.is_empty() {
-        let mut seen: Vec<String> = rows.iter().map(|r| r.1 .0.clone()).collect();
+        let mut seen: Vec<String> = rows.iter().map(|r| r.event_type.0.clone()).collect();
         seen.sort();
         seen.dedup();
         names = seen;
@@ -90,12 +98,12 @@ pub async fn series(
             total: 0,
         })
         .collect();
-    for (at, event_type, n) in rows {
-        let at: DateTime<Utc> = at.and_utc();
+    for row in rows {
+        let at: DateTime<Utc> = row.bucket.and_utc();
         let index = boundaries.partition_point(|b| *b <= at);
         if let Some(bucket) = index.checked_sub(1).and_then(|i| buckets.get_mut(i)) {
-            *bucket.counts.entry(event_type.0).or_default() += n;
-            bucket.total += n;
+            *bucket.counts.entry(row.event_type.0).or_default() += row.events;
+            bucket.total += row.events;
         }
     }
     Ok((

@@ -12,19 +12,21 @@ use super::params::{self, RangeParams};
 use super::ApiState;
 use insightflow_store::DbText;
 
-type ProfileRow = (
-    DbText,
-    Option<DbText>,
-    Option<DbText>,
-    NaiveDateTime,
-    NaiveDateTime,
-    u64,
-    u64,
-    Option<DbText>,
-    Option<DbText>,
-    Option<DbText>,
-    Option<DbText>,
-);
+/// A row of `users`.
+#[derive(sqlx::FromRow)]
+struct ProfileRow {
+    distinct_id: DbText,
+    user_id: Option<DbText>,
+    anonymous_id: Option<DbText>,
+    first_seen: NaiveDateTime,
+    last_seen: NaiveDateTime,
+    total_events: u64,
+    total_sessions: u64,
+    device_type: Option<DbText>,
+    browser: Option<DbText>,
+    os: Option<DbText>,
+    properties: Option<DbText>,
+}
 
 fn distinct_id(raw: &str) -> Result<&str, ApiError> {
     if raw.is_empty() || raw.chars().count() > 255 {
@@ -46,27 +48,14 @@ pub async fn profile(
     let as_of = state.as_of(&project).await?;
     let row: Option<ProfileRow> = sqlx::query_as(
         "SELECT distinct_id, user_id, anonymous_id, first_seen, last_seen, total_events, \
-         total_sessions, device_type, browser, os, CAST(properties AS CHAR) \
+         total_sessions, device_type, browser, os, CAST(properties AS CHAR) AS properties \
          FROM users WHERE project = ? AND distinct_id = ?",
     )
     .bind(project.as_str())
     .bind(who)
     .fetch_optional(state.db())
     .await?;
-    let Some((
-        id,
-        user_id,
-        anonymous_id,
-        first,
-        last,
-        events,
-        sessions,
-        device,
-        browser,
-        os,
-        props,
-    )) = row
-    else {
+    let Some(user) = row else {
         return Err(ApiError::not_found(
             "distinct_id",
             format!("no user {who:?} in project {}", project.as_str()),
@@ -74,15 +63,15 @@ pub async fn profile(
     };
     Ok(HttpResponse::Ok().json(json!({
         "project": project.as_str(),
-        "distinct_id": id,
-        "user_id": user_id,
-        "anonymous_id": anonymous_id,
-        "first_seen": first.and_utc(),
-        "last_seen": last.and_utc(),
-        "total_events": events,
-        "total_sessions": sessions,
-        "device": {"device_type": device, "browser": browser, "os": os},
-        "properties": props.and_then(|p| serde_json::from_str::<serde_json::Value>(p.as_str()).ok()),
+        "distinct_id": user.distinct_id,
+        "user_id": user.user_id,
+        "anonymous_id": user.anonymous_id,
+        "first_seen": user.first_seen.and_utc(),
+        "last_seen": user.last_seen.and_utc(),
+        "total_events": user.total_events,
+        "total_sessions": user.total_sessions,
+        "device": {"device_type": user.device_type, "browser": user.browser, "os": user.os},
+        "properties": user.properties.and_then(|p| serde_json::from_str::<serde_json::Value>(p.as_str()).ok()),
         "exact": true,
         "source": "mysql",
         "as_of": as_of,
