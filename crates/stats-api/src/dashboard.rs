@@ -12,6 +12,7 @@ use serde_json::json;
 
 use super::auth::Project;
 use super::dashboard_cache::RefreshingCache;
+use super::envelope::Answer;
 use super::error::ApiError;
 use super::limits::Heavy;
 use super::pages::{hour_range, top_pages};
@@ -233,9 +234,10 @@ async fn render(
             top_pages(state, project, hours, p.pages_limit, None),
         )?;
     // Online now and hot pages may come from Redis; everything else is MySQL.
-    let body = serde_json::to_vec(&generation.and(pages_generation).stamp(json!({
-        "project": project.as_str(),
-        "range": range.as_json(),
+    let answer = Answer::about(project, as_of)
+        .range(range)
+        .redis(generation.and(pages_generation))
+        .with(json!({
         "tz": p.tz.name(),
         "summary": {"figures": current, "previous": {"range": range.previous().as_json(), "figures": previous}},
         "online": {"seconds": p.seconds, "online_users": online},
@@ -244,9 +246,8 @@ async fn render(
         "timeseries": {"bucket": p.unit.as_str(), "range": covered.as_json(), "buckets": buckets},
         "unique_users_exact": true,
         "generated_at": now,
-        "as_of": as_of,
-    })))
-    .map_err(|e| ApiError::Unavailable(e.into()))?;
+    }));
+    let body = serde_json::to_vec(&answer).map_err(|e| ApiError::Unavailable(e.into()))?;
     Ok(Rendered {
         etag,
         body: Bytes::from(body),

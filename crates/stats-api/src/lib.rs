@@ -16,6 +16,7 @@ pub mod auth;
 pub mod console;
 pub mod dashboard;
 pub mod dashboard_cache;
+pub mod envelope;
 pub mod error;
 pub mod event_pages;
 pub mod funnels;

@@ -7,6 +7,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::auth::Project;
+use super::envelope::Answer;
 use super::error::ApiError;
 use super::limits::Heavy;
 use super::params::{self, RangeParams, TimeRange};
@@ -191,14 +192,12 @@ pub async fn hot_pages(
     let hours = hour_range(range);
     let as_of = state.as_of(&project).await?;
     let (pages, source, generation) = top_pages(&state, &project, hours, limit, source).await?;
-    Ok(HttpResponse::Ok().json(generation.stamp(json!({
-        "project": project.as_str(),
-        "range": hours.as_json(),
-        "pages": pages,
-        "exact": true,
-        "source": source.as_str(),
-        "as_of": as_of,
-    }))))
+    Ok(Answer::about(&project, as_of)
+        .range(hours)
+        .source(source.as_str())
+        .redis(generation)
+        .with(json!({"pages": pages}))
+        .ok())
 }
 
 #[derive(Debug, Deserialize)]
@@ -307,17 +306,11 @@ pub async fn breakdown(
             value
         })
         .collect();
-    Ok(HttpResponse::Ok().json(json!({
-        "project": project.as_str(),
-        "event_type": event_type,
-        "by": by,
-        "by2": query.by2,
-        "range": range.as_json(),
-        "values": values,
-        "exact": true,
-        "source": "mysql",
-        "as_of": as_of,
-    })))
+    Ok(Answer::about(&project, as_of)
+        .range(range)
+        .source("mysql")
+        .with(json!({"event_type": event_type, "by": by, "by2": query.by2, "values": values}))
+        .ok())
 }
 
 #[derive(Debug, Deserialize)]
@@ -388,14 +381,13 @@ pub async fn heatmap(
         .into_iter()
         .map(|c| json!({"x": c.gx, "y": c.gy, "clicks": c.clicks}))
         .collect();
-    Ok(HttpResponse::Ok().json(json!({
-        "project": project.as_str(),
-        "page": page,
-        "range": range.as_json(),
-        "elements": elements,
-        "grid": {"cell_px": cell, "cells": cells},
-        "exact": true,
-        "source": "mysql",
-        "as_of": as_of,
-    })))
+    Ok(Answer::about(&project, as_of)
+        .range(range)
+        .source("mysql")
+        .with(json!({
+            "page": page,
+            "elements": elements,
+            "grid": {"cell_px": cell, "cells": cells},
+        }))
+        .ok())
 }

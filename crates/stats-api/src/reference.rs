@@ -10,6 +10,7 @@ use deadpool_redis::redis::{self, FromRedisValue, ParsingError, Value};
 use serde_json::json;
 
 use super::auth::Project;
+use super::envelope::Answer;
 use super::error::ApiError;
 use super::params;
 use super::stats::{AsOf, Counters, Meta};
@@ -35,13 +36,10 @@ pub async fn type_count(
         .hgetall(keys::positions(state.redis.prefix()));
     let ((count, meta, positions), generation): ((Option<u64>, Meta, Meta), _) =
         state.redis_read(pipe).await?;
-    Ok(HttpResponse::Ok().json(generation.stamp(json!({
-        "project": project.as_str(),
-        "event_type": event_type,
-        "count": count.unwrap_or(0),
-        "exact": true,
-        "as_of": AsOf::from_parts(&meta, positions),
-    }))))
+    Ok(Answer::about(&project, AsOf::from_parts(&meta, positions))
+        .redis(generation)
+        .with(json!({"event_type": event_type, "count": count.unwrap_or(0)}))
+        .ok())
 }
 
 /// `GET /api/v1/stats/` (reference route): totals by type and users online now.
@@ -58,15 +56,15 @@ pub async fn overall(
         .hgetall(keys::positions(state.redis.prefix()));
     let ((counts, online, meta, positions), generation): ((Counters, u64, Meta, Meta), _) =
         state.redis_read(pipe).await?;
-    Ok(HttpResponse::Ok().json(generation.stamp(json!({
-        "project": project.as_str(),
-        "total_events": counts.values().sum::<u64>(),
-        "event_types": counts.len(),
-        "counts": counts,
-        "online_users": online,
-        "exact": true,
-        "as_of": AsOf::from_parts(&meta, positions),
-    }))))
+    Ok(Answer::about(&project, AsOf::from_parts(&meta, positions))
+        .redis(generation)
+        .with(json!({
+            "total_events": counts.values().sum::<u64>(),
+            "event_types": counts.len(),
+            "counts": counts,
+            "online_users": online,
+        }))
+        .ok())
 }
 
 /// `GET /api/v1/stats/{type}` (reference route): one type's all-time total, its count in
@@ -97,15 +95,15 @@ pub async fn type_stats(
         replies.hours.iter().sum::<u64>(),
     );
     let (meta, positions) = (replies.meta, replies.positions);
-    Ok(HttpResponse::Ok().json(generation.stamp(json!({
-        "project": project.as_str(),
-        "event_type": event_type,
-        "total": total,
-        "last_60_minutes": last_hour,
-        "last_24_hours": last_day,
-        "exact": true,
-        "as_of": AsOf::from_parts(&meta, positions),
-    }))))
+    Ok(Answer::about(&project, AsOf::from_parts(&meta, positions))
+        .redis(generation)
+        .with(json!({
+            "event_type": event_type,
+            "total": total,
+            "last_60_minutes": last_hour,
+            "last_24_hours": last_day,
+        }))
+        .ok())
 }
 
 /// The replies of `type_stats`' pipeline, by name: the all-time count, one count per minute

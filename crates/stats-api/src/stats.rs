@@ -7,6 +7,7 @@ use deadpool_redis::redis;
 use serde::{Deserialize, Serialize};
 
 use super::auth::Project;
+use super::envelope::Answer;
 use super::error::ApiError;
 use super::ApiState;
 use insightflow_store::keys::{self, Keys};
@@ -67,11 +68,8 @@ pub async fn event_counts(
         .hgetall(keys::positions(state.redis.prefix()));
     let ((counts, meta, positions), generation): ((Counters, Meta, Meta), _) =
         state.redis_read(pipe).await?;
-    Ok(HttpResponse::Ok().json(generation.stamp(serde_json::json!({
-        "project": project.as_str(),
-        "total": counts.values().sum::<u64>(),
-        "counts": counts,
-        "exact": true,
-        "as_of": AsOf::from_parts(&meta, positions),
-    }))))
+    Ok(Answer::about(&project, AsOf::from_parts(&meta, positions))
+        .redis(generation)
+        .with(serde_json::json!({"total": counts.values().sum::<u64>(), "counts": counts}))
+        .ok())
 }

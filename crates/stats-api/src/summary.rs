@@ -11,6 +11,7 @@ use serde_json::json;
 use sqlx::MySqlPool;
 
 use super::auth::Project;
+use super::envelope::Answer;
 use super::error::ApiError;
 use super::event_pages::{event_page, Cursor};
 use super::limits::Heavy;
@@ -59,14 +60,11 @@ pub async fn online(
 ) -> Result<HttpResponse, ApiError> {
     let seconds = online_seconds(query.seconds.as_deref())?;
     let (online, as_of, generation) = online_count(&state, &project, seconds).await?;
-    Ok(HttpResponse::Ok().json(generation.stamp(json!({
-        "project": project.as_str(),
-        "seconds": seconds,
-        "online_users": online,
-        "exact": true,
-        "source": "redis",
-        "as_of": as_of,
-    }))))
+    Ok(Answer::about(&project, as_of)
+        .source("redis")
+        .redis(generation)
+        .with(json!({"seconds": seconds, "online_users": online}))
+        .ok())
 }
 
 #[derive(Debug, Deserialize)]
@@ -166,15 +164,11 @@ pub async fn summary(
     } else {
         None
     };
-    Ok(HttpResponse::Ok().json(json!({
-        "project": project.as_str(),
-        "range": range.as_json(),
-        "figures": current,
-        "previous": previous,
-        "unique_users_exact": true,
-        "source": "mysql",
-        "as_of": as_of,
-    })))
+    Ok(Answer::about(&project, as_of)
+        .range(range)
+        .source("mysql")
+        .with(json!({"figures": current, "previous": previous, "unique_users_exact": true}))
+        .ok())
 }
 
 /// Event counts by type over a range, from the minute rollups.
@@ -218,15 +212,11 @@ pub async fn counts(
     let types = params::event_types("types", query.types.as_deref())?;
     let as_of = state.as_of(&project).await?;
     let counts = counts_by_type(state.db(), project.as_str(), range, &types).await?;
-    Ok(HttpResponse::Ok().json(json!({
-        "project": project.as_str(),
-        "range": range.as_json(),
-        "total": counts.values().sum::<i64>(),
-        "counts": counts,
-        "exact": true,
-        "source": "mysql",
-        "as_of": as_of,
-    })))
+    Ok(Answer::about(&project, as_of)
+        .range(range)
+        .source("mysql")
+        .with(json!({"total": counts.values().sum::<i64>(), "counts": counts}))
+        .ok())
 }
 
 #[derive(Debug, Deserialize)]
@@ -262,12 +252,9 @@ pub async fn recent_events(
         q.push(" AND event_type = ").push_bind(event_type.clone());
     })
     .await?;
-    Ok(HttpResponse::Ok().json(json!({
-        "project": project.as_str(),
-        "event_type": event_type,
-        "events": events,
-        "next_cursor": next_cursor,
-        "source": "mysql",
-        "as_of": as_of,
-    })))
+    Ok(Answer::about(&project, as_of)
+        .range(range)
+        .source("mysql")
+        .with(json!({"event_type": event_type, "events": events, "next_cursor": next_cursor}))
+        .ok())
 }

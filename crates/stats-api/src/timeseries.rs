@@ -10,6 +10,7 @@ use serde_json::json;
 use sqlx::MySqlPool;
 
 use super::auth::Project;
+use super::envelope::Answer;
 use super::error::ApiError;
 use super::limits::Heavy;
 use super::params::{self, BucketUnit, RangeParams, TimeRange};
@@ -128,14 +129,9 @@ pub async fn timeseries(
     let types = params::event_types("types", query.types.as_deref())?;
     let as_of = state.as_of(&project).await?;
     let (covered, buckets) = series(state.db(), project.as_str(), unit, tz, range, &types).await?;
-    Ok(HttpResponse::Ok().json(json!({
-        "project": project.as_str(),
-        "bucket": unit.as_str(),
-        "tz": tz.name(),
-        "range": covered.as_json(),
-        "buckets": buckets,
-        "exact": true,
-        "source": "mysql",
-        "as_of": as_of,
-    })))
+    Ok(Answer::about(&project, as_of)
+        .range(covered)
+        .source("mysql")
+        .with(json!({"bucket": unit.as_str(), "tz": tz.name(), "buckets": buckets}))
+        .ok())
 }

@@ -6,6 +6,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::auth::Project;
+use super::envelope::Answer;
 use super::error::ApiError;
 use super::event_pages::{event_page, Cursor};
 use super::params::{self, RangeParams};
@@ -61,8 +62,7 @@ pub async fn profile(
             format!("no user {who:?} in project {}", project.as_str()),
         ));
     };
-    Ok(HttpResponse::Ok().json(json!({
-        "project": project.as_str(),
+    Ok(Answer::about(&project, as_of).source("mysql").with(json!({
         "distinct_id": user.distinct_id,
         "user_id": user.user_id,
         "anonymous_id": user.anonymous_id,
@@ -72,10 +72,7 @@ pub async fn profile(
         "total_sessions": user.total_sessions,
         "device": {"device_type": user.device_type, "browser": user.browser, "os": user.os},
         "properties": user.properties.and_then(|p| serde_json::from_str::<serde_json::Value>(p.as_str()).ok()),
-        "exact": true,
-        "source": "mysql",
-        "as_of": as_of,
-    })))
+    })).ok())
 }
 
 #[derive(Debug, Deserialize)]
@@ -114,13 +111,9 @@ pub async fn path(
         }
     })
     .await?;
-    Ok(HttpResponse::Ok().json(json!({
-        "project": project.as_str(),
-        "distinct_id": who,
-        "range": range.as_json(),
-        "events": events,
-        "next_cursor": next_cursor,
-        "source": "mysql",
-        "as_of": as_of,
-    })))
+    Ok(Answer::about(&project, as_of)
+        .range(range)
+        .source("mysql")
+        .with(json!({"distinct_id": who, "events": events, "next_cursor": next_cursor}))
+        .ok())
 }

@@ -13,6 +13,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::auth::{AdminProject, Project};
+use crate::envelope::Answer;
 use crate::error::ApiError;
 use crate::limits::Heavy;
 use crate::params::{self, RangeParams};
@@ -138,17 +139,16 @@ pub async fn analysis(
     let overall = results
         .last()
         .map_or(0.0, |last| last.conversion_from_first);
-    Ok(HttpResponse::Ok().json(json!({
-        "project": project.as_str(),
-        "funnel": funnel,
-        "mode": mode.as_str(),
-        "range": range.as_json(),
-        "steps": steps,
-        "overall_conversion": overall,
-        "exact": true,
-        "source": "mysql",
-        "as_of": as_of,
-    })))
+    Ok(Answer::about(&project, as_of)
+        .range(range)
+        .source("mysql")
+        .with(json!({
+            "funnel": funnel,
+            "mode": mode.as_str(),
+            "steps": steps,
+            "overall_conversion": overall,
+        }))
+        .ok())
 }
 
 #[derive(Debug, Deserialize)]
@@ -213,18 +213,17 @@ pub async fn conversion(
         horizon_ms: horizon.timestamp_millis(),
     };
     let results = summarize(users, 2, OrderMode::Ordered, bounds);
-    Ok(HttpResponse::Ok().json(json!({
-        "project": project.as_str(),
-        "start_event": start,
-        "end_event": end,
-        "range": range.as_json(),
-        "window_seconds": window_seconds,
-        "start_users": results[0].users,
-        "converted_users": results[1].users,
-        "conversion_rate": results[1].conversion_from_first,
-        "median_seconds_to_convert": results[1].median_seconds_from_previous,
-        "exact": true,
-        "source": "mysql",
-        "as_of": as_of,
-    })))
+    Ok(Answer::about(&project, as_of)
+        .range(range)
+        .source("mysql")
+        .with(json!({
+            "start_event": start,
+            "end_event": end,
+            "window_seconds": window_seconds,
+            "start_users": results[0].users,
+            "converted_users": results[1].users,
+            "conversion_rate": results[1].conversion_from_first,
+            "median_seconds_to_convert": results[1].median_seconds_from_previous,
+        }))
+        .ok())
 }
