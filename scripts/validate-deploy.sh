@@ -48,6 +48,8 @@ PY="$TOOLS/venv/bin/python"
 PROMETHEUS="$TOOLS/prometheus/usr/bin/prometheus"
 PROMTOOL="$TOOLS/prometheus/usr/bin/promtool"
 HELPERS="$REPO/scripts/deploy"
+# Where the local services are (scripts/deps.sh starts them there; REDIS_PORT as in deps.sh).
+REDIS_PORT="${REDIS_PORT:-6379}"
 STARTED=$SECONDS
 
 step() { log "==> validate-deploy: $* ($((SECONDS - STARTED)) s)"; }
@@ -172,8 +174,8 @@ cleanup() {
   done
   if [[ -n "$RUN_ID" ]]; then
     mariadb -h127.0.0.1 -P3306 -uroot -e "DROP DATABASE IF EXISTS ifdeploy_$RUN_ID" >/dev/null 2>&1 || true
-    redis-cli -h 127.0.0.1 -p 6379 --scan --pattern "ifdeploy:$RUN_ID:*" 2>/dev/null |
-      xargs -r -n 500 redis-cli -h 127.0.0.1 -p 6379 del >/dev/null 2>&1 || true
+    redis-cli -h 127.0.0.1 -p "$REDIS_PORT" --scan --pattern "ifdeploy:$RUN_ID:*" 2>/dev/null |
+      xargs -r -n 500 redis-cli -h 127.0.0.1 -p "$REDIS_PORT" del >/dev/null 2>&1 || true
     if [[ -n "$KAFKA" ]]; then
       "$PY" "$HELPERS/kafka_tool.py" delete-topics "$KAFKA" \
         "ifdeploy.$RUN_ID.events" "ifdeploy.$RUN_ID.events.dlq" >/dev/null 2>&1 || true
@@ -223,7 +225,7 @@ end_to_end() {
   local mysql_url brokers_file="$DATA/kafka-test/port"
   # The dependencies, each with its address and how to start it.
   port_open 127.0.0.1 3306 || die "validate-deploy: MariaDB is not reachable at 127.0.0.1:3306; start it with scripts/deps.sh (make deps)"
-  port_open 127.0.0.1 6379 || die "validate-deploy: Redis is not reachable at 127.0.0.1:6379; start it with scripts/deps.sh (make deps)"
+  port_open 127.0.0.1 "$REDIS_PORT" || die "validate-deploy: Redis is not reachable at 127.0.0.1:$REDIS_PORT; start it with scripts/deps.sh (make deps)"
   if [[ -f "$brokers_file" ]] && port_open 127.0.0.1 "$(cat "$brokers_file")"; then
     KAFKA="127.0.0.1:$(cat "$brokers_file")"
   else
@@ -235,9 +237,15 @@ end_to_end() {
     BIN="$INSIGHTFLOW_DEPLOY_BIN_DIR"
   else
     BIN="$REPO/target/debug"
-    # A no-op when they are up to date; otherwise the metrics checked are today's.
-    (cd "$REPO" && cargo build --quiet -p insightflow-ingest -p insightflow-worker) ||
-      die "validate-deploy: cargo build -p insightflow-ingest -p insightflow-worker failed"
+    # Built when missing or older than a source file (`make test` has just built them: no
+    # second build, whose feature set could differ from the workspace's and recompile).
+    if [[ ! -x "$BIN/ingest" || ! -x "$BIN/worker" ]] ||
+      [[ -n "$(find "$REPO/crates" "$REPO/migrations" "$REPO/Cargo.lock" -newer "$BIN/worker" -type f -print -quit)" ]] ||
+      [[ -n "$(find "$REPO/crates" "$REPO/Cargo.lock" -newer "$BIN/ingest" -type f -print -quit)" ]]; then
+      log "validate-deploy: building the services (cargo build -p insightflow-ingest -p insightflow-worker)"
+      (cd "$REPO" && cargo build --quiet -p insightflow-ingest -p insightflow-worker) ||
+        die "validate-deploy: cargo build -p insightflow-ingest -p insightflow-worker failed"
+    fi
   fi
   [[ -x "$BIN/ingest" && -x "$BIN/worker" ]] || die "validate-deploy: no ingest and worker binaries in $BIN"
 
@@ -251,7 +259,7 @@ end_to_end() {
   local ingest_metrics consume_port consume_metrics serve_port serve_metrics prometheus_port
   ingest_metrics="$(free_port)"; consume_port="$(free_port)"; consume_metrics="$(free_port)"
   serve_port="$(free_port)"; serve_metrics="$(free_port)"; prometheus_port="$(free_port)"
-  log "validate-deploy: run $RUN_ID against Kafka $KAFKA, MariaDB 127.0.0.1:3306 (ifdeploy_$RUN_ID), Redis 127.0.0.1:6379 (ifdeploy:$RUN_ID:)"
+  log "validate-deploy: run $RUN_ID against Kafka $KAFKA, MariaDB 127.0.0.1:3306 (ifdeploy_$RUN_ID), Redis 127.0.0.1:$REDIS_PORT (ifdeploy:$RUN_ID:)"
 
   local -a worker_env=(
     WORKER__HTTP__HOST=127.0.0.1
@@ -264,7 +272,7 @@ end_to_end() {
     WORKER__KAFKA__LAG_PROBE_INTERVAL_MS=1000
     WORKER__KAFKA__STATISTICS_INTERVAL_MS=1000
     WORKER__MYSQL__URL="$mysql_url"
-    WORKER__REDIS__URL=redis://127.0.0.1:6379/0
+    WORKER__REDIS__URL="redis://127.0.0.1:$REDIS_PORT/0"
     WORKER__REDIS__KEY_PREFIX="ifdeploy:$RUN_ID"
     WORKER__STATS__API_KEYS="$STATS_KEY=*:admin"
   )

@@ -15,7 +15,7 @@
 // Free-form maps (a trigger's `metadata`, labels) are typed as string maps and are checked by
 // scripts/deploy/check_manifests.py instead.
 import { execFileSync } from "node:child_process";
-import { readFileSync, writeFileSync, mkdirSync } from "node:fs";
+import { readFileSync, writeFileSync, mkdtempSync, rmSync } from "node:fs";
 import { join } from "node:path";
 
 const MODELS = {
@@ -57,8 +57,8 @@ for (const [i, object] of objects.entries()) {
 }
 
 if (literals.length > 0) {
-  const dir = join(workdir, "crd-check");
-  mkdirSync(dir, { recursive: true });
+  // Under WORKDIR, whose node_modules the imports resolve from; one directory per run.
+  const dir = mkdtempSync(join(workdir, "crd-check-"));
   writeFileSync(join(dir, "objects.ts"), [...imports, ...literals].join("\n") + "\n");
   writeFileSync(
     join(dir, "tsconfig.json"),
@@ -74,9 +74,11 @@ if (literals.length > 0) {
     execFileSync(join(workdir, "node_modules", ".bin", "tsc"), ["-p", dir], { encoding: "utf8" });
     console.log(`validate-crds: no field outside the CRD schemas (${literals.length} objects, tsc)`);
   } catch (error) {
-    console.error(`validate-crds: fields the CRD schemas do not declare (tsc, ${join(dir, "objects.ts")}):`);
+    console.error("validate-crds: fields the CRD schemas do not declare (tsc; objects.ts holds the rendered objects):");
     console.error((error.stdout || "") + (error.stderr || ""));
     failures++;
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
   }
 }
 process.exit(failures === 0 ? 0 : 1);
