@@ -7,12 +7,8 @@
 //! (only with `stats.allow_open`, development): no authentication, no rate limit, and a
 //! request that names no project reads the `default` project.
 
-use std::collections::HashMap;
 use std::future::{ready, Ready};
-use std::hash::Hash;
 use std::net::IpAddr;
-use std::sync::Mutex;
-use std::time::Instant;
 
 use actix_web::dev::Payload;
 use actix_web::{web, FromRequest, HttpRequest};
@@ -24,6 +20,7 @@ use insightflow_runtime::secret::{KeyId, Secrets};
 use super::error::ApiError;
 use super::limits::ApiLimitMetrics;
 use super::stats::ProjectQuery;
+use super::token_buckets::TokenBuckets;
 use super::ApiState;
 use crate::StatsSettings;
 
@@ -31,9 +28,6 @@ use crate::StatsSettings;
 const OPEN_DEFAULT_PROJECT: &str = "default";
 /// Shortest token accepted in `stats.api_keys`.
 const MIN_TOKEN_CHARS: usize = 16;
-/// Clients whose failures are tracked at once; past it, fully recovered clients are
-/// forgotten first.
-const TRACKED_CLIENTS: usize = 100_000;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Projects {
@@ -227,73 +221,6 @@ impl StatsAccess {
             })
         } else {
             Err(ApiError::Forbidden(project.as_str().to_owned()))
-        }
-    }
-}
-
-/// Token buckets by key, in memory. Bounded: past `TRACKED_CLIENTS` entries, buckets that
-/// have refilled are forgotten (a full bucket is the same as no bucket).
-struct TokenBuckets<K> {
-    per_second: f64,
-    burst: f64,
-    buckets: Mutex<HashMap<K, (f64, Instant)>>,
-}
-
-impl<K: Hash + Eq + Copy> TokenBuckets<K> {
-    fn new(per_second: f64, burst: f64) -> Self {
-        Self {
-            per_second,
-            burst,
-            buckets: Mutex::new(HashMap::new()),
-        }
-    }
-
-    fn refilled(&self, (tokens, last): (f64, Instant), now: Instant) -> f64 {
-        (tokens + now.duration_since(last).as_secs_f64() * self.per_second).min(self.burst)
-    }
-
-    fn retry_after(&self, tokens: f64) -> u64 {
-        // Whole seconds, rounded up, at least 1: a client must not retry before a token exists.
-        ((1.0 - tokens) / self.per_second).ceil().max(1.0) as u64
-    }
-
-    /// Whether a token is there, without spending it; `Err(retry after seconds)` if not.
-    fn peek(&self, key: &K) -> Result<(), u64> {
-        let buckets = self
-            .buckets
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        match buckets.get(key) {
-            None => Ok(()),
-            Some(&bucket) => {
-                let tokens = self.refilled(bucket, Instant::now());
-                if tokens >= 1.0 {
-                    Ok(())
-                } else {
-                    Err(self.retry_after(tokens))
-                }
-            }
-        }
-    }
-
-    /// Spends a token; `Err(retry after seconds)` when there is none.
-    fn take(&self, key: K) -> Result<(), u64> {
-        let now = Instant::now();
-        let mut buckets = self
-            .buckets
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if buckets.len() >= TRACKED_CLIENTS && !buckets.contains_key(&key) {
-            buckets.retain(|_, bucket| self.refilled(*bucket, now) < self.burst);
-        }
-        let bucket = buckets.entry(key).or_insert((self.burst, now));
-        let tokens = self.refilled(*bucket, now);
-        if tokens >= 1.0 {
-            *bucket = (tokens - 1.0, now);
-            Ok(())
-        } else {
-            *bucket = (tokens, now);
-            Err(self.retry_after(tokens))
         }
     }
 }

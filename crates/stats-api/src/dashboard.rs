@@ -11,12 +11,13 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::auth::Project;
+use super::buckets::BucketUnit;
 use super::dashboard_cache::RefreshingCache;
 use super::envelope::Answer;
 use super::error::ApiError;
 use super::limits::Heavy;
 use super::pages::{hour_range, top_pages};
-use super::params::{self, BucketUnit, RangeParams, TimeRange};
+use super::params::{self, RangeParams, TimeRange};
 use super::stats::AsOf;
 use super::summary::{counts_by_type, figures, online_count, online_seconds};
 use super::timeseries::series;

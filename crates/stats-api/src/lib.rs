@@ -13,6 +13,7 @@
 //! trip (`ApiState::redis_read`) and say `"exact": false` while Redis is lost or rebuilding.
 
 pub mod auth;
+pub mod buckets;
 pub mod console;
 pub mod dashboard;
 pub mod dashboard_cache;
@@ -33,6 +34,7 @@ pub mod settings;
 pub mod stats;
 pub mod summary;
 pub mod timeseries;
+pub mod token_buckets;
 pub mod users;
 
 use std::time::Duration;

@@ -10,10 +10,11 @@ use serde_json::json;
 use sqlx::MySqlPool;
 
 use super::auth::Project;
+use super::buckets::{self, BucketUnit};
 use super::envelope::Answer;
 use super::error::ApiError;
 use super::limits::Heavy;
-use super::params::{self, BucketUnit, RangeParams, TimeRange};
+use super::params::{self, RangeParams, TimeRange};
 use super::ApiState;
 use insightflow_store::DbText;
 
@@ -54,7 +55,7 @@ pub async fn series(
     range: TimeRange,
     types: &[String],
 ) -> Result<(TimeRange, Vec<Bucket>), ApiError> {
-    let boundaries = params::bucket_boundaries(unit, tz, range)?;
+    let boundaries = buckets::bucket_boundaries(unit, tz, range)?;
     let (first, last) = match (boundaries.first(), boundaries.last()) {
         (Some(f), Some(l)) => (*f, *l),
         _ => return Err(ApiError::bad("from", "the range holds no bucket")),
@@ -93,8 +94,8 @@ pub async fn series(
     let mut buckets: Vec<Bucket> = boundaries
         .windows(2)
         .map(|w| Bucket {
-            start: params::local_label(tz, w[0]),
-            end: params::local_label(tz, w[1]),
+            start: buckets::local_label(tz, w[0]),
+            end: buckets::local_label(tz, w[1]),
             counts: zeros.clone(),
             total: 0,
         })
