@@ -86,12 +86,31 @@ pub struct HttpSettings {
     pub port: u16,
     pub workers: usize,
     pub retry_after_seconds: u32,
+    #[serde(deserialize_with = "networks")]
     pub trusted_proxies: Vec<IpNet>,
     /// Origins allowed to post from a browser; `*` allows any.
     pub cors_allowed_origins: Vec<String>,
     pub cors_max_age_seconds: usize,
     /// `/metrics` on a listener of its own at this address; empty = on the main port.
     pub metrics_listen: String,
+}
+
+/// Networks given as CIDRs (`10.0.0.0/8`) or bare addresses (`192.0.2.7`, one host).
+fn networks<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<IpNet>, D::Error> {
+    let given: Vec<String> = Vec::deserialize(deserializer)?;
+    given
+        .iter()
+        .map(|text| {
+            let text = text.trim();
+            text.parse::<IpNet>()
+                .or_else(|_| text.parse::<std::net::IpAddr>().map(IpNet::from))
+                .map_err(|_| {
+                    serde::de::Error::custom(format!(
+                        "{text:?} is neither an IP address nor a CIDR network"
+                    ))
+                })
+        })
+        .collect()
 }
 
 /// Token buckets per client IP and per write key; a rate of 0 disables that limiter.
@@ -175,7 +194,8 @@ mod list_settings_tests {
 
     #[test]
     fn trusted_proxies_are_comma_separated() {
-        let settings = with("INGEST__HTTP__TRUSTED_PROXIES", "10.0.0.0/8,192.0.2.7/32");
+        // A bare address is one host: the example an error shows must itself be accepted.
+        let settings = with("INGEST__HTTP__TRUSTED_PROXIES", "10.0.0.0/8,192.0.2.7");
         let shown: Vec<String> = settings
             .http
             .trusted_proxies

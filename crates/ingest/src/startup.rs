@@ -82,6 +82,7 @@ impl Application {
         .await?;
         let ingest_metrics = IngestMetrics::register(&registry)?;
         let http_metrics = web::Data::new(HttpMetrics::register(&registry, "ingest")?);
+        http::register_process_metrics(&registry)?;
         let connections = settings.connections.clone();
         let connection_metrics = ConnectionMetrics::register(&registry, "ingest", &connections)?;
         let (broker, broker_watch) = BrokerProbe::spawn(

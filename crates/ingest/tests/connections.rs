@@ -356,6 +356,8 @@ async fn metrics_listen_serves_metrics_on_its_own_port_and_404_on_the_main_one()
         "ingest_http_connections_max",
         "ingest_http_requests_timed_out_total",
         "ingest_events_accepted_total",
+        // The process collector: memory per instance on the operators' dashboard.
+        "process_resident_memory_bytes",
     ] {
         assert!(text.contains(name), "{name} missing from {text}");
     }

@@ -82,6 +82,16 @@ pub async fn record_request(
     response
 }
 
+/// `process_*` of this process (resident memory, CPU seconds, open fds, start time), read from
+/// /proc at each scrape: what the operators' dashboard shows per instance.
+pub fn register_process_metrics(registry: &Registry) -> prometheus::Result<()> {
+    #[cfg(target_os = "linux")]
+    registry.register(Box::new(
+        prometheus::process_collector::ProcessCollector::for_self(),
+    ))?;
+    Ok(())
+}
+
 /// The registry in Prometheus text format.
 pub fn metrics_response(registry: &Registry) -> HttpResponse {
     let mut buffer = Vec::with_capacity(16 * 1024);
