@@ -19,7 +19,7 @@ run: ## build, migrate and start ingest (:8080) and worker (:8081) in the backgr
 down: ## stop ingest, worker and the local Kafka (keeps data; MariaDB/Redis stay up)
 	scripts/down.sh
 
-test: deps ## fmt check, clippy, tests and compose validation (what CI runs)
+test: deps ## fmt check, clippy, tests (Rust, browser), compose and deploy validation (what CI runs)
 	@echo "==> cargo fmt --check"
 	cargo fmt --all -- --check
 	@echo "==> cargo clippy"
@@ -36,6 +36,8 @@ test: deps ## fmt check, clippy, tests and compose validation (what CI runs)
 	cargo check --manifest-path fuzz/Cargo.toml
 	@echo "==> validate docker-compose.yml"
 	scripts/validate-compose.sh
+	@echo "==> validate the Kubernetes manifests, alert rules and dashboard, end to end against the services"
+	scripts/validate-deploy.sh
 
 browser-test: ## the browser SDK: unit tests, then end-to-end in headless Chromium (needs make deps and a broker)
 	scripts/browser-test.sh
