@@ -131,17 +131,41 @@ impl ApiState {
     /// as `T` and whether Redis was whole when they were read.
     pub async fn redis_read<T: FromRedisValue>(
         &self,
-        mut pipe: redis::Pipeline,
+        pipe: redis::Pipeline,
     ) -> Result<(T, RedisGeneration), ApiError> {
+        let (replies, generation) = self.redis_replies(pipe).await?;
+        Ok((
+            redis::from_redis_value(redis::Value::Array(replies))?,
+            generation,
+        ))
+    }
+
+    /// `redis_read` with the project's freshness read in the same round trip: `meta` and the
+    /// positions are appended to the pipeline, and come back as the answer's `as_of`.
+    pub async fn redis_read_as_of<T: FromRedisValue>(
+        &self,
+        project: &Project,
+        mut pipe: redis::Pipeline,
+    ) -> Result<(T, AsOf, RedisGeneration), ApiError> {
+        pipe.hgetall(self.keys(project).meta())
+            .hgetall(keys::positions(self.redis.prefix()));
+        let (mut replies, generation) = self.redis_replies(pipe).await?;
+        let positions: stats::Meta = redis::from_redis_value(last_reply(&mut replies)?)?;
+        let meta: stats::Meta = redis::from_redis_value(last_reply(&mut replies)?)?;
+        let figures = redis::from_redis_value(redis::Value::Array(replies))?;
+        Ok((figures, AsOf::from_parts(&meta, positions), generation))
+    }
+
+    /// The pipeline's replies, with the generation marker appended to it and read off them.
+    async fn redis_replies(
+        &self,
+        mut pipe: redis::Pipeline,
+    ) -> Result<(Vec<redis::Value>, RedisGeneration), ApiError> {
         pipe.get(keys::generation(self.redis.prefix()));
         let mut conn = self.redis_conn().await?;
         let mut replies: Vec<redis::Value> = pipe.query_async(&mut *conn).await?;
-        let marker = replies
-            .pop()
-            .ok_or_else(|| unavailable(anyhow::anyhow!("Redis answered an empty pipeline")))?;
-        let marker: Option<String> = redis::from_redis_value(marker)?;
-        let figures = redis::from_redis_value(redis::Value::Array(replies))?;
-        Ok((figures, RedisGeneration::of_marker(marker.as_deref())))
+        let marker: Option<String> = redis::from_redis_value(last_reply(&mut replies)?)?;
+        Ok((replies, RedisGeneration::of_marker(marker.as_deref())))
     }
 
     /// Freshness of the project's data, read before a MySQL query so the answer includes at
@@ -150,6 +174,12 @@ impl ApiState {
         let mut conn = self.redis_conn().await?;
         stats::as_of(&mut conn, self.redis.prefix(), &self.keys(project)).await
     }
+}
+
+fn last_reply(replies: &mut Vec<redis::Value>) -> Result<redis::Value, ApiError> {
+    replies
+        .pop()
+        .ok_or_else(|| unavailable(anyhow::anyhow!("Redis answered fewer replies than asked")))
 }
 
 /// Whether Redis held every applied event when figures were read from it (the generation

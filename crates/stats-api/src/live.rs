@@ -12,10 +12,9 @@ use serde_json::json;
 
 use super::auth::Project;
 use super::error::ApiError;
-use super::stats::{AsOf, Counters, Meta};
+use super::stats::Counters;
 use super::summary::online_seconds;
 use super::ApiState;
-use insightflow_store::keys;
 
 /// A stream ends after this long; `EventSource` reconnects by itself, which also re-checks
 /// the key.
@@ -39,20 +38,16 @@ async fn snapshot(
     let mut pipe = redis::pipe();
     pipe.zcount(keys.online(), since, "+inf")
         .hgetall(keys.events_total())
-        .hgetall(keys.events_minute(now.timestamp().div_euclid(60)))
-        .hgetall(keys.meta())
-        .hgetall(keys::positions(state.redis.prefix()));
-    let ((online, totals, minute, meta, positions), generation): (
-        (u64, Counters, Counters, Meta, Meta),
-        _,
-    ) = state.redis_read(pipe).await?;
+        .hgetall(keys.events_minute(now.timestamp().div_euclid(60)));
+    let ((online, totals, minute), as_of, generation): ((u64, Counters, Counters), _, _) =
+        state.redis_read_as_of(project, pipe).await?;
     Ok(generation.stamp(json!({
         "at": now,
         "online_users": online,
         "online_seconds": seconds,
         "counts": totals,
         "current_minute": minute,
-        "as_of": AsOf::from_parts(&meta, positions),
+        "as_of": as_of,
     })))
 }
 

@@ -2,8 +2,6 @@
 //! all-time count, the totals by type with users online now, and one type's last hour and
 //! day. All from Redis.
 
-use std::collections::BTreeMap;
-
 use actix_web::{web, HttpResponse};
 use chrono::Utc;
 use deadpool_redis::redis::{self, FromRedisValue, ParsingError, Value};
@@ -13,10 +11,9 @@ use super::auth::Project;
 use super::envelope::Answer;
 use super::error::ApiError;
 use super::params;
-use super::stats::{AsOf, Counters, Meta};
+use super::stats::Counters;
 use super::summary::ONLINE_DEFAULT_SECONDS;
 use super::ApiState;
-use insightflow_store::keys;
 
 /// `type_stats` sums this many UTC minutes and hours, the current one included.
 const LAST_MINUTES: i64 = 60;
@@ -31,12 +28,10 @@ pub async fn type_count(
     let event_type = params::event_type("event_type", &path)?;
     let keys = state.keys(&project);
     let mut pipe = redis::pipe();
-    pipe.hget(keys.events_total(), &event_type)
-        .hgetall(keys.meta())
-        .hgetall(keys::positions(state.redis.prefix()));
-    let ((count, meta, positions), generation): ((Option<u64>, Meta, Meta), _) =
-        state.redis_read(pipe).await?;
-    Ok(Answer::about(&project, AsOf::from_parts(&meta, positions))
+    pipe.hget(keys.events_total(), &event_type);
+    let ((count,), as_of, generation): ((Option<u64>,), _, _) =
+        state.redis_read_as_of(&project, pipe).await?;
+    Ok(Answer::about(&project, as_of)
         .redis(generation)
         .with(json!({"event_type": event_type, "count": count.unwrap_or(0)}))
         .ok())
@@ -51,12 +46,10 @@ pub async fn overall(
     let since = Utc::now().timestamp_millis() - i64::from(ONLINE_DEFAULT_SECONDS) * 1000;
     let mut pipe = redis::pipe();
     pipe.hgetall(keys.events_total())
-        .zcount(keys.online(), since, "+inf")
-        .hgetall(keys.meta())
-        .hgetall(keys::positions(state.redis.prefix()));
-    let ((counts, online, meta, positions), generation): ((Counters, u64, Meta, Meta), _) =
-        state.redis_read(pipe).await?;
-    Ok(Answer::about(&project, AsOf::from_parts(&meta, positions))
+        .zcount(keys.online(), since, "+inf");
+    let ((counts, online), as_of, generation): ((Counters, u64), _, _) =
+        state.redis_read_as_of(&project, pipe).await?;
+    Ok(Answer::about(&project, as_of)
         .redis(generation)
         .with(json!({
             "total_events": counts.values().sum::<u64>(),
@@ -86,16 +79,14 @@ pub async fn type_stats(
     for h in hour + 1 - LAST_HOURS..=hour {
         pipe.hget(keys.events_hour(h), &event_type);
     }
-    pipe.hgetall(keys.meta())
-        .hgetall(keys::positions(state.redis.prefix()));
-    let (replies, generation): (TypeStatsReplies, _) = state.redis_read(pipe).await?;
+    let (replies, as_of, generation): (TypeStatsReplies, _, _) =
+        state.redis_read_as_of(&project, pipe).await?;
     let (total, last_hour, last_day) = (
         replies.total,
         replies.minutes.iter().sum::<u64>(),
         replies.hours.iter().sum::<u64>(),
     );
-    let (meta, positions) = (replies.meta, replies.positions);
-    Ok(Answer::about(&project, AsOf::from_parts(&meta, positions))
+    Ok(Answer::about(&project, as_of)
         .redis(generation)
         .with(json!({
             "event_type": event_type,
@@ -106,14 +97,12 @@ pub async fn type_stats(
         .ok())
 }
 
-/// The replies of `type_stats`' pipeline, by name: the all-time count, one count per minute
-/// key and per hour key (a missing or unreadable count is 0), the `meta` and positions hashes.
+/// The replies of `type_stats`' pipeline, by name: the all-time count, and one count per
+/// minute key and per hour key (a missing or unreadable count is 0).
 struct TypeStatsReplies {
     total: u64,
     minutes: Vec<u64>,
     hours: Vec<u64>,
-    meta: Meta,
-    positions: Meta,
 }
 
 impl FromRedisValue for TypeStatsReplies {
@@ -121,7 +110,7 @@ impl FromRedisValue for TypeStatsReplies {
         let Value::Array(replies) = v else {
             return Err("the type_stats pipeline did not answer an array".into());
         };
-        let expected = 1 + LAST_MINUTES as usize + LAST_HOURS as usize + 2;
+        let expected = 1 + LAST_MINUTES as usize + LAST_HOURS as usize;
         if replies.len() != expected {
             return Err(format!(
                 "the type_stats pipeline answered {} replies, not {expected}",
@@ -135,8 +124,6 @@ impl FromRedisValue for TypeStatsReplies {
                 .flatten()
                 .unwrap_or(0)
         };
-        let hash =
-            |v: Value| redis::from_redis_value::<BTreeMap<String, i64>>(v).unwrap_or_default();
         let mut replies = replies.into_iter();
         let total = replies.next().map_or(0, count);
         let minutes = replies
@@ -149,14 +136,10 @@ impl FromRedisValue for TypeStatsReplies {
             .take(LAST_HOURS as usize)
             .map(count)
             .collect();
-        let meta = replies.next().map(hash).unwrap_or_default();
-        let positions = replies.next().map(hash).unwrap_or_default();
         Ok(Self {
             total,
             minutes,
             hours,
-            meta,
-            positions,
         })
     }
 }
@@ -174,11 +157,6 @@ mod tests {
         let mut replies = vec![count(1000)];
         replies.extend((0..LAST_MINUTES).map(|m| if m == 0 { Value::Nil } else { count(1) }));
         replies.extend((0..LAST_HOURS).map(|_| count(10)));
-        replies.push(Value::Array(vec![
-            Value::BulkString(b"applied_events".to_vec()),
-            count(7),
-        ]));
-        replies.push(Value::Array(Vec::new()));
         let read = TypeStatsReplies::from_redis_value(Value::Array(replies)).expect("replies");
         assert_eq!(read.total, 1000);
         assert_eq!(
@@ -187,8 +165,6 @@ mod tests {
             "a missing minute counts 0"
         );
         assert_eq!(read.hours.iter().sum::<u64>(), 240);
-        assert_eq!(read.meta.get("applied_events"), Some(&7));
-        assert!(read.positions.is_empty());
         assert!(
             TypeStatsReplies::from_redis_value(Value::Array(vec![count(1)])).is_err(),
             "a short answer is an error, not zeros"

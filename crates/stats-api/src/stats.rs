@@ -63,12 +63,10 @@ pub async fn event_counts(
 ) -> Result<HttpResponse, ApiError> {
     let keys = state.keys(&project);
     let mut pipe = redis::pipe();
-    pipe.hgetall(keys.events_total())
-        .hgetall(keys.meta())
-        .hgetall(keys::positions(state.redis.prefix()));
-    let ((counts, meta, positions), generation): ((Counters, Meta, Meta), _) =
-        state.redis_read(pipe).await?;
-    Ok(Answer::about(&project, AsOf::from_parts(&meta, positions))
+    pipe.hgetall(keys.events_total());
+    let ((counts,), as_of, generation): ((Counters,), _, _) =
+        state.redis_read_as_of(&project, pipe).await?;
+    Ok(Answer::about(&project, as_of)
         .redis(generation)
         .with(serde_json::json!({"total": counts.values().sum::<u64>(), "counts": counts}))
         .ok())

@@ -16,9 +16,8 @@ use super::error::ApiError;
 use super::event_pages::{event_page, Cursor};
 use super::limits::Heavy;
 use super::params::{self, RangeParams, TimeRange};
-use super::stats::{AsOf, Meta};
+use super::stats::AsOf;
 use super::{ApiState, RedisGeneration};
-use insightflow_store::keys;
 use insightflow_store::DbText;
 
 /// The online window when none is asked for, and the largest one (Redis keeps this much).
@@ -40,12 +39,10 @@ pub async fn online_count(
     let keys = state.keys(project);
     let since = Utc::now().timestamp_millis() - i64::from(seconds) * 1000;
     let mut pipe = redis::pipe();
-    pipe.zcount(keys.online(), since, "+inf")
-        .hgetall(keys.meta())
-        .hgetall(keys::positions(state.redis.prefix()));
-    let ((online, meta, positions), generation): ((u64, Meta, Meta), _) =
-        state.redis_read(pipe).await?;
-    Ok((online, AsOf::from_parts(&meta, positions), generation))
+    pipe.zcount(keys.online(), since, "+inf");
+    let ((online,), as_of, generation): ((u64,), _, _) =
+        state.redis_read_as_of(project, pipe).await?;
+    Ok((online, as_of, generation))
 }
 
 pub fn online_seconds(raw: Option<&str>) -> Result<u32, ApiError> {
