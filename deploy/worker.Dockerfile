@@ -2,7 +2,7 @@
 # InsightFlow worker image. Build from the repository root:
 #   docker build -f deploy/worker.Dockerfile -t insightflow/worker:local .
 
-# The worker embeds the live dashboard (web/dashboard), which its build.rs builds with
+# The worker embeds the live dashboard (web/dashboard), which crates/stats-api/build.rs builds with
 # Node.js 20+ and npm: taken from the official Node image (Debian bookworm ships Node 18).
 FROM node:20-bookworm-slim AS node
 

@@ -39,13 +39,20 @@ fn distinct_id(raw: &str) -> Result<&str, ApiError> {
     Ok(raw)
 }
 
+/// `{distinct_id}` by name: under `/api/v1/projects/{project}` the path has two segments, and a
+/// positional read would take the project for the user.
+#[derive(Debug, serde::Deserialize)]
+pub struct UserPath {
+    pub distinct_id: String,
+}
+
 /// `GET /users/{distinct_id}`: first and last seen, totals, latest device, merged properties.
 pub async fn profile(
     state: web::Data<ApiState>,
     project: Project,
-    path: web::Path<(String,)>,
+    path: web::Path<UserPath>,
 ) -> Result<HttpResponse, ApiError> {
-    let who = distinct_id(&path.0)?;
+    let who = distinct_id(&path.distinct_id)?;
     let as_of = state.as_of(&project).await?;
     let row: Option<ProfileRow> = sqlx::query_as(
         "SELECT distinct_id, user_id, anonymous_id, first_seen, last_seen, total_events, \
@@ -89,10 +96,10 @@ pub struct PathQuery {
 pub async fn path(
     state: web::Data<ApiState>,
     project: Project,
-    path: web::Path<(String,)>,
+    path: web::Path<UserPath>,
     query: web::Query<PathQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let who = distinct_id(&path.0)?;
+    let who = distinct_id(&path.distinct_id)?;
     let event_type = query
         .event_type
         .as_deref()

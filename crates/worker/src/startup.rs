@@ -75,6 +75,7 @@ impl Application {
         check_settings(&settings, role)?;
         let metrics = WorkerMetrics::register(&registry)?;
         let http_metrics = web::Data::new(HttpMetrics::register(&registry, "worker")?);
+        http::register_process_metrics(&registry)?;
         let connection_metrics =
             ConnectionMetrics::register(&registry, "worker", &settings.connections)?;
         let limit_metrics = ApiLimitMetrics::register(&registry)?;

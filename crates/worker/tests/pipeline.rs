@@ -96,6 +96,7 @@ async fn a_posted_batch_is_stored_and_counted_exactly_once() {
     assert_eq!(value("worker_event_age_seconds_count"), 6.0);
     let age_sum = value("worker_event_age_seconds_sum");
     assert!((0.0..6.0 * 120.0).contains(&age_sum), "{age_sum}");
+    assert!(value("process_resident_memory_bytes") > 0.0);
     pipeline.stop().await;
 }
 

@@ -192,6 +192,15 @@ async fn every_endpoint_answers_from_live_data() {
     assert_eq!(types.len(), 5, "{path}");
     let (status, _) = p.get("/api/v1/users/nobody?project=default").await;
     assert_eq!(status, 404);
+    // The same user with the project in the path: the user is the last segment.
+    let in_path = ok(&p, "/api/v1/projects/default/users/u1").await;
+    assert_eq!(in_path["total_events"], 5, "{in_path}");
+    let events_in_path = ok(&p, "/api/v1/projects/default/users/u1/events?limit=10").await;
+    assert_eq!(
+        events_in_path["events"].as_array().map(Vec::len),
+        Some(5),
+        "{events_in_path}"
+    );
 
     let analysis = ok(&p, "/api/v1/funnels/purchase/analysis?project=default").await;
     let users: Vec<u64> = analysis["steps"]
