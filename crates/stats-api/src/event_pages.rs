@@ -11,6 +11,16 @@ use super::error::ApiError;
 use super::params::TimeRange;
 use insightflow_store::DbText;
 
+/// The query of every event listing: `event_type`, the range, `limit` and `cursor`.
+#[derive(Debug, serde::Deserialize)]
+pub struct ListingQuery {
+    pub event_type: Option<String>,
+    #[serde(flatten)]
+    pub range: super::params::RangeParams,
+    pub limit: Option<String>,
+    pub cursor: Option<String>,
+}
+
 /// A position in a newest-first listing: the last row's event time (ms) and row id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Cursor {

@@ -13,7 +13,7 @@ use sqlx::MySqlPool;
 use super::auth::Project;
 use super::envelope::Answer;
 use super::error::ApiError;
-use super::event_pages::{event_page, Cursor};
+use super::event_pages::{event_page, Cursor, ListingQuery};
 use super::limits::Heavy;
 use super::params::{self, RangeParams, TimeRange};
 use super::stats::AsOf;
@@ -216,21 +216,12 @@ pub async fn counts(
         .ok())
 }
 
-#[derive(Debug, Deserialize)]
-pub struct RecentQuery {
-    pub event_type: Option<String>,
-    #[serde(flatten)]
-    pub range: RangeParams,
-    pub limit: Option<String>,
-    pub cursor: Option<String>,
-}
-
 /// `GET /events?event_type=click&limit=50&cursor=`: the most recent raw events of a type,
 /// newest first, cursor-paginated.
 pub async fn recent_events(
     state: web::Data<ApiState>,
     project: Project,
-    query: web::Query<RecentQuery>,
+    query: web::Query<ListingQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let event_type = params::event_type(
         "event_type",

@@ -2,14 +2,14 @@
 
 use actix_web::{web, HttpResponse};
 use chrono::{Duration, NaiveDateTime};
-use serde::Deserialize;
+
 use serde_json::json;
 
 use super::auth::Project;
 use super::envelope::Answer;
 use super::error::ApiError;
-use super::event_pages::{event_page, Cursor};
-use super::params::{self, RangeParams};
+use super::event_pages::{event_page, Cursor, ListingQuery};
+use super::params;
 use super::ApiState;
 use insightflow_store::DbText;
 
@@ -82,22 +82,13 @@ pub async fn profile(
     })).ok())
 }
 
-#[derive(Debug, Deserialize)]
-pub struct PathQuery {
-    pub event_type: Option<String>,
-    #[serde(flatten)]
-    pub range: RangeParams,
-    pub limit: Option<String>,
-    pub cursor: Option<String>,
-}
-
 /// `GET /users/{distinct_id}/events?event_type=&from=&to=&limit=&cursor=`: the user's events,
 /// newest first, cursor-paginated.
 pub async fn path(
     state: web::Data<ApiState>,
     project: Project,
     path: web::Path<UserPath>,
-    query: web::Query<PathQuery>,
+    query: web::Query<ListingQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let who = distinct_id(&path.distinct_id)?;
     let event_type = query
