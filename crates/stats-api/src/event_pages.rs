@@ -21,6 +21,18 @@ pub struct ListingQuery {
     pub cursor: Option<String>,
 }
 
+impl ListingQuery {
+    /// The page asked for: the range (default: as far back as a range may reach), the page
+    /// size (default 50, at most 500) and where to resume.
+    pub fn page(&self) -> Result<(TimeRange, u32, Option<Cursor>), ApiError> {
+        let (range, _) = self
+            .range
+            .resolve(chrono::Duration::days(super::params::MAX_RANGE_DAYS))?;
+        let limit = super::params::limit("limit", self.limit.as_deref(), 50, 500)?;
+        Ok((range, limit, Cursor::parse(self.cursor.as_deref())?))
+    }
+}
+
 /// A position in a newest-first listing: the last row's event time (ms) and row id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Cursor {

@@ -13,7 +13,7 @@ use sqlx::MySqlPool;
 use super::auth::Project;
 use super::envelope::Answer;
 use super::error::ApiError;
-use super::event_pages::{event_page, Cursor, ListingQuery};
+use super::event_pages::{event_page, ListingQuery};
 use super::limits::Heavy;
 use super::params::{self, RangeParams, TimeRange};
 use super::stats::AsOf;
@@ -230,11 +230,7 @@ pub async fn recent_events(
             .as_deref()
             .ok_or_else(|| ApiError::bad("event_type", "is required"))?,
     )?;
-    let (range, _) = query
-        .range
-        .resolve(Duration::days(params::MAX_RANGE_DAYS))?;
-    let limit = params::limit("limit", query.limit.as_deref(), 50, 500)?;
-    let cursor = Cursor::parse(query.cursor.as_deref())?;
+    let (range, limit, cursor) = query.page()?;
     let as_of = state.as_of(&project).await?;
     let (events, next_cursor) = event_page(state.db(), &project, range, cursor, limit, |q| {
         q.push(" AND event_type = ").push_bind(event_type.clone());

@@ -1,14 +1,14 @@
 //! A user's profile and event path.
 
 use actix_web::{web, HttpResponse};
-use chrono::{Duration, NaiveDateTime};
+use chrono::NaiveDateTime;
 
 use serde_json::json;
 
 use super::auth::Project;
 use super::envelope::Answer;
 use super::error::ApiError;
-use super::event_pages::{event_page, Cursor, ListingQuery};
+use super::event_pages::{event_page, ListingQuery};
 use super::params;
 use super::ApiState;
 use insightflow_store::DbText;
@@ -96,11 +96,7 @@ pub async fn path(
         .as_deref()
         .map(|t| params::event_type("event_type", t))
         .transpose()?;
-    let (range, _) = query
-        .range
-        .resolve(Duration::days(params::MAX_RANGE_DAYS))?;
-    let limit = params::limit("limit", query.limit.as_deref(), 50, 500)?;
-    let cursor = Cursor::parse(query.cursor.as_deref())?;
+    let (range, limit, cursor) = query.page()?;
     let as_of = state.as_of(&project).await?;
     let (events, next_cursor) = event_page(state.db(), &project, range, cursor, limit, |q| {
         q.push(" AND distinct_id = ").push_bind(who.to_owned());
