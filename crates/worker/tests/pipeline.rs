@@ -78,25 +78,16 @@ async fn a_posted_batch_is_stored_and_counted_exactly_once() {
 
     // Every message applied (the 3 events twice: the retry's copies are applied as
     // duplicates) is measured once for its age at apply time, and none is older than the test.
-    let metrics = pipeline
-        .http
-        .get(format!("{}/metrics", pipeline.worker.address))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let value = |name: &str| -> f64 {
-        metrics
-            .lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-            .unwrap_or_else(|| panic!("{name} not exported:\n{metrics}"))
+    let worker = pipeline.worker.address.as_str();
+    let value = |name: &'static str| async move {
+        support::counts::metric(worker, &format!("{name} "))
+            .await
+            .unwrap_or_else(|| panic!("{name} is not exported"))
     };
-    assert_eq!(value("worker_event_age_seconds_count"), 6.0);
-    let age_sum = value("worker_event_age_seconds_sum");
+    assert_eq!(value("worker_event_age_seconds_count").await, 6.0);
+    let age_sum = value("worker_event_age_seconds_sum").await;
     assert!((0.0..6.0 * 120.0).contains(&age_sum), "{age_sum}");
-    assert!(value("process_resident_memory_bytes") > 0.0);
+    assert!(value("process_resident_memory_bytes").await > 0.0);
     pipeline.stop().await;
 }
 

@@ -310,21 +310,14 @@ async fn keys_authenticate_scope_and_rate_limit() {
     );
 
     // Missing and wrong keys were counted; the rate-limited request too.
-    let metrics = p
-        .http
-        .get(format!("{}/metrics", p.worker.address))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert!(
-        metrics.contains(r#"worker_stats_auth_failures_total{reason="missing"} 1"#)
-            && metrics.contains(r#"worker_stats_auth_failures_total{reason="unknown"} 1"#)
-            && metrics.contains(r#"worker_stats_refused_total{limit="key_rate"} 1"#),
-        "{metrics}"
-    );
+    for series in [
+        r#"worker_stats_auth_failures_total{reason="missing"} "#,
+        r#"worker_stats_auth_failures_total{reason="unknown"} "#,
+        r#"worker_stats_refused_total{limit="key_rate"} "#,
+    ] {
+        let counted = support::counts::metric(&p.worker.address, series).await;
+        assert_eq!(counted, Some(1.0), "{series}");
+    }
     p.stop().await;
 }
 
