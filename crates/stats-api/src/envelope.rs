@@ -93,6 +93,14 @@ impl Answer<()> {
         }
     }
 
+    /// The figures are estimates (the data says how good): never exact, whatever Redis was.
+    pub fn estimated(self) -> Self {
+        Self {
+            exact: false,
+            ..self
+        }
+    }
+
     pub fn with<T: Serialize>(self, data: T) -> Answer<T> {
         Answer {
             project: self.project,

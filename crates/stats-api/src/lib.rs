@@ -35,6 +35,7 @@ pub mod stats;
 pub mod summary;
 pub mod timeseries;
 pub mod token_buckets;
+pub mod uniques;
 pub mod users;
 
 use std::time::Duration;

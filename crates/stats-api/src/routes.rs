@@ -9,7 +9,9 @@
 use actix_web::http::Method;
 use actix_web::{web, Route};
 
-use super::{dashboard, funnels, live, pages, reference, stats, summary, timeseries, users};
+use super::{
+    dashboard, funnels, live, pages, reference, stats, summary, timeseries, uniques, users,
+};
 
 /// Where a route is mounted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,6 +93,7 @@ pub static ENDPOINTS: &[Endpoint] = &[
     get("/stats/events", "All-time event counts by type (Redis)", &[], false, |r| r.to(stats::event_counts)),
     get("/online", "Distinct users with an event in the last N seconds (Redis)", &[("seconds", "1..1800, default 300")], false, |r| r.to(summary::online)),
     get("/summary", "Events, page views, unique users and sessions for a range (MySQL)", &[("compare", "`previous`: also the previous period of equal length")], true, |r| r.to(summary::summary)),
+    get("/unique-users", "Estimated unique users per UTC hour or day and over the range (Redis HyperLogLog, 0.81 % standard error, `exact: false`)", &[("bucket", "hour (ranges starting within 7 days) | day (within 34 days); default hour")], true, |r| r.to(uniques::unique_users)),
     get("/counts", "Event counts by type for a range (MySQL rollups)", &[("types", "Comma-separated event types (default: all)")], true, |r| r.to(summary::counts)),
     get("/events", "Recent raw events of a type, newest first", &[("event_type", "Required"), ("limit", "1..500, default 50"), ("cursor", "next_cursor of the previous page")], true, |r| r.to(summary::recent_events)),
     get("/timeseries", "Counts per local bucket, zero buckets included", &[("bucket", "minute | hour | day (default hour)"), ("types", "Comma-separated event types (default: all present)")], true, |r| r.to(timeseries::timeseries)),

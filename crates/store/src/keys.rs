@@ -54,13 +54,15 @@ impl Keys {
     pub fn session(&self, session_id: &str) -> String {
         self.key(format_args!("session:{session_id}"))
     }
-    /// Set: distinct ids seen in one UTC day.
+    /// HyperLogLog: distinct ids seen in one UTC day (an estimate, 0.81 % standard error).
+    /// Named `uv:`, not the `uniq:` of the sets earlier versions wrote: `PFADD` on one of those
+    /// would fail with WRONGTYPE until it expired.
     pub fn unique_day(&self, epoch_day: i64) -> String {
-        self.key(format_args!("uniq:d:{epoch_day}"))
+        self.key(format_args!("uv:d:{epoch_day}"))
     }
-    /// Set: distinct ids seen in one UTC hour.
+    /// HyperLogLog: distinct ids seen in one UTC hour (see `unique_day`).
     pub fn unique_hour(&self, epoch_hour: i64) -> String {
-        self.key(format_args!("uniq:h:{epoch_hour}"))
+        self.key(format_args!("uv:h:{epoch_hour}"))
     }
     /// List: the user's most recent events, newest first (`ms|type|path`).
     pub fn recent_path(&self, distinct_id: &str) -> String {

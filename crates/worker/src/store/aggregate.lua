@@ -13,7 +13,7 @@
 -- writes only while it is 'ready' (when Redis lost its data the marker is gone with it, and
 -- counting on top of that would serve a partial total as the truth), the rebuild only while it
 -- is 'clearing' (rebuild.rs holds the consumer meanwhile).
--- Key names must match crates/worker/src/keys.rs.
+-- Key names must match crates/store/src/keys.rs.
 
 local prefix = ARGV[1]
 local now_ms = tonumber(ARGV[2])
@@ -75,13 +75,15 @@ while i + 6 <= #ARGV do
       local k = base .. 'events:h:' .. hour
       redis.call('HINCRBY', k, event_type, 1)
       redis.call('EXPIREAT', k, hour_expiry)
-      k = base .. 'uniq:h:' .. hour
-      redis.call('SADD', k, distinct)
+      -- Unique users are HyperLogLog estimates (12 KiB a key at most, whatever the traffic);
+      -- adding an id twice changes nothing, so a replayed event cannot double them either.
+      k = base .. 'uv:h:' .. hour
+      redis.call('PFADD', k, distinct)
       redis.call('EXPIREAT', k, hour_expiry)
     end
     if day_expiry > now_s then
-      local k = base .. 'uniq:d:' .. day
-      redis.call('SADD', k, distinct)
+      local k = base .. 'uv:d:' .. day
+      redis.call('PFADD', k, distinct)
       redis.call('EXPIREAT', k, day_expiry)
     end
 
