@@ -1,6 +1,5 @@
 //! Helpers for the stats API tests, on top of the lead's `support` harness: a pipeline whose
 //! worker has stats API keys, and GETs with a bearer key.
-#![allow(dead_code)] // each test binary uses a different part
 
 use std::time::Duration;
 

@@ -8,12 +8,10 @@
 //! several times it (the machine is shared), never asserted as performance.
 #![allow(clippy::unwrap_used)] // helpers outside #[test] fns panic as test failures
 
-mod support;
-
 use std::time::{Duration, Instant};
 
+use crate::support::TestGateway;
 use serde_json::Value;
-use support::TestGateway;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 

@@ -1,14 +1,13 @@
 //! Every stats endpoint against the real pipeline: auth, bad parameters, funnels CRUD, the
 //! dashboard's ETag and the live stream.
 
-mod stats_support;
-mod support;
+use crate::support;
 
 use std::time::Duration;
 
+use crate::stats_support::{get_with, ingest, ok, pipeline_with_keys, send, wait_applied};
+use crate::support::TestPipeline;
 use serde_json::json;
-use stats_support::{get_with, ingest, ok, pipeline_with_keys, send, wait_applied};
-use support::TestPipeline;
 
 fn shop_events() -> Vec<serde_json::Value> {
     let mut events = Vec::new();
@@ -710,4 +709,105 @@ async fn a_serving_worker_needs_no_kafka() {
     assert_eq!(online.status(), 200);
     worker.stop().await;
     target.cleanup().await;
+}
+
+/// Unique-user estimates (Redis HyperLogLog) against the users actually sent: 1,200 users this
+/// hour, 500 the hour before, 300 of them in both. Each figure must be within three standard
+/// errors of the exact count computed here, the range's figure is the union (1,400), not the
+/// sum, and every answer says it is an estimate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unique_user_estimates_are_within_their_error_and_say_so() {
+    use chrono::{Duration as Span, Timelike, Utc};
+    use std::collections::BTreeSet;
+
+    let p = TestPipeline::start().await;
+    let now = Utc::now();
+    let this_hour = now.with_minute(0).and_then(|t| t.with_second(0)).unwrap();
+    // Inside the current hour and the previous one, never in the future.
+    let earlier = this_hour - Span::minutes(30);
+    let current = this_hour + (now - this_hour) / 2;
+    let mut events = Vec::new();
+    let mut hours: [BTreeSet<String>; 2] = Default::default();
+    for n in 0..1_400 {
+        let user = format!("hll-user-{n}");
+        // users 0..1200 this hour, 900..1400 the hour before: 300 in both
+        for (slot, (range, at)) in [(0..1_200, current), (900..1_400, earlier)]
+            .into_iter()
+            .enumerate()
+        {
+            if range.contains(&n) {
+                events.push(
+                    json!({"event_id": format!("hll-{slot}-{n}"), "event_type": "click",
+                    "user_id": user, "timestamp": at.to_rfc3339()}),
+                );
+                hours[slot].insert(user.clone());
+            }
+        }
+    }
+    ingest(&p, &events).await;
+    wait_applied(&p, events.len() as u64).await;
+    let exact_union = hours[0].union(&hours[1]).count() as f64;
+    let close = |estimate: &serde_json::Value, exact: f64, what: &str| {
+        let estimate = estimate
+            .as_f64()
+            .unwrap_or_else(|| panic!("{what}: no number"));
+        assert!(
+            (estimate - exact).abs() <= 3.0 * 0.0081 * exact,
+            "{what}: estimate {estimate} vs exact {exact}"
+        );
+    };
+
+    let from = (this_hour - Span::hours(1)).to_rfc3339();
+    let path = format!(
+        "/api/v1/projects/default/unique-users?from={}&to={}",
+        urlencode(&from),
+        urlencode(&now.to_rfc3339())
+    );
+    let hourly = ok(&p, &path).await;
+    assert_eq!(hourly["exact"], false, "{hourly}");
+    assert_eq!(hourly["source"], "redis", "{hourly}");
+    assert_eq!(hourly["estimate"]["standard_error"], 0.0081, "{hourly}");
+    assert_eq!(hourly["bucket"], "hour", "{hourly}");
+    close(&hourly["unique_users"], exact_union, "union over two hours");
+    let series = hourly["series"].as_array().expect("series");
+    assert_eq!(series.len(), 2, "{hourly}");
+    close(
+        &series[0]["unique_users"],
+        hours[1].len() as f64,
+        "previous hour",
+    );
+    close(
+        &series[1]["unique_users"],
+        hours[0].len() as f64,
+        "this hour",
+    );
+
+    let daily = ok(&p, &format!("{path}&bucket=day")).await;
+    assert_eq!(daily["bucket"], "day", "{daily}");
+    close(&daily["unique_users"], exact_union, "union over the days");
+
+    let (status, body) = p
+        .get("/api/v1/projects/default/unique-users?bucket=minute")
+        .await;
+    assert_eq!(
+        (status, body["field"].as_str()),
+        (400, Some("bucket")),
+        "{body}"
+    );
+    let old = (now - Span::days(9)).to_rfc3339();
+    let (status, body) = p
+        .get(&format!(
+            "/api/v1/projects/default/unique-users?from={}",
+            urlencode(&old)
+        ))
+        .await;
+    assert_eq!(
+        (status, body["field"].as_str()),
+        (400, Some("from")),
+        "{body}"
+    );
+}
+
+fn urlencode(raw: &str) -> String {
+    raw.replace('+', "%2B").replace(':', "%3A")
 }

@@ -2,7 +2,6 @@
 //! own topic, and a reader that takes the topic back to check what the gateway wrote.
 //!
 //! A test that cannot reach Kafka fails and says how to start it; it never skips.
-#![allow(dead_code)] // each test binary uses a different part of the support code
 
 use std::collections::HashMap;
 use std::net::{TcpListener, TcpStream, ToSocketAddrs};

@@ -4,13 +4,13 @@
 // A test panics to fail: unwrapping in its helpers is how it reports.
 #![allow(clippy::unwrap_used)]
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 
+use crate::support::{eventually, TestPipeline};
 use insightflow_worker::store::DbText;
 use serde_json::json;
-use support::{eventually, TestPipeline};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_posted_batch_is_stored_and_counted_exactly_once() {

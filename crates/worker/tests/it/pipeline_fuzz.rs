@@ -6,15 +6,15 @@
 // A test panics to fail: unwrapping in its helpers is how it reports.
 #![allow(clippy::unwrap_used)]
 
-mod support;
+use crate::support;
 
 use std::collections::{BTreeSet, HashSet};
 
+use crate::support::counts::{mysql_count, redis_total, WAIT};
+use crate::support::{eventually, spawn_ingest, spawn_worker, WorkerTarget};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
-use support::counts::{mysql_count, redis_total, WAIT};
-use support::{eventually, spawn_ingest, spawn_worker, WorkerTarget};
 
 const EVENTS: usize = 10_000;
 const PER_REQUEST: usize = 20;

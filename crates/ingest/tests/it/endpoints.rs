@@ -2,13 +2,11 @@
 //! topic: payload, key and headers.
 #![allow(clippy::unwrap_used)] // helpers outside #[test] fns panic as test failures
 
-mod support;
-
 use std::io::Write;
 
+use crate::support::{read_topic, Record, TestGateway};
 use base64::Engine;
 use serde_json::{json, Value};
-use support::{read_topic, Record, TestGateway};
 
 const WRITE_KEY: &str = "wk_shop_test";
 

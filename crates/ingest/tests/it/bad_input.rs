@@ -2,12 +2,10 @@
 //! error body naming the field and the reason.
 #![allow(clippy::unwrap_used)] // helpers outside #[test] fns panic as test failures
 
-mod support;
-
 use std::io::Write;
 
+use crate::support::{read_topic, TestGateway};
 use serde_json::{json, Value};
-use support::{read_topic, TestGateway};
 
 const KEY: &str = "wk_bad_input";
 

@@ -4,29 +4,25 @@
 // A test panics to fail: unwrapping in its helpers is how it reports.
 #![allow(clippy::unwrap_used)]
 
-mod support;
+use crate::support;
 
-use insightflow_worker::Role;
-use serde_json::{json, Value};
-use support::counts::{
+use crate::support::counts::{
     assert_exactly_once, assignments, events, metric, mysql_count, redis_total, send,
     wait_for_both, wait_for_partitions, wait_until_both_hold_partitions, WAIT,
 };
-use support::kafka::{self, header};
-use support::process::WorkerProcess;
-use support::proxy::TcpProxy;
-use support::state::{assert_same, snapshot};
-use support::{
+use crate::support::kafka::{self, header};
+use crate::support::process::WorkerProcess;
+use crate::support::proxy::TcpProxy;
+use crate::support::state::{assert_same, snapshot};
+use crate::support::{
     eventually, spawn_ingest, spawn_worker, spawn_worker_with, worker_settings, WorkerTarget,
 };
-
-/// These tests each run consumers over 8-partition topics; run one at a time so they do not
-/// starve the shared broker's group coordinator for each other.
-static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+use insightflow_worker::Role;
+use serde_json::{json, Value};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replaying_the_topic_from_the_beginning_changes_nothing() {
-    let _serial = ONE_AT_A_TIME.lock().await;
+    let _serial = support::HEAVY.lock().await;
     let target = WorkerTarget::create().await;
     let ingest = spawn_ingest(&target.topic).await;
     send(&ingest, events(0, 600, 40)).await;
@@ -65,7 +61,7 @@ async fn replaying_the_topic_from_the_beginning_changes_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_killed_between_writes_and_commit_converges_to_the_uninterrupted_state() {
-    let _serial = ONE_AT_A_TIME.lock().await;
+    let _serial = support::HEAVY.lock().await;
     let target = WorkerTarget::create().await;
     let ingest = spawn_ingest(&target.topic).await;
     send(&ingest, events(0, 2000, 120)).await;
@@ -109,7 +105,7 @@ async fn a_worker_killed_between_writes_and_commit_converges_to_the_uninterrupte
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_workers_in_one_group_share_the_partitions_and_process_each_event_once() {
-    let _serial = ONE_AT_A_TIME.lock().await;
+    let _serial = support::HEAVY.lock().await;
     let target = WorkerTarget::create().await;
     let first = spawn_worker(&target).await;
     wait_for_partitions(&first.address).await;
@@ -229,19 +225,19 @@ async fn survive_outage(store: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mysql_unavailable_for_a_while_loses_and_doubles_nothing() {
-    let _serial = ONE_AT_A_TIME.lock().await;
+    let _serial = support::HEAVY.lock().await;
     survive_outage("mysql").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_unavailable_for_a_while_loses_and_doubles_nothing() {
-    let _serial = ONE_AT_A_TIME.lock().await;
+    let _serial = support::HEAVY.lock().await;
     survive_outage("redis").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn poison_messages_go_to_the_dead_letter_topic_and_the_partition_keeps_flowing() {
-    let _serial = ONE_AT_A_TIME.lock().await;
+    let _serial = support::HEAVY.lock().await;
     let target = WorkerTarget::create().await;
     let worker = spawn_worker(&target).await;
     // Same key as the valid event below, so all three share one partition.
@@ -297,7 +293,7 @@ async fn poison_messages_go_to_the_dead_letter_topic_and_the_partition_keeps_flo
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_mysql_refuses_are_isolated_and_dead_lettered_and_the_rest_of_the_batch_applied() {
-    let _serial = ONE_AT_A_TIME.lock().await;
+    let _serial = support::HEAVY.lock().await;
     let target = WorkerTarget::create().await;
     // MySQL refuses two chosen events as data (SQLSTATE class 22), as it would a value it
     // cannot store: the gateway now refuses every such value it knows of at the door.
@@ -355,7 +351,7 @@ async fn events_mysql_refuses_are_isolated_and_dead_lettered_and_the_rest_of_the
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rebalance_during_a_store_outage_keeps_the_partitions_paused() {
-    let _serial = ONE_AT_A_TIME.lock().await;
+    let _serial = support::HEAVY.lock().await;
     let target = WorkerTarget::create().await;
     let proxy = TcpProxy::start("127.0.0.1:6379").await;
     let consumed = |address: String| async move {

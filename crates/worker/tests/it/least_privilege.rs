@@ -9,12 +9,13 @@
 // A test panics to fail: unwrapping in its helpers is how it reports.
 #![allow(clippy::unwrap_used)]
 
-mod support;
+use crate::support;
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::support::{counts, spawn_ingest, spawn_worker_with, worker_settings, WorkerTarget};
 use chrono::{TimeDelta, Utc};
 use futures::FutureExt;
 use insightflow_model::{parse_batch, ClientInfo, Limits, ProjectId, RawBody, RequestClock};
@@ -25,10 +26,9 @@ use insightflow_worker::{keys, rebuild, retention, Role};
 use serde_json::{json, Value};
 use sqlx::mysql::{MySqlDatabaseError, MySqlPoolOptions};
 use sqlx::MySqlPool;
-use support::{counts, spawn_ingest, spawn_worker_with, worker_settings, WorkerTarget};
 
 /// The committed grants: what the compose deployment's MySQL init script applies.
-const GRANTS: &str = include_str!("../../../deploy/mysql/grants.sql");
+const GRANTS: &str = include_str!("../../../../deploy/mysql/grants.sql");
 /// The names grants.sql uses, replaced by this test's throwaway ones.
 const GRANTS_DATABASE: &str = "`insightflow`.*";
 const GRANTS_WORKER: &str = "'insightflow_worker'@'%'";

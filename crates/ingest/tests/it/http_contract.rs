@@ -2,11 +2,9 @@
 //! CORS preflights are answered and cacheable, rate limits answer 429 with Retry-After.
 #![allow(clippy::unwrap_used)] // helpers outside #[test] fns panic as test failures
 
-mod support;
-
+use crate::support::TestGateway;
 use insightflow_ingest::routes::ENDPOINTS;
 use serde_json::{json, Value};
-use support::TestGateway;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_served_openapi_document_lists_every_registered_route() {

@@ -6,39 +6,36 @@
 // A test panics to fail: unwrapping in its helpers is how it reports.
 #![allow(clippy::unwrap_used)]
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::support::counts::{
+    assert_exactly_once, events, metric, mysql_count, send_to, wait_for_both, wait_for_partitions,
+    wait_until_both_hold_partitions, WAIT,
+};
+use crate::support::kafka::committed_total;
+use crate::support::process::WorkerProcess;
+use crate::support::{
+    eventually, ingest_settings, spawn_ingest, spawn_ingest_with, spawn_worker_with,
+    worker_settings, WorkerTarget,
+};
 use insightflow_runtime::kafka::{ensure_topics, TopicSpec};
 use insightflow_runtime::testing::PrivateKafka;
 use insightflow_worker::Role;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::ClientConfig;
 use serde_json::{json, Value};
-use support::counts::{
-    assert_exactly_once, events, metric, mysql_count, send_to, wait_for_both, wait_for_partitions,
-    wait_until_both_hold_partitions, WAIT,
-};
-use support::kafka::committed_total;
-use support::process::WorkerProcess;
-use support::{
-    eventually, ingest_settings, spawn_ingest, spawn_ingest_with, spawn_worker_with,
-    worker_settings, WorkerTarget,
-};
 use tokio_util::sync::CancellationToken;
-
-/// Each test runs consumer groups with short sessions; one at a time keeps their timing apart.
-static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 const SESSION_TIMEOUT_MS: u32 = 6000;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_killed_mid_stream_resumes_in_its_group_from_the_committed_offsets() {
-    let _serial = ONE_AT_A_TIME.lock().await;
+    let _serial = support::HEAVY.lock().await;
     let target = WorkerTarget::create().await;
     let ingest = spawn_ingest(&target.topic).await;
     let mut first = WorkerProcess::spawn(&target, 100, &[]);
@@ -77,7 +74,7 @@ async fn a_worker_killed_mid_stream_resumes_in_its_group_from_the_committed_offs
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_workers_one_killed_the_survivor_takes_over_its_partitions() {
-    let _serial = ONE_AT_A_TIME.lock().await;
+    let _serial = support::HEAVY.lock().await;
     let target = WorkerTarget::create().await;
     let ingest = spawn_ingest(&target.topic).await;
     let mut doomed = WorkerProcess::spawn(&target, 100, &[]);
@@ -187,7 +184,7 @@ async fn sdk_client(address: String, log: Arc<ClientLog>, stop: CancellationToke
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_broker_killed_under_load_and_restarted_loses_and_doubles_nothing() {
-    let _serial = ONE_AT_A_TIME.lock().await;
+    let _serial = support::HEAVY.lock().await;
     let broker = Arc::new(PrivateKafka::start());
     let target = WorkerTarget::create().await;
     let mut settings = worker_settings(&target);
@@ -333,7 +330,7 @@ async fn ready(address: &str) -> (u16, Value) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ready_is_false_while_the_worker_holds_no_partitions_of_a_stalled_topic() {
-    let _serial = ONE_AT_A_TIME.lock().await;
+    let _serial = support::HEAVY.lock().await;
     let target = WorkerTarget::create().await;
     let mut settings = worker_settings(&target);
     settings.kafka.topic.partitions = 1;

@@ -4,28 +4,25 @@
 //! that, while the abuse runs, `/health` answers and a batch sent through the gateway is
 //! acknowledged and stored.
 //!
-//! The tests take turns (one lock for the file): each one loads the machine on purpose, and
-//! the bounds it checks are functional (an answer comes, a connection is closed), which a
-//! neighbour's load must not turn into a failure.
+//! The tests take turns with the other heavy suites (`support::HEAVY`): each one loads the
+//! machine on purpose, and the bounds it checks are functional (an answer comes, a connection
+//! is closed), which a neighbour's load must not turn into a failure.
 
-mod support;
+use crate::support;
 
 use std::future::Future;
 use std::net::{SocketAddr, TcpStream as StdTcpStream, ToSocketAddrs};
 use std::time::Duration;
 
+use crate::support::{eventually, WorkerTarget};
 use insightflow_worker::{Application as WorkerApp, Role};
 use serde_json::{json, Value};
 use sqlx::MySqlPool;
-use support::{eventually, WorkerTarget};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-
-/// One abuse test at a time.
-static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// The project of every event the gateway accepts (no write keys configured).
 const PROJECT: &str = "default";
@@ -610,7 +607,7 @@ fn retry_after(headers: &reqwest::header::HeaderMap) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_body_that_trickles_is_answered_408_and_the_services_stay_up() {
-    let _turn = TURN.lock().await;
+    let _turn = support::HEAVY.lock().await;
     // The gateway's deadline must exceed Kafka's delivery timeout (it would otherwise cut
     // off a batch waiting for its acknowledgement): 5 s and 6 s.
     const GATEWAY_DEADLINE_MS: u64 = 6_000;
@@ -703,7 +700,7 @@ async fn a_body_that_trickles_is_answered_408_and_the_services_stay_up() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_thousand_idle_connections_are_closed_by_the_header_timeout() {
-    let _turn = TURN.lock().await;
+    let _turn = support::HEAVY.lock().await;
     const IDLE_AT_GATEWAY: usize = 2_000;
     const IDLE_AT_WORKER: usize = 200;
     // The production default: the time to open 2,200 connections, see them counted and send
@@ -816,7 +813,7 @@ async fn two_thousand_idle_connections_are_closed_by_the_header_timeout() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn past_the_connection_cap_clients_wait_until_a_place_frees() {
-    let _turn = TURN.lock().await;
+    let _turn = support::HEAVY.lock().await;
     const CAP: usize = 50;
     const IDLE: usize = 80;
     const HEADER_TIMEOUT_MS: u64 = 3_000;
@@ -906,7 +903,7 @@ async fn refusal(response: reqwest::Response) -> (u16, u64, Value) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn live_streams_are_capped_per_key_and_in_total() {
-    let _turn = TURN.lock().await;
+    let _turn = support::HEAVY.lock().await;
     const PER_KEY: usize = 3;
     const TOTAL: usize = 5;
     let keys = [
@@ -1030,7 +1027,7 @@ async fn analyse(p: &Pipeline, funnel: &str, key: &str) -> (u16, Option<u64>, Va
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_storm_of_funnel_analyses_is_refused_past_the_heavy_query_cap() {
-    let _turn = TURN.lock().await;
+    let _turn = support::HEAVY.lock().await;
     const HEAVY_MAX: usize = 2;
     const STORM: usize = 40;
     let p = Pipeline::start(
@@ -1128,7 +1125,7 @@ async fn a_storm_of_funnel_analyses_is_refused_past_the_heavy_query_cap() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_query_over_the_statement_time_limit_is_stopped_with_503() {
-    let _turn = TURN.lock().await;
+    let _turn = support::HEAVY.lock().await;
     const READER: &str = "sk_abuse_reader_key_01";
     let p = Pipeline::start(
         |_| {},

@@ -4,18 +4,16 @@
 // A test panics to fail: unwrapping in its helpers is how it reports.
 #![allow(clippy::unwrap_used)]
 
-mod support;
-
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::support::{worker_settings, WorkerTarget};
 use chrono::{TimeDelta, Utc};
 use insightflow_model::{parse_batch, ClientInfo, Limits, ProjectId, RawBody, RequestClock};
 use insightflow_worker::metrics::WorkerMetrics;
 use insightflow_worker::retention;
 use insightflow_worker::store::mysql::MysqlStore;
 use insightflow_worker::store::redis::RedisStore;
-use support::{worker_settings, WorkerTarget};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn old_raw_events_are_deleted_once_per_interval_and_recent_ones_kept() {

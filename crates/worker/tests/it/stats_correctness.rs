@@ -7,10 +7,6 @@
 //! recent events cover what Redis keeps for recent times only. Every expected figure is
 //! checked to be non-zero before it is compared, so no check passes on an empty window.
 
-mod correctness_support;
-mod stats_support;
-mod support;
-
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use chrono::{DateTime, Duration, DurationRound, NaiveDateTime, Utc};
@@ -18,13 +14,17 @@ use chrono_tz::Tz;
 use insightflow_worker::Role;
 use serde_json::json;
 
-use correctness_support::answers::{buckets_of, nonzero, q, range_of, same_seconds, same_series};
-use correctness_support::dataset::{
+use crate::correctness_support::answers::{
+    buckets_of, nonzero, q, range_of, same_seconds, same_series,
+};
+use crate::correctness_support::dataset::{
     self, date, utc, Event, Transition, KOLKATA, NEW_YORK, PARIS, SPAN_FROM, SPAN_TO,
 };
-use correctness_support::expected::{self, midnight, Bucket, Local, Until};
-use stats_support::{ingest, ok, send, wait_applied};
-use support::{spawn_ingest, spawn_worker_with, worker_settings, TestPipeline, WorkerTarget};
+use crate::correctness_support::expected::{self, midnight, Bucket, Local, Until};
+use crate::stats_support::{ingest, ok, send, wait_applied};
+use crate::support::{
+    spawn_ingest, spawn_worker_with, worker_settings, TestPipeline, WorkerTarget,
+};
 
 const TYPES: [&str; 5] = ["page_view", "click", "product_view", "cart_add", "purchase"];
 

@@ -63,11 +63,25 @@ pub async fn snapshot(target: &WorkerTarget) -> Snapshot {
             .await
             .expect("TYPE");
         let value = match kind.as_str() {
-            "string" => redis::cmd("GET")
-                .arg(&key)
-                .query_async::<String>(&mut redis)
-                .await
-                .expect("GET"),
+            "string" => {
+                let bytes: Vec<u8> = redis::cmd("GET")
+                    .arg(&key)
+                    .query_async(&mut redis)
+                    .await
+                    .expect("GET");
+                if bytes.starts_with(b"HYLL") {
+                    // A HyperLogLog's bytes depend on its encoding and cached count, not only
+                    // on the ids added: compare what it estimates.
+                    let count: u64 = redis::cmd("PFCOUNT")
+                        .arg(&key)
+                        .query_async(&mut redis)
+                        .await
+                        .expect("PFCOUNT");
+                    format!("hyperloglog:{count}")
+                } else {
+                    String::from_utf8_lossy(&bytes).into_owned()
+                }
+            }
             "hash" => {
                 let map: BTreeMap<String, String> = redis::cmd("HGETALL")
                     .arg(&key)

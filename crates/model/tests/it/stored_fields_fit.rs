@@ -19,7 +19,7 @@ use insightflow_model::{
 use proptest::prelude::*;
 use serde_json::{json, Map, Value};
 
-const MIGRATION: &str = include_str!("../../../migrations/20261122000001_initial.sql");
+const MIGRATION: &str = include_str!("../../../../migrations/20261122000001_initial.sql");
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Unit {

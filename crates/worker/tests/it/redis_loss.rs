@@ -5,22 +5,20 @@
 // A test panics to fail: unwrapping in its helpers is how it reports.
 #![allow(clippy::unwrap_used)]
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use crate::support::counts::{events, metric, mysql_count, send, wait_for_both, WAIT};
+use crate::support::state::{assert_same, snapshot};
+use crate::support::{eventually, spawn_ingest, spawn_worker_with, worker_settings, WorkerTarget};
 use insightflow_worker::metrics::WorkerMetrics;
 use insightflow_worker::rebuild;
 use insightflow_worker::store::mysql::MysqlStore;
 use insightflow_worker::store::redis::RedisStore;
 use insightflow_worker::{Role, Settings as WorkerSettings};
 use serde_json::Value;
-use support::counts::{events, metric, mysql_count, send, wait_for_both, WAIT};
-use support::state::{assert_same, snapshot};
-use support::{eventually, spawn_ingest, spawn_worker_with, worker_settings, WorkerTarget};
 
 const REDIS_SERVER: &str = "/usr/bin/redis-server";
 

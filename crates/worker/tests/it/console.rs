@@ -4,15 +4,15 @@
 //! API still closed to requests without a key. Against the real worker on real Kafka,
 //! MariaDB and Redis, like every other test here.
 
-mod support;
+use crate::support;
 
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
+use crate::support::WorkerTarget;
 use insightflow_worker::Role;
 use reqwest::header::{self, HeaderMap};
 use reqwest::{Client, StatusCode};
-use support::WorkerTarget;
 
 const KEY: &str = "sk_console_test_key_0001";
 

@@ -1,0 +1,4 @@
+//! The model's property tests, in one binary.
+
+mod parsing_properties;
+mod stored_fields_fit;

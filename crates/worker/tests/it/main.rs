@@ -1,0 +1,20 @@
+//! The worker's integration tests, in one binary (one link, one process): a module per
+//! concern, against the real Kafka, MariaDB and Redis. Tests that load the machine or kill
+//! processes on purpose (abuse, crash recovery, exactly-once under faults) take turns on
+//! `support::HEAVY`; every test has its own topic, group, database and key prefix.
+
+mod correctness_support;
+mod stats_support;
+mod support;
+
+mod abuse;
+mod console;
+mod crash_recovery;
+mod exactly_once;
+mod least_privilege;
+mod pipeline;
+mod pipeline_fuzz;
+mod redis_loss;
+mod retention;
+mod stats_api;
+mod stats_correctness;
