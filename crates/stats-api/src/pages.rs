@@ -255,17 +255,8 @@ pub async fn breakdown(
     _turn: Heavy,
     query: web::Query<BreakdownQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let event_type = params::event_type(
-        "event_type",
-        query
-            .event_type
-            .as_deref()
-            .ok_or_else(|| ApiError::bad("event_type", "is required"))?,
-    )?;
-    let by = query
-        .by
-        .as_deref()
-        .ok_or_else(|| ApiError::bad("by", "is required"))?;
+    let event_type = params::required_event_type("event_type", query.event_type.as_deref())?;
+    let by = params::required("by", query.by.as_deref())?;
     let first = dimension("by", by)?;
     let second = query
         .by2

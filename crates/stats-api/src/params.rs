@@ -211,6 +211,16 @@ pub fn event_types(field: &'static str, raw: Option<&str>) -> Result<Vec<String>
     Ok(types)
 }
 
+/// A parameter that must be given: absent is a 400 naming it.
+pub fn required<'a>(field: &'static str, raw: Option<&'a str>) -> Result<&'a str, ApiError> {
+    raw.ok_or_else(|| ApiError::bad(field, "is required"))
+}
+
+/// A required event-type parameter, validated as the gateway validates event types.
+pub fn required_event_type(field: &'static str, raw: Option<&str>) -> Result<String, ApiError> {
+    event_type(field, required(field, raw)?)
+}
+
 pub fn event_type(field: &'static str, raw: &str) -> Result<String, ApiError> {
     insightflow_model::EventType::parse(raw)
         .map(|t| t.as_str().to_owned())

@@ -223,13 +223,7 @@ pub async fn recent_events(
     project: Project,
     query: web::Query<ListingQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let event_type = params::event_type(
-        "event_type",
-        query
-            .event_type
-            .as_deref()
-            .ok_or_else(|| ApiError::bad("event_type", "is required"))?,
-    )?;
+    let event_type = params::required_event_type("event_type", query.event_type.as_deref())?;
     let (range, limit, cursor) = query.page()?;
     let as_of = state.as_of(&project).await?;
     let (events, next_cursor) = event_page(state.db(), &project, range, cursor, limit, |q| {

@@ -169,13 +169,8 @@ pub async fn conversion(
     _turn: Heavy,
     query: web::Query<ConversionQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let required = |field: &'static str, v: &Option<String>| {
-        v.as_deref()
-            .ok_or_else(|| ApiError::bad(field, "is required"))
-            .and_then(|raw| params::event_type(field, raw))
-    };
-    let start = required("start_event", &query.start_event)?;
-    let end = required("end_event", &query.end_event)?;
+    let start = params::required_event_type("start_event", query.start_event.as_deref())?;
+    let end = params::required_event_type("end_event", query.end_event.as_deref())?;
     let (range, _) = query.range.resolve(Duration::hours(24))?;
     let window_seconds = query
         .window_seconds
