@@ -15,6 +15,7 @@ use super::buckets::BucketUnit;
 use super::dashboard_cache::RefreshingCache;
 use super::envelope::Answer;
 use super::error::ApiError;
+use super::filters::Filter;
 use super::limits::Heavy;
 use super::pages::{hour_range, top_pages};
 use super::params::{self, RangeParams, TimeRange};
@@ -226,13 +227,14 @@ async fn render(
     let db = state.db();
     let range = p.range;
     let hours = hour_range(range);
+    let all = Filter::default();
     let (current, previous, counts, (covered, buckets), (pages, pages_source, pages_generation)) =
         tokio::try_join!(
-            figures(db, project.as_str(), range),
-            figures(db, project.as_str(), range.previous()),
-            counts_by_type(db, project.as_str(), range, &[]),
-            series(db, project.as_str(), p.unit, p.tz, range, &[]),
-            top_pages(state, project, hours, p.pages_limit, None),
+            figures(db, project.as_str(), range, &all),
+            figures(db, project.as_str(), range.previous(), &all),
+            counts_by_type(db, project.as_str(), range, &[], &all),
+            series(db, project.as_str(), p.unit, p.tz, range, &[], &all),
+            top_pages(state, project, hours, p.pages_limit, None, &all),
         )?;
     // Online now and hot pages may come from Redis; everything else is MySQL.
     let answer = Answer::about(project, as_of)

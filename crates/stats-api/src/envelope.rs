@@ -10,6 +10,7 @@ use actix_web::HttpResponse;
 use serde::Serialize;
 
 use super::auth::Project;
+use super::filters::Filter;
 use super::params::TimeRange;
 use super::stats::AsOf;
 use super::RedisGeneration;
@@ -36,6 +37,9 @@ pub struct Answer<T> {
     pub project: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub range: Option<RangeEcho>,
+    /// The `filter=` the figures were computed under, as sent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub filter: Option<String>,
     #[serde(flatten)]
     pub data: T,
     pub exact: bool,
@@ -58,6 +62,7 @@ impl Answer<()> {
         Self {
             project: project.to_owned(),
             range: None,
+            filter: None,
             data: (),
             exact: true,
             source: None,
@@ -69,6 +74,14 @@ impl Answer<()> {
     pub fn range(self, range: TimeRange) -> Self {
         Self {
             range: Some(range.into()),
+            ..self
+        }
+    }
+
+    /// The figures count only the events `filter` accepts.
+    pub fn filter(self, filter: &Filter) -> Self {
+        Self {
+            filter: filter.echo(),
             ..self
         }
     }
@@ -105,6 +118,7 @@ impl Answer<()> {
         Answer {
             project: self.project,
             range: self.range,
+            filter: self.filter,
             data,
             exact: self.exact,
             source: self.source,

@@ -20,6 +20,7 @@ pub mod dashboard_cache;
 pub mod envelope;
 pub mod error;
 pub mod event_pages;
+pub mod filters;
 pub mod funnels;
 pub mod health;
 pub mod limits;

@@ -9,6 +9,7 @@ use serde_json::json;
 use super::auth::Project;
 use super::envelope::Answer;
 use super::error::ApiError;
+use super::filters::{Dimension, Filter};
 use super::limits::Heavy;
 use super::params::{self, RangeParams, TimeRange};
 use super::{ApiState, RedisGeneration};
@@ -60,6 +61,7 @@ pub struct HotPagesQuery {
     pub range: RangeParams,
     pub limit: Option<String>,
     pub source: Option<String>,
+    pub filter: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -100,17 +102,29 @@ pub fn hour_range(range: TimeRange) -> TimeRange {
 }
 
 /// The top pages by views in an hour-aligned range: the live Redis ranking for recent ranges,
-/// the MySQL hourly rollup for older ones (or as forced by `source`). Ties by path. Also
-/// says whether Redis was whole (always `Ready` for MySQL).
+/// the MySQL hourly rollup for older ones (or as forced by `source`), the matching raw page
+/// views under a filter. Ties by path. Also says whether Redis was whole (always `Ready` for
+/// MySQL).
 pub async fn top_pages(
     state: &ApiState,
     project: &Project,
     hours: TimeRange,
     limit: u32,
     source: Option<PagesSource>,
+    filter: &Filter,
 ) -> Result<(Vec<PageViews>, PagesSource, RedisGeneration), ApiError> {
     let mut generation = RedisGeneration::Ready;
     let recent = hours.from >= Utc::now() - Duration::hours(LIVE_PAGES_HOURS);
+    if !filter.is_empty() {
+        if source == Some(PagesSource::Redis) {
+            return Err(ApiError::bad(
+                "source",
+                "the Redis rankings are not filtered: use source=auto or mysql with a filter",
+            ));
+        }
+        let pages = filtered_top_pages(state, project, hours, limit, filter).await?;
+        return Ok((pages, PagesSource::Mysql, generation));
+    }
     let source = source.unwrap_or(if recent {
         PagesSource::Redis
     } else {
@@ -170,6 +184,35 @@ pub async fn top_pages(
     Ok((pages, source, generation))
 }
 
+/// The top pages among the raw page views `filter` accepts (the rollups keep no dimensions).
+async fn filtered_top_pages(
+    state: &ApiState,
+    project: &Project,
+    hours: TimeRange,
+    limit: u32,
+    filter: &Filter,
+) -> Result<Vec<PageViews>, ApiError> {
+    let mut q = sqlx::QueryBuilder::<sqlx::MySql>::new(
+        "SELECT page_path, COUNT(*) AS views FROM user_events WHERE project = ",
+    );
+    q.push_bind(project.as_str())
+        .push(" AND event_type = 'page_view' AND page_path IS NOT NULL AND event_time >= ")
+        .push_bind(hours.from_naive())
+        .push(" AND event_time < ")
+        .push_bind(hours.to_naive());
+    filter.push_sql(&mut q);
+    q.push(" GROUP BY page_path ORDER BY views DESC, page_path LIMIT ")
+        .push_bind(limit);
+    let rows: Vec<PageRow> = q.build_query_as().fetch_all(state.db()).await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| PageViews {
+            path: r.page_path.0,
+            views: r.views,
+        })
+        .collect())
+}
+
 /// `GET /pages/hot?from=&to=&limit=10`: top pages by views (default: the last 24 hours).
 pub async fn hot_pages(
     state: web::Data<ApiState>,
@@ -190,10 +233,19 @@ pub async fn hot_pages(
         }
     };
     let hours = hour_range(range);
+    let filter = Filter::parse(query.filter.as_deref())?;
+    // Filtered hot pages scan raw events instead of reading rankings: they take turns.
+    let _turn = if filter.is_empty() {
+        None
+    } else {
+        Some(Heavy::acquire(&state).await?)
+    };
     let as_of = state.as_of(&project).await?;
-    let (pages, source, generation) = top_pages(&state, &project, hours, limit, source).await?;
+    let (pages, source, generation) =
+        top_pages(&state, &project, hours, limit, source, &filter).await?;
     Ok(Answer::about(&project, as_of)
         .range(hours)
+        .filter(&filter)
         .source(source.as_str())
         .redis(generation)
         .with(json!({"pages": pages}))
@@ -208,43 +260,7 @@ pub struct BreakdownQuery {
     #[serde(flatten)]
     pub range: RangeParams,
     pub limit: Option<String>,
-}
-
-/// A breakdown dimension: an event column (`$browser`, `$os`, `$device_type`, `$page_path`,
-/// `$event_name`) or a property (`plan`, nested `address.city`), as a SQL expression and the
-/// JSON path bound to it.
-fn dimension(field: &'static str, raw: &str) -> Result<(String, Option<String>), ApiError> {
-    if let Some(column) = raw.strip_prefix('$') {
-        return match column {
-            "browser" | "os" | "device_type" | "page_path" | "event_name" => {
-                Ok((column.to_owned(), None))
-            }
-            _ => Err(ApiError::bad(
-                field,
-                "columns are $browser, $os, $device_type, $page_path, $event_name",
-            )),
-        };
-    }
-    let path = super::property::property_path(field, raw)?;
-    Ok((String::new(), Some(path)))
-}
-
-fn push_dimension(
-    q: &mut sqlx::QueryBuilder<'_, sqlx::MySql>,
-    (expr, path): &(String, Option<String>),
-    alias: &str,
-) {
-    match path {
-        Some(path) => {
-            q.push("JSON_UNQUOTE(JSON_EXTRACT(properties, ")
-                .push_bind(path.clone())
-                .push("))");
-        }
-        None => {
-            q.push(expr.as_str());
-        }
-    }
-    q.push(format!(" AS {alias}, "));
+    pub filter: Option<String>,
 }
 
 /// `GET /breakdown?event_type=purchase&by=currency&by2=$device_type&limit=10`: the top values
@@ -257,20 +273,25 @@ pub async fn breakdown(
 ) -> Result<HttpResponse, ApiError> {
     let event_type = params::required_event_type("event_type", query.event_type.as_deref())?;
     let by = params::required("by", query.by.as_deref())?;
-    let first = dimension("by", by)?;
+    let first = Dimension::parse("by", by)?;
     let second = query
         .by2
         .as_deref()
-        .map(|raw| dimension("by2", raw))
+        .map(|raw| Dimension::parse("by2", raw))
         .transpose()?;
+    let filter = Filter::parse(query.filter.as_deref())?;
     let (range, _) = query.range.resolve(Duration::hours(24))?;
     let limit = params::limit("limit", query.limit.as_deref(), 10, 1000)?;
     let as_of = state.as_of(&project).await?;
 
     let mut q = sqlx::QueryBuilder::<sqlx::MySql>::new("SELECT ");
-    push_dimension(&mut q, &first, "v1");
+    first.push_sql(&mut q);
+    q.push(" AS v1, ");
     match &second {
-        Some(d) => push_dimension(&mut q, d, "v2"),
+        Some(d) => {
+            d.push_sql(&mut q);
+            q.push(" AS v2, ");
+        }
         None => {
             q.push("NULL AS v2, ");
         }
@@ -282,8 +303,9 @@ pub async fn breakdown(
         .push(" AND event_time >= ")
         .push_bind(range.from_naive())
         .push(" AND event_time < ")
-        .push_bind(range.to_naive())
-        .push(" GROUP BY v1, v2 ORDER BY n DESC, v1, v2 LIMIT ")
+        .push_bind(range.to_naive());
+    filter.push_sql(&mut q);
+    q.push(" GROUP BY v1, v2 ORDER BY n DESC, v1, v2 LIMIT ")
         .push_bind(limit);
     let rows: Vec<BreakdownRow> = q.build_query_as().fetch_all(state.db()).await?;
     let values: Vec<serde_json::Value> = rows
@@ -299,6 +321,7 @@ pub async fn breakdown(
         .collect();
     Ok(Answer::about(&project, as_of)
         .range(range)
+        .filter(&filter)
         .source("mysql")
         .with(json!({"event_type": event_type, "by": by, "by2": query.by2, "values": values}))
         .ok())

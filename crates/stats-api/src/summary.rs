@@ -14,6 +14,7 @@ use super::auth::Project;
 use super::envelope::Answer;
 use super::error::ApiError;
 use super::event_pages::{event_page, ListingQuery};
+use super::filters::Filter;
 use super::limits::Heavy;
 use super::params::{self, RangeParams, TimeRange};
 use super::stats::AsOf;
@@ -70,9 +71,10 @@ pub struct SummaryQuery {
     pub range: RangeParams,
     pub compare: Option<String>,
     pub types: Option<String>,
+    pub filter: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq, sqlx::FromRow)]
 pub struct Figures {
     pub events: i64,
     pub page_views: i64,
@@ -94,8 +96,17 @@ struct TypeCount {
 }
 
 /// Events and page views from the minute rollups; people from `user_events`; sessions by
-/// their start time from `sessions`. All exact.
-pub async fn figures(db: &MySqlPool, project: &str, range: TimeRange) -> Result<Figures, ApiError> {
+/// their start time from `sessions`. All exact. Under a filter, all from the matching raw
+/// events (`filtered_figures`).
+pub async fn figures(
+    db: &MySqlPool,
+    project: &str,
+    range: TimeRange,
+    filter: &Filter,
+) -> Result<Figures, ApiError> {
+    if !filter.is_empty() {
+        return filtered_figures(db, project, range, filter).await;
+    }
     let (from, to) = (range.from_naive(), range.to_naive());
     let events = sqlx::query_as::<_, EventTotals>(
         "SELECT CAST(COALESCE(SUM(events), 0) AS SIGNED) AS events, \
@@ -130,6 +141,34 @@ pub async fn figures(db: &MySqlPool, project: &str, range: TimeRange) -> Result<
     })
 }
 
+/// The figures of the raw events `filter` accepts, in one scan: events, page views, people,
+/// and the sessions that started in the range and hold a matching event in it.
+async fn filtered_figures(
+    db: &MySqlPool,
+    project: &str,
+    range: TimeRange,
+    filter: &Filter,
+) -> Result<Figures, ApiError> {
+    let mut q = sqlx::QueryBuilder::<sqlx::MySql>::new(
+        "SELECT COUNT(*) AS events, \
+         CAST(COALESCE(SUM(e.event_type = 'page_view'), 0) AS SIGNED) AS page_views, \
+         COUNT(DISTINCT e.distinct_id) AS unique_users, COUNT(DISTINCT s.session_id) AS sessions \
+         FROM user_events e LEFT JOIN sessions s ON s.project = e.project \
+         AND s.session_id = e.session_id AND s.started_at >= ",
+    );
+    q.push_bind(range.from_naive())
+        .push(" AND s.started_at < ")
+        .push_bind(range.to_naive())
+        .push(" WHERE e.project = ")
+        .push_bind(project)
+        .push(" AND e.event_time >= ")
+        .push_bind(range.from_naive())
+        .push(" AND e.event_time < ")
+        .push_bind(range.to_naive());
+    filter.push_sql(&mut q);
+    Ok(q.build_query_as::<Figures>().fetch_one(db).await?)
+}
+
 /// `GET /summary?from=&to=&tz=&compare=previous`: events, page views, unique users and
 /// sessions for a range (default the last 24 hours), optionally with the previous period.
 pub async fn summary(
@@ -150,39 +189,52 @@ pub async fn summary(
             ))
         }
     };
+    let filter = Filter::parse(query.filter.as_deref())?;
     let as_of = state.as_of(&project).await?;
-    let current = figures(state.db(), project.as_str(), range).await?;
+    let current = figures(state.db(), project.as_str(), range, &filter).await?;
     let previous = if compare {
         let prev = range.previous();
         Some(json!({
             "range": prev.as_json(),
-            "figures": figures(state.db(), project.as_str(), prev).await?,
+            "figures": figures(state.db(), project.as_str(), prev, &filter).await?,
         }))
     } else {
         None
     };
     Ok(Answer::about(&project, as_of)
         .range(range)
+        .filter(&filter)
         .source("mysql")
         .with(json!({"figures": current, "previous": previous, "unique_users_exact": true}))
         .ok())
 }
 
-/// Event counts by type over a range, from the minute rollups.
+/// Event counts by type over a range, from the minute rollups, or under a filter from the
+/// matching raw events (the range is in whole minutes, so both count the same events).
 pub async fn counts_by_type(
     db: &MySqlPool,
     project: &str,
     range: TimeRange,
     types: &[String],
+    filter: &Filter,
 ) -> Result<BTreeMap<String, i64>, ApiError> {
-    let mut q = sqlx::QueryBuilder::<sqlx::MySql>::new(
-        "SELECT event_type, CAST(SUM(events) AS SIGNED) AS events FROM rollup_events_minute \
-         WHERE project = ",
-    );
-    q.push_bind(project)
-        .push(" AND bucket >= ")
+    let (select, time) = if filter.is_empty() {
+        (
+            "SELECT event_type, CAST(SUM(events) AS SIGNED) AS events FROM rollup_events_minute",
+            "bucket",
+        )
+    } else {
+        (
+            "SELECT event_type, COUNT(*) AS events FROM user_events",
+            "event_time",
+        )
+    };
+    let mut q = sqlx::QueryBuilder::<sqlx::MySql>::new(select);
+    q.push(" WHERE project = ")
+        .push_bind(project)
+        .push(format!(" AND {time} >= "))
         .push_bind(range.from_naive())
-        .push(" AND bucket < ")
+        .push(format!(" AND {time} < "))
         .push_bind(range.to_naive());
     if !types.is_empty() {
         q.push(" AND event_type IN (");
@@ -192,6 +244,7 @@ pub async fn counts_by_type(
         }
         q.push(")");
     }
+    filter.push_sql(&mut q);
     q.push(" GROUP BY event_type");
     let rows: Vec<TypeCount> = q.build_query_as().fetch_all(db).await?;
     let mut counts: BTreeMap<String, i64> = types.iter().map(|t| (t.clone(), 0)).collect();
@@ -207,10 +260,18 @@ pub async fn counts(
 ) -> Result<HttpResponse, ApiError> {
     let (range, _) = query.range.resolve(Duration::hours(24))?;
     let types = params::event_types("types", query.types.as_deref())?;
+    let filter = Filter::parse(query.filter.as_deref())?;
+    // Filtered counts scan raw events instead of reading rollups: they take turns.
+    let _turn = if filter.is_empty() {
+        None
+    } else {
+        Some(Heavy::acquire(&state).await?)
+    };
     let as_of = state.as_of(&project).await?;
-    let counts = counts_by_type(state.db(), project.as_str(), range, &types).await?;
+    let counts = counts_by_type(state.db(), project.as_str(), range, &types, &filter).await?;
     Ok(Answer::about(&project, as_of)
         .range(range)
+        .filter(&filter)
         .source("mysql")
         .with(json!({"total": counts.values().sum::<i64>(), "counts": counts}))
         .ok())

@@ -13,6 +13,7 @@ use super::auth::Project;
 use super::buckets::{self, BucketUnit};
 use super::envelope::Answer;
 use super::error::ApiError;
+use super::filters::Filter;
 use super::limits::Heavy;
 use super::params::{self, RangeParams, TimeRange};
 use super::ApiState;
@@ -24,6 +25,7 @@ pub struct SeriesQuery {
     #[serde(flatten)]
     pub range: RangeParams,
     pub types: Option<String>,
+    pub filter: Option<String>,
 }
 
 /// One rollup row: a minute or hour bucket's count of one type.
@@ -46,7 +48,8 @@ pub struct Bucket {
 /// The series for `types` (all types present when empty) over the local buckets covering
 /// `range`. Counts come from the UTC minute rollups, or the hour rollups when every bucket
 /// boundary is a whole UTC hour (whole-hour zones, hour and day buckets), and are summed
-/// into the local buckets; both are exact.
+/// into the local buckets; both are exact. Under a filter, the matching raw events are
+/// counted per UTC minute or hour instead, and summed the same way.
 pub async fn series(
     db: &MySqlPool,
     project: &str,
@@ -54,6 +57,7 @@ pub async fn series(
     tz: Tz,
     range: TimeRange,
     types: &[String],
+    filter: &Filter,
 ) -> Result<(TimeRange, Vec<Bucket>), ApiError> {
     let boundaries = buckets::bucket_boundaries(unit, tz, range)?;
     let (first, last) = match (boundaries.first(), boundaries.last()) {
@@ -61,18 +65,36 @@ pub async fn series(
         _ => return Err(ApiError::bad("from", "the range holds no bucket")),
     };
     let hourly = unit != BucketUnit::Minute && boundaries.iter().all(|b| b.timestamp() % 3600 == 0);
-    let table = if hourly {
-        "rollup_events_hour"
-    } else {
-        "rollup_events_minute"
+    let (select, time) = match (filter.is_empty(), hourly) {
+        (true, true) => (
+            "SELECT bucket, event_type, CAST(events AS SIGNED) AS events FROM rollup_events_hour"
+                .to_owned(),
+            "bucket",
+        ),
+        (true, false) => (
+            "SELECT bucket, event_type, CAST(events AS SIGNED) AS events FROM rollup_events_minute"
+                .to_owned(),
+            "bucket",
+        ),
+        (false, _) => (
+            format!(
+                "SELECT CAST(DATE_FORMAT(event_time, '{}') AS DATETIME) AS bucket, event_type, \
+                 COUNT(*) AS events FROM user_events",
+                if hourly {
+                    "%Y-%m-%d %H:00:00"
+                } else {
+                    "%Y-%m-%d %H:%i:00"
+                }
+            ),
+            "event_time",
+        ),
     };
-    let mut q = sqlx::QueryBuilder::<sqlx::MySql>::new(format!(
-        "SELECT bucket, event_type, CAST(events AS SIGNED) AS events FROM {table} WHERE project = "
-    ));
-    q.push_bind(project)
-        .push(" AND bucket >= ")
+    let mut q = sqlx::QueryBuilder::<sqlx::MySql>::new(select);
+    q.push(" WHERE project = ")
+        .push_bind(project)
+        .push(format!(" AND {time} >= "))
         .push_bind(first.naive_utc())
-        .push(" AND bucket < ")
+        .push(format!(" AND {time} < "))
         .push_bind(last.naive_utc());
     if !types.is_empty() {
         q.push(" AND event_type IN (");
@@ -81,6 +103,10 @@ pub async fn series(
             list.push_bind(t.as_str());
         }
         q.push(")");
+    }
+    if !filter.is_empty() {
+        filter.push_sql(&mut q);
+        q.push(" GROUP BY bucket, event_type");
     }
     let rows: Vec<BucketRow> = q.build_query_as().fetch_all(db).await?;
     let mut names: Vec<String> = types.to_vec();
@@ -128,10 +154,21 @@ pub async fn timeseries(
     let unit = BucketUnit::parse(query.bucket.as_deref(), BucketUnit::Hour)?;
     let (range, tz) = query.range.resolve(unit.default_range())?;
     let types = params::event_types("types", query.types.as_deref())?;
+    let filter = Filter::parse(query.filter.as_deref())?;
     let as_of = state.as_of(&project).await?;
-    let (covered, buckets) = series(state.db(), project.as_str(), unit, tz, range, &types).await?;
+    let (covered, buckets) = series(
+        state.db(),
+        project.as_str(),
+        unit,
+        tz,
+        range,
+        &types,
+        &filter,
+    )
+    .await?;
     Ok(Answer::about(&project, as_of)
         .range(covered)
+        .filter(&filter)
         .source("mysql")
         .with(json!({"bucket": unit.as_str(), "tz": tz.name(), "buckets": buckets}))
         .ok())

@@ -7,6 +7,7 @@ pub mod scan;
 pub mod spec;
 pub mod store;
 
+use crate::filters::Filter;
 use actix_web::{web, HttpResponse};
 use chrono::Duration;
 use serde::Deserialize;
@@ -83,6 +84,7 @@ pub struct AnalysisQuery {
     #[serde(flatten)]
     pub range: RangeParams,
     pub mode: Option<String>,
+    pub filter: Option<String>,
 }
 
 /// `GET /funnels/{funnel}/analysis?from=&to=&mode=strict`: users per step, conversion from
@@ -102,6 +104,7 @@ pub async fn analysis(
     };
     let window_ms = i64::from(funnel.spec.window_seconds) * 1000;
     let horizon = range.to + Duration::milliseconds(window_ms);
+    let filter = Filter::parse(query.filter.as_deref())?;
     let as_of = state.as_of(&project).await?;
     let users = load_hits(
         state.db(),
@@ -110,6 +113,7 @@ pub async fn analysis(
         mode,
         range,
         horizon.naive_utc(),
+        &filter,
     )
     .await?;
     let bounds = Bounds {
@@ -141,6 +145,7 @@ pub async fn analysis(
         .map_or(0.0, |last| last.conversion_from_first);
     Ok(Answer::about(&project, as_of)
         .range(range)
+        .filter(&filter)
         .source("mysql")
         .with(json!({
             "funnel": funnel,
@@ -158,6 +163,7 @@ pub struct ConversionQuery {
     #[serde(flatten)]
     pub range: RangeParams,
     pub window_seconds: Option<String>,
+    pub filter: Option<String>,
 }
 
 /// `GET /conversion?start_event=cart_add&end_event=purchase&from=&to=`: of the users who did
@@ -191,6 +197,7 @@ pub async fn conversion(
             value: None,
         },
     ];
+    let filter = Filter::parse(query.filter.as_deref())?;
     let as_of = state.as_of(&project).await?;
     let users = load_hits(
         state.db(),
@@ -199,6 +206,7 @@ pub async fn conversion(
         OrderMode::Ordered,
         range,
         horizon.naive_utc(),
+        &filter,
     )
     .await?;
     let bounds = Bounds {
@@ -210,6 +218,7 @@ pub async fn conversion(
     let results = summarize(users, 2, OrderMode::Ordered, bounds);
     Ok(Answer::about(&project, as_of)
         .range(range)
+        .filter(&filter)
         .source("mysql")
         .with(json!({
             "start_event": start,

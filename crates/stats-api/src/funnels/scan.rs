@@ -13,6 +13,7 @@ use sqlx::{MySql, MySqlPool, QueryBuilder};
 use super::analysis::{Hit, StepSet};
 use super::spec::{OrderMode, Step};
 use crate::error::ApiError;
+use crate::filters::Filter;
 use crate::params::TimeRange;
 use crate::property::{property_path, value_text};
 use insightflow_store::DbText;
@@ -32,7 +33,8 @@ struct ScannedEvent {
 }
 
 /// Every user's hits: the step events (ordered mode), or every event (strict mode), from
-/// `range.from` to `horizon`.
+/// `range.from` to `horizon`, of the events `filter` accepts (the others do not exist for the
+/// analysis: under a filter, strict mode breaks only on a matching event).
 pub async fn load_hits(
     db: &MySqlPool,
     project: &str,
@@ -40,6 +42,7 @@ pub async fn load_hits(
     mode: OrderMode,
     range: TimeRange,
     horizon: NaiveDateTime,
+    filter: &Filter,
 ) -> Result<HashMap<String, Vec<Hit>>, ApiError> {
     let types = distinct_types(steps);
     let filters = futures::future::try_join_all(
@@ -48,7 +51,15 @@ pub async fn load_hits(
             .enumerate()
             .map(|(n, step)| accepted_ids(db, project, n, step, range.from_naive(), horizon)),
     );
-    let scan = scan(db, project, &types, mode, range.from_naive(), horizon);
+    let scan = scan(
+        db,
+        project,
+        &types,
+        mode,
+        range.from_naive(),
+        horizon,
+        filter,
+    );
     let (events, accepted) = tokio::try_join!(scan, filters)?;
     let matcher = StepMatcher::new(steps, &types, accepted.into_iter().collect());
     Ok(events
@@ -108,6 +119,7 @@ async fn scan(
     mode: OrderMode,
     from: NaiveDateTime,
     horizon: NaiveDateTime,
+    filter: &Filter,
 ) -> Result<HashMap<String, Vec<ScannedEvent>>, ApiError> {
     let span = horizon - from;
     let bounds: Vec<NaiveDateTime> = (0..=SCAN_SLICES)
@@ -121,7 +133,7 @@ async fn scan(
         .collect();
     let slices = bounds
         .windows(2)
-        .map(|slice| scan_slice(db, project, types, mode, slice[0], slice[1]));
+        .map(|slice| scan_slice(db, project, types, mode, slice[0], slice[1], filter));
     let mut parts = futures::future::try_join_all(slices).await?.into_iter();
     let mut users = parts.next().unwrap_or_default();
     for part in parts {
@@ -139,6 +151,7 @@ async fn scan_slice(
     mode: OrderMode,
     from: NaiveDateTime,
     to: NaiveDateTime,
+    filter: &Filter,
 ) -> Result<HashMap<String, Vec<ScannedEvent>>, sqlx::Error> {
     let mut q =
         QueryBuilder::<MySql>::new("SELECT distinct_id, id, event_time, CAST(FIELD(event_type");
@@ -159,6 +172,8 @@ async fn scan_slice(
         }
         q.push(")");
     }
+    // The covering index has none of the filter's columns: a filter costs a row read each.
+    filter.push_sql(&mut q);
     let mut users: HashMap<String, Vec<ScannedEvent>> = HashMap::new();
     let mut rows = q.build_query_as::<ScannedEvent>().fetch(db);
     while let Some(event) = rows.try_next().await? {

@@ -18,3 +18,4 @@ mod redis_loss;
 mod retention;
 mod stats_api;
 mod stats_correctness;
+mod stats_filters;

@@ -1,0 +1,235 @@
+//! What the stats endpoints filter and break down by, in one syntax everywhere:
+//!
+//! - a **dimension** is an event column, `$` and its name (`$browser`, `$os`,
+//!   `$device_type`, `$page_path`, `$event_name`, `$event_type`), or an event property by name
+//!   (`plan`, nested `address.city`);
+//! - a **filter** (`filter=`) is clauses joined by `;`, each `dimension==value` or
+//!   `dimension!=value`, with `|` between the values any of which may match:
+//!   `filter=$device_type==mobile|tablet;plan==pro;$browser!=Safari`. Clauses all apply (AND).
+//!   `!=` also keeps events that have no such value. Values are compared as text, the way
+//!   `JSON_UNQUOTE` renders a property (`true`, `42`).
+//!
+//! A filtered figure is computed from the raw events (`user_events`), not the rollups, which
+//! do not keep the dimensions: the endpoints that read rollups switch source and take a turn
+//! as a heavy query.
+
+use sqlx::{MySql, QueryBuilder};
+
+use super::error::ApiError;
+use super::property::property_path;
+
+/// The event columns a dimension may name (`$` + the column).
+pub const COLUMNS: &[&str] = &[
+    "browser",
+    "os",
+    "device_type",
+    "page_path",
+    "event_name",
+    "event_type",
+];
+
+/// The longest filter accepted, and the most clauses and values in it.
+const MAX_FILTER_BYTES: usize = 2048;
+const MAX_CLAUSES: usize = 10;
+const MAX_VALUES: usize = 50;
+
+/// The OpenAPI text of the `filter` parameter, the same on every endpoint that takes one.
+pub const FILTER_PARAM: (&str, &str) = (
+    "filter",
+    "Only events matching every clause: `dim==v1|v2` or `dim!=v` joined by `;`; dim is a property \
+     name (dot for nesting) or $browser, $os, $device_type, $page_path, $event_name, $event_type",
+);
+
+/// An event column or a property.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Dimension {
+    Column(&'static str),
+    /// The property's JSON path (`$."address"."city"`).
+    Property(String),
+}
+
+impl Dimension {
+    /// `$column` or a property name; a bad one is a 400 on `field`.
+    pub fn parse(field: &'static str, raw: &str) -> Result<Self, ApiError> {
+        match raw.strip_prefix('$') {
+            Some(column) => COLUMNS
+                .iter()
+                .find(|c| **c == column)
+                .map(|c| Self::Column(c))
+                .ok_or_else(|| {
+                    ApiError::bad(
+                        field,
+                        format!(
+                            "{raw:?} is not a column: columns are {}",
+                            COLUMNS
+                                .iter()
+                                .map(|c| format!("${c}"))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                    )
+                }),
+            None => Ok(Self::Property(property_path(field, raw)?)),
+        }
+    }
+
+    /// The dimension's value as SQL text (a column, or the unquoted property).
+    pub fn push_sql(&self, q: &mut QueryBuilder<'_, MySql>) {
+        match self {
+            Self::Column(column) => {
+                q.push(*column);
+            }
+            Self::Property(path) => {
+                q.push("JSON_UNQUOTE(JSON_EXTRACT(properties, ")
+                    .push_bind(path.clone())
+                    .push("))");
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Clause {
+    dimension: Dimension,
+    negated: bool,
+    values: Vec<String>,
+}
+
+/// The clauses of a `filter=` parameter (none: every event).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Filter {
+    clauses: Vec<Clause>,
+    /// As sent, echoed in the answer.
+    raw: String,
+}
+
+impl Filter {
+    /// Parses `filter=`; absent or empty is no filter.
+    pub fn parse(raw: Option<&str>) -> Result<Self, ApiError> {
+        const FIELD: &str = "filter";
+        let Some(raw) = raw.map(str::trim).filter(|r| !r.is_empty()) else {
+            return Ok(Self::default());
+        };
+        if raw.len() > MAX_FILTER_BYTES {
+            return Err(ApiError::bad(
+                FIELD,
+                format!("at most {MAX_FILTER_BYTES} bytes"),
+            ));
+        }
+        let clauses = raw
+            .split(';')
+            .filter(|c| !c.trim().is_empty())
+            .map(|clause| {
+                let (name, negated, values) = if let Some((name, values)) = clause.split_once("!=")
+                {
+                    (name, true, values)
+                } else if let Some((name, values)) = clause.split_once("==") {
+                    (name, false, values)
+                } else {
+                    return Err(ApiError::bad(
+                        FIELD,
+                        format!("{clause:?} is not `dimension==value` or `dimension!=value`"),
+                    ));
+                };
+                let values: Vec<String> = values.split('|').map(str::to_owned).collect();
+                if values.len() > MAX_VALUES {
+                    return Err(ApiError::bad(
+                        FIELD,
+                        format!("{clause:?}: at most {MAX_VALUES} values"),
+                    ));
+                }
+                Ok(Clause {
+                    dimension: Dimension::parse(FIELD, name.trim())?,
+                    negated,
+                    values,
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if clauses.len() > MAX_CLAUSES {
+            return Err(ApiError::bad(
+                FIELD,
+                format!("at most {MAX_CLAUSES} clauses"),
+            ));
+        }
+        Ok(Self {
+            clauses,
+            raw: raw.to_owned(),
+        })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.clauses.is_empty()
+    }
+
+    /// The filter as sent; `None` when there is none.
+    pub fn echo(&self) -> Option<String> {
+        (!self.is_empty()).then(|| self.raw.clone())
+    }
+
+    /// ` AND (...)` for each clause, to follow a `WHERE` over `user_events`.
+    pub fn push_sql(&self, q: &mut QueryBuilder<'_, MySql>) {
+        for clause in &self.clauses {
+            q.push(" AND (");
+            if clause.negated {
+                clause.dimension.push_sql(q);
+                q.push(" IS NULL OR ");
+            }
+            clause.dimension.push_sql(q);
+            q.push(if clause.negated { " NOT IN (" } else { " IN (" });
+            let mut list = q.separated(", ");
+            for value in &clause.values {
+                list.push_bind(value.clone());
+            }
+            q.push("))");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clauses_parse_into_dimensions_operators_and_values() {
+        let filter =
+            Filter::parse(Some("$device_type==mobile|tablet; plan==pro;$os!=iOS")).unwrap();
+        assert_eq!(filter.clauses.len(), 3);
+        assert_eq!(
+            filter.clauses[0].dimension,
+            Dimension::Column("device_type")
+        );
+        assert_eq!(filter.clauses[0].values, ["mobile", "tablet"]);
+        assert_eq!(
+            filter.clauses[1].dimension,
+            Dimension::Property("$.\"plan\"".into())
+        );
+        assert!(filter.clauses[2].negated);
+        assert!(Filter::parse(None).unwrap().is_empty());
+        assert!(Filter::parse(Some(" ")).unwrap().is_empty());
+    }
+
+    #[test]
+    fn bad_filters_are_400s_on_the_filter_field() {
+        for bad in [
+            "$nope==1",
+            "plan",
+            "pl an==x",
+            "a==1;b==2;c==3;d==4;e==5;f==6;g==7;h==8;i==9;j==10;k==11",
+        ] {
+            let err = Filter::parse(Some(bad)).unwrap_err();
+            assert!(format!("{err:?}").contains("filter"), "{bad}: {err:?}");
+        }
+    }
+
+    #[test]
+    fn the_sql_binds_every_value() {
+        let filter = Filter::parse(Some("$os!=iOS|Android;plan==pro")).unwrap();
+        let mut q = QueryBuilder::<MySql>::new("SELECT 1 FROM user_events WHERE project = 'p'");
+        filter.push_sql(&mut q);
+        assert_eq!(
+            q.sql(),
+            "SELECT 1 FROM user_events WHERE project = 'p' AND (os IS NULL OR os NOT IN (?, ?)) \
+             AND (JSON_UNQUOTE(JSON_EXTRACT(properties, ?)) IN (?))"
+        );
+    }
+}
