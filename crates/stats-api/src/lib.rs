@@ -14,6 +14,7 @@
 
 pub mod auth;
 pub mod buckets;
+pub mod cohorts;
 pub mod console;
 pub mod dashboard;
 pub mod dashboard_cache;

@@ -53,6 +53,11 @@ pub fn instant(field: &'static str, raw: &str, tz: Tz) -> Result<DateTime<Utc>, 
     Ok(t)
 }
 
+/// The instant a local date starts (its midnight, or the first instant after a DST gap).
+pub fn local_midnight(tz: Tz, date: NaiveDate) -> Option<DateTime<Utc>> {
+    local_start(tz, date.and_hms_opt(0, 0, 0)?)
+}
+
 /// The instant a local time names; in a DST gap, the first instant after it.
 fn local_start(tz: Tz, local: NaiveDateTime) -> Option<DateTime<Utc>> {
     (0..=180).find_map(|m| {

@@ -11,7 +11,7 @@ use actix_web::{web, Route};
 
 use super::filters::FILTER_PARAM;
 use super::{
-    dashboard, funnels, live, pages, reference, stats, summary, timeseries, uniques, users,
+    cohorts, dashboard, funnels, live, pages, reference, stats, summary, timeseries, uniques, users,
 };
 
 /// Where a route is mounted.
@@ -101,6 +101,7 @@ pub static ENDPOINTS: &[Endpoint] = &[
     get("/pages/hot", "Top pages by views; whole UTC hours (Redis for the last 7 days, MySQL rollups before)", &[("limit", "1..1000, default 10"), ("source", "auto | redis | mysql"), FILTER_PARAM], true, |r| r.to(pages::hot_pages)),
     get("/breakdown", "Top values of one or two properties of an event type", &[("event_type", "Required"), ("by", "Property name (dot for nesting) or $browser, $os, $device_type, $page_path, $event_name, $event_type"), ("by2", "Optional second dimension"), ("limit", "1..1000, default 10"), FILTER_PARAM], true, |r| r.to(pages::breakdown)),
     get("/heatmap", "Most-clicked elements of a page and the click density grid", &[("page", "Page path, required"), ("cell", "Grid cell size in pixels, 1..2000, default 50"), ("limit", "1..1000, default 20")], true, |r| r.to(pages::heatmap)),
+    get("/retention", "Retention cohorts: people by the local day, week or month they started, and the share back in each period after", &[("period", "day | week | month (default week)"), ("start_event", "Cohort by the first time of this event (default: first event ever)"), ("return_event", "Count coming back as doing this event (default: any event)")], true, |r| r.to(cohorts::retention)),
     get("/conversion", "Users who did A and then B", &[("start_event", "A, required"), ("end_event", "B, required"), ("window_seconds", "B within this long after the first A (default: before `to`)"), FILTER_PARAM], true, |r| r.to(funnels::conversion)),
     get("/dashboard", "Summary, online now, hot pages, counts and a time series in one call; ETag / If-None-Match -> 304", &[("bucket", "minute | hour | day"), ("online_seconds", "1..1800"), ("pages", "1..100")], true, |r| r.to(dashboard::dashboard)),
     get("/users/{distinct_id}", "A user's profile", &[], false, |r| r.to(users::profile)),

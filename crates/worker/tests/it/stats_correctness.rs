@@ -15,7 +15,7 @@ use insightflow_worker::Role;
 use serde_json::json;
 
 use crate::correctness_support::answers::{
-    buckets_of, nonzero, q, range_of, same_seconds, same_series,
+    self, buckets_of, nonzero, q, range_of, same_seconds, same_series,
 };
 use crate::correctness_support::dataset::{
     self, date, utc, Event, Transition, KOLKATA, NEW_YORK, PARIS, SPAN_FROM, SPAN_TO,
@@ -75,6 +75,7 @@ async fn every_figure_agrees_with_the_generated_input() {
     recent_hot_pages(&p, &events, now).await;
     breakdown_and_heatmap(&p, &events).await;
     conversion_and_funnels(&p, &events).await;
+    retention_cohorts(&p, &events, now).await;
     profile_and_path(&p, &events).await;
     let online = ok(&p, "/api/v1/online?seconds=1800").await;
     assert_eq!(
@@ -611,6 +612,69 @@ async fn conversion_and_funnels(p: &TestPipeline, events: &[Event]) {
 }
 
 /// One user's profile, and their path over the fixed span through the cursor.
+/// Retention cohorts by month in Paris and by week in New York (from the first click), each
+/// against the cohorts computed from the input, in the request's time zone.
+async fn retention_cohorts(p: &TestPipeline, events: &[Event], now: DateTime<Utc>) {
+    let (_, to) = dataset::span();
+    for (zone, period, first_day, start_event, return_event) in [
+        (PARIS, "month", "2026-03-01", None, None),
+        (
+            NEW_YORK,
+            "week",
+            "2026-03-02",
+            Some("click"),
+            Some("page_view"),
+        ),
+        (NEW_YORK, "day", "2026-03-06", None, Some("click")),
+    ] {
+        let mut path = format!(
+            "/api/v1/retention?period={period}&tz={}&from={first_day}&to={}",
+            zone.name(),
+            answers::q(to)
+        );
+        for (name, value) in [("start_event", start_event), ("return_event", return_event)] {
+            if let Some(value) = value {
+                path.push_str(&format!("&{name}={value}"));
+            }
+        }
+        if period == "day" {
+            // Day cohorts span at most 92 days: the March changes only.
+            path = path.replace(&answers::q(to), "2026-04-06");
+        }
+        let body = ok(p, &path).await;
+        let until = if period == "day" {
+            expected::midnight(zone, dataset::date("2026-04-06"))
+        } else {
+            to
+        };
+        let ask = expected::RetentionAsk {
+            tz: zone,
+            period,
+            first_day: dataset::date(first_day),
+            to: until,
+            start_event,
+            return_event,
+        };
+        let want = expected::retention(events, &ask, now);
+        let got: Vec<serde_json::Value> = body["cohorts"]
+            .as_array()
+            .unwrap_or_else(|| panic!("cohorts: {body}"))
+            .iter()
+            .map(|c| json!({"start": c["start"], "users": c["users"], "returned": c["returned"]}))
+            .collect();
+        assert_eq!(json!(got), want, "{period} in {}: {body}", zone.name());
+        let came_back: u64 = got
+            .iter()
+            .flat_map(|c| c["returned"].as_array().expect("returned").iter().skip(1))
+            .map(|n| n.as_u64().unwrap_or(0))
+            .sum();
+        assert!(
+            !got.is_empty() && came_back > 0,
+            "the data set has {period} cohorts in which people came back: {body}"
+        );
+    }
+}
+
 async fn profile_and_path(p: &TestPipeline, events: &[Event]) {
     let mine: Vec<&Event> = events.iter().filter(|e| e.who == "u3").collect();
     let sessions: BTreeSet<&str> = mine.iter().filter_map(|e| e.session.as_deref()).collect();

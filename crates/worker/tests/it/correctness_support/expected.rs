@@ -388,3 +388,98 @@ pub fn path<'a>(
     mine.sort_by_key(|e| std::cmp::Reverse(e.at));
     mine
 }
+
+/// Retention cohorts as `GET /retention` should give them, from the input alone: each person
+/// starts at their first event (of `start_event`, when given) if that lies in
+/// `[midnight(first_day), to)`; their cohort is the local `period` holding it ("day", "week"
+/// from Monday, "month" from the 1st); they come back in period k when they have an event (of
+/// `return_event`, when given) in the k-th local period after. Periods run to the one holding
+/// `now`.
+/// What a retention request asks, as the expected computation reads it.
+pub struct RetentionAsk<'a> {
+    pub tz: Tz,
+    pub period: &'a str,
+    pub first_day: NaiveDate,
+    pub to: DateTime<Utc>,
+    pub start_event: Option<&'a str>,
+    pub return_event: Option<&'a str>,
+}
+
+pub fn retention(events: &[Event], ask: &RetentionAsk<'_>, now: DateTime<Utc>) -> Value {
+    use chrono::{Datelike, Weekday};
+    let RetentionAsk {
+        tz,
+        period,
+        first_day,
+        to,
+        start_event,
+        return_event,
+    } = *ask;
+    let named = |t: DateTime<Utc>| {
+        let date = t.with_timezone(&tz).date_naive();
+        match period {
+            "day" => date,
+            "week" => date.week(Weekday::Mon).first_day(),
+            "month" => NaiveDate::from_ymd_opt(date.year(), date.month(), 1).expect("a 1st"),
+            other => panic!("no period {other}"),
+        }
+    };
+    let between = |a: NaiveDate, b: NaiveDate| -> i64 {
+        match period {
+            "day" => (b - a).num_days(),
+            "week" => (b - a).num_days() / 7,
+            _ => i64::from(b.year() * 12 + b.month() as i32 - a.year() * 12 - a.month() as i32),
+        }
+    };
+    let from = midnight(tz, first_day);
+    let mut first: BTreeMap<&str, DateTime<Utc>> = BTreeMap::new();
+    for e in events
+        .iter()
+        .filter(|e| start_event.is_none_or(|t| e.event_type == t))
+    {
+        let at = first.entry(e.who).or_insert(e.at);
+        *at = (*at).min(e.at);
+    }
+    let mut cohorts: BTreeMap<NaiveDate, BTreeMap<&str, BTreeSet<i64>>> = BTreeMap::new();
+    for (who, at) in first.iter().filter(|(_, at)| **at >= from && **at < to) {
+        cohorts
+            .entry(named(*at))
+            .or_default()
+            .insert(who, BTreeSet::new());
+    }
+    for members in cohorts.values_mut() {
+        for e in events
+            .iter()
+            .filter(|e| return_event.is_none_or(|t| e.event_type == t))
+        {
+            if let Some(back) = members.get_mut(e.who) {
+                back.insert(e.at.timestamp_millis());
+            }
+        }
+    }
+    let current = named(now);
+    let list: Vec<Value> = cohorts
+        .into_iter()
+        .map(|(start, members)| {
+            let periods = between(start, current) as usize + 1;
+            let mut returned = vec![0_usize; periods];
+            for times in members.values() {
+                let ks: BTreeSet<i64> = times
+                    .iter()
+                    .map(|ms| {
+                        between(
+                            start,
+                            named(DateTime::from_timestamp_millis(*ms).expect("ms")),
+                        )
+                    })
+                    .filter(|k| *k >= 0)
+                    .collect();
+                for k in ks {
+                    returned[k as usize] += 1;
+                }
+            }
+            json!({"start": start.to_string(), "users": members.len(), "returned": returned})
+        })
+        .collect();
+    Value::Array(list)
+}
