@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use insightflow_model::{headers, Event};
+use insightflow_model::{headers, Event, PayloadWriter};
 use insightflow_runtime::kafka::BrokerProbe;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
@@ -96,14 +96,17 @@ impl EventProducer {
         }
         let started = Instant::now();
         let mut deliveries = Vec::with_capacity(events.len());
-        let mut payload = Vec::with_capacity(512);
+        // librdkafka copies key and payload: one buffer of each serves every event.
+        let mut writer = PayloadWriter::new();
+        let mut payload = Vec::with_capacity(1024);
+        let mut key = String::with_capacity(128);
         for event in events {
             payload.clear();
-            serde_json::to_writer(&mut payload, event).map_err(|e| {
-                tracing::error!(error = %e, "cannot serialize an event");
-                PublishError::DeliveryFailed
-            })?;
-            let key = event.kafka_key();
+            writer.write(event, &mut payload);
+            key.clear();
+            key.push_str(event.project().as_str());
+            key.push(':');
+            key.push_str(event.distinct_id());
             let headers = OwnedHeaders::new_with_capacity(4)
                 .insert(Header {
                     key: headers::SCHEMA_VERSION,

@@ -10,9 +10,9 @@
 
 use chrono::Utc;
 use clap::Args;
-use insightflow_model::ProjectId;
+use insightflow_model::{PayloadWriter, ProjectId};
 
-use crate::events::{kafka_payload, validated_events, EventGenerator};
+use crate::events::{validated_events, EventGenerator};
 
 #[derive(Args)]
 pub struct ParseCostArgs {
@@ -49,9 +49,14 @@ pub fn run(args: &ParseCostArgs) -> anyhow::Result<()> {
 fn gateway_work(bodies: &[Vec<u8>], project: &ProjectId) -> anyhow::Result<(usize, usize)> {
     let now = Utc::now();
     let (mut events, mut bytes) = (0, 0);
+    let mut payload = Vec::with_capacity(1024);
     for body in bodies {
+        // As the gateway's producer: one writer per request, one reused payload buffer.
+        let mut writer = PayloadWriter::new();
         for event in validated_events(body, project, now)? {
-            bytes += kafka_payload(&event).len();
+            payload.clear();
+            writer.write(&event, &mut payload);
+            bytes += payload.len();
             events += 1;
         }
     }

@@ -631,6 +631,19 @@ impl Event {
     pub fn client(&self) -> &ClientInfo {
         &self.client
     }
+    /// The sender description as shared by the events of one request.
+    pub(crate) fn shared_client(&self) -> &Arc<ClientInfo> {
+        &self.client
+    }
+
+    /// The Kafka payload: the same JSON as `serde_json::to_vec(self)`, written faster. For
+    /// several events of one request, a [`crate::PayloadWriter`] also writes their shared
+    /// sender once.
+    pub fn payload(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(1024);
+        crate::PayloadWriter::new().write(self, &mut out);
+        out
+    }
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@ mod event;
 mod event_type;
 mod ids;
 mod limits;
+mod payload;
 mod raw;
 pub mod shape;
 mod stored_json;
@@ -24,6 +25,7 @@ pub use event::{ClientInfo, Context, Element, Event, Library, Page, Screen};
 pub use event_type::EventType;
 pub use ids::{AnonymousId, EventId, ProjectId, SessionId, UserId};
 pub use limits::Limits;
+pub use payload::PayloadWriter;
 pub use raw::{IdText, RawContext, RawElement, RawEvent, RawLibrary, RawPage, RawScreen, Text};
 pub use time::{
     parse_timestamp, stored_time, RequestClock, TimestampSource, EARLIEST_TIME, LATEST_TIME,
