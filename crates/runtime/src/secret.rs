@@ -59,6 +59,21 @@ impl<T> Secrets<T> {
     }
 }
 
+impl<T> Secrets<T> {
+    /// A name for the key that cannot be turned back into it: the first 6 bytes of its
+    /// SHA-256, in hex (`key:` + 12 characters), for audit lines and logs.
+    pub fn fingerprint(&self, key: KeyId) -> Option<String> {
+        let digest = self.digests.get(key.0 as usize)?;
+        Some(format!(
+            "key:{}",
+            digest[..6]
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
+        ))
+    }
+}
+
 fn digest(secret: &str) -> [u8; 32] {
     Sha256::digest(secret.as_bytes()).into()
 }
@@ -78,6 +93,12 @@ mod tests {
         assert_eq!(secrets.find("first-secre"), None);
         assert_eq!(secrets.find("first-secrett"), None);
         assert_eq!(secrets.find(""), None);
+        // echo -n first-secret | sha256sum | cut -c1-12
+        assert_eq!(
+            secrets.fingerprint(KeyId(0)).as_deref(),
+            Some("key:e0a5091e7f56")
+        );
+        assert_eq!(secrets.fingerprint(KeyId(2)), None);
         assert!(Secrets::<()>::new([]).find("x").is_none());
     }
 }

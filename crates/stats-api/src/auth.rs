@@ -147,6 +147,14 @@ impl StatsAccess {
         self.keys.is_empty()
     }
 
+    /// Who made a request, for an audit line: the key's fingerprint, or `open` on an open API.
+    pub fn requester(&self, project: &Project) -> String {
+        project
+            .key()
+            .and_then(|key| self.keys.fingerprint(key))
+            .unwrap_or_else(|| "open".to_owned())
+    }
+
     /// Checks the client's failed attempts, authenticates, resolves the project, spends one
     /// token of the key's rate limit and checks the grant, in that order: 429, 401, 400,
     /// 429, 403. A client past its failed attempts gets 429 before its key is looked at.

@@ -29,6 +29,7 @@ pub mod live;
 pub mod openapi;
 pub mod pages;
 pub mod params;
+pub mod privacy;
 pub mod property;
 pub mod reference;
 pub mod routes;

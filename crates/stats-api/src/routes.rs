@@ -11,7 +11,8 @@ use actix_web::{web, Route};
 
 use super::filters::FILTER_PARAM;
 use super::{
-    cohorts, dashboard, funnels, live, pages, reference, stats, summary, timeseries, uniques, users,
+    cohorts, dashboard, funnels, live, pages, privacy, reference, stats, summary, timeseries,
+    uniques, users,
 };
 
 /// Where a route is mounted.
@@ -105,6 +106,10 @@ pub static ENDPOINTS: &[Endpoint] = &[
     get("/conversion", "Users who did A and then B", &[("start_event", "A, required"), ("end_event", "B, required"), ("window_seconds", "B within this long after the first A (default: before `to`)"), FILTER_PARAM], true, |r| r.to(funnels::conversion)),
     get("/dashboard", "Summary, online now, hot pages, counts and a time series in one call; ETag / If-None-Match -> 304", &[("bucket", "minute | hour | day"), ("online_seconds", "1..1800"), ("pages", "1..100")], true, |r| r.to(dashboard::dashboard)),
     get("/users/{distinct_id}", "A user's profile", &[], false, |r| r.to(users::profile)),
+    endpoint(Method::DELETE, Mount::Project, "/users/{distinct_id}", "Erase a person (admin key): raw events, sessions, profile and Redis traces; suppressed from then on; audited", &[], false, |r| r.to(privacy::erase)),
+    get("/users/{distinct_id}/export", "Everything stored about a person as JSON lines, ending with an `end` record (admin key)", &[], false, |r| r.to(privacy::export)),
+    endpoint(Method::PUT, Mount::Project, "/users/{distinct_id}/suppression", "Stop collecting a person's events (opt-out; admin key)", &[], false, |r| r.to(privacy::opt_out)),
+    endpoint(Method::DELETE, Mount::Project, "/users/{distinct_id}/suppression", "Collect a person's events again (admin key)", &[], false, |r| r.to(privacy::resume)),
     get("/users/{distinct_id}/events", "A user's events, newest first, cursor-paginated", &[("event_type", "Optional filter"), ("limit", "1..500, default 50"), ("cursor", "next_cursor of the previous page")], true, |r| r.to(users::path)),
     get("/funnels", "Funnel definitions", &[], false, |r| r.to(funnels::list)),
     endpoint(Method::POST, Mount::Project, "/funnels", "Create a funnel: {name, steps: [{event_type, property?, value?}], window_seconds, order_mode: ordered|strict}", &[], false, |r| r.to(funnels::create)),

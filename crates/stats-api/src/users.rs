@@ -29,7 +29,7 @@ struct ProfileRow {
     properties: Option<DbText>,
 }
 
-fn distinct_id(raw: &str) -> Result<&str, ApiError> {
+pub(crate) fn distinct_id(raw: &str) -> Result<&str, ApiError> {
     if raw.is_empty() || raw.chars().count() > 255 {
         return Err(ApiError::bad(
             "distinct_id",

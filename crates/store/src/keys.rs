@@ -54,6 +54,10 @@ impl Keys {
     pub fn session(&self, session_id: &str) -> String {
         self.key(format_args!("session:{session_id}"))
     }
+    /// String with a TTL: the event was applied (its dedupe mark, set by `aggregate.lua`).
+    pub fn applied_mark(&self, event_id: &str) -> String {
+        self.key(format_args!("seen:{event_id}"))
+    }
     /// HyperLogLog: distinct ids seen in one UTC day (an estimate, 0.81 % standard error).
     /// Named `uv:`, not the `uniq:` of the sets earlier versions wrote: `PFADD` on one of those
     /// would fail with WRONGTYPE until it expired.

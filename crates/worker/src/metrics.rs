@@ -21,6 +21,7 @@ pub struct WorkerMetrics {
     pub retention_deleted: IntCounter,
     pub offset_gaps: IntCounterVec,
     pub refused_splits: IntCounter,
+    pub suppressed_events: IntCounter,
     pub buffered_messages: IntGauge,
     pub redis_rebuilds: IntCounter,
     pub redis_rebuilt_events: IntCounter,
@@ -113,6 +114,10 @@ impl WorkerMetrics {
                 ),
                 &["partition"],
             )?,
+            suppressed_events: IntCounter::new(
+                "worker_suppressed_events_total",
+                "Events of erased or opted-out people, dropped before either store",
+            )?,
             refused_splits: IntCounter::new(
                 "worker_mysql_refused_splits_total",
                 "Writes MySQL refused as data that were split in halves to isolate the refused events",
@@ -144,6 +149,7 @@ impl WorkerMetrics {
         registry.register(Box::new(m.redis_rebuilds.clone()))?;
         registry.register(Box::new(m.redis_rebuilt_events.clone()))?;
         registry.register(Box::new(m.refused_splits.clone()))?;
+        registry.register(Box::new(m.suppressed_events.clone()))?;
         registry.register(Box::new(m.buffered_messages.clone()))?;
         registry.register(Box::new(m.offset_gaps.clone()))?;
         registry.register(Box::new(m.messages_consumed.clone()))?;

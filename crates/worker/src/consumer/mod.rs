@@ -224,10 +224,10 @@ impl EventConsumer {
                 Err((reason, error)) => self.dead_letter(message, reason, &error, shutdown).await?,
             }
         }
-        let refused = self.write_mysql(&events, shutdown).await?;
+        let dropped = self.write_mysql(&events, shutdown).await?;
         let applicable: Vec<&Event> = events
             .iter()
-            .filter(|(e, _)| refused.is_empty() || !refused.contains(&EventKey::of(e)))
+            .filter(|(e, _)| dropped.is_empty() || !dropped.contains(&EventKey::of(e)))
             .map(|(e, _)| e)
             .collect();
         let positions = next_offsets(batch);
@@ -259,8 +259,9 @@ impl EventConsumer {
         Ok(())
     }
 
-    /// Writes the batch to MySQL. Returns the events MySQL refused as data, each dead-lettered
-    /// with MySQL's reason, which must not reach Redis either.
+    /// Writes the batch to MySQL. Returns the events it did not store and Redis must not apply
+    /// either: the ones MySQL refused as data, each dead-lettered with MySQL's reason, and the
+    /// ones of suppressed people (erased or opted out), counted and dropped.
     ///
     /// A refused write is split in halves until the refused events stand alone: k bad events
     /// in n cost about 2k log2(n) transactions, and every other event of the batch is applied.
@@ -271,7 +272,7 @@ impl EventConsumer {
     ) -> Result<HashSet<EventKey>, Stopped> {
         let started = Instant::now();
         let mysql = self.mysql.clone();
-        let mut refused = HashSet::new();
+        let mut dropped = HashSet::new();
         // Slices still to write, the next one last (a stack, so the batch keeps its order).
         let mut pending = vec![events];
         while let Some(slice) = pending.pop() {
@@ -280,13 +281,24 @@ impl EventConsumer {
                 .with_retry("mysql", shutdown, || mysql.write(&part))
                 .await
             {
-                Ok(outcome) => self.count_mysql(outcome.inserted, outcome.duplicates),
+                Ok(outcome) => {
+                    self.count_mysql(outcome.inserted, outcome.duplicates);
+                    self.metrics
+                        .suppressed_events
+                        .inc_by(outcome.suppressed.len() as u64);
+                    dropped.extend(
+                        outcome
+                            .suppressed
+                            .into_iter()
+                            .map(|(project, event_id)| EventKey { project, event_id }),
+                    );
+                }
                 Err(RetryError::Stopped) => return Err(Stopped),
                 Err(RetryError::Data(e)) => match slice {
                     [(event, message)] => {
                         self.dead_letter(message, Reason::Refused, &format!("{e:#}"), shutdown)
                             .await?;
-                        refused.insert(EventKey::of(event));
+                        dropped.insert(EventKey::of(event));
                     }
                     _ => {
                         tracing::warn!(
@@ -306,7 +318,7 @@ impl EventConsumer {
             .write_duration
             .with_label_values(&["mysql"])
             .observe(started.elapsed().as_secs_f64());
-        Ok(refused)
+        Ok(dropped)
     }
 
     fn count_mysql(&self, inserted: usize, duplicates: usize) {

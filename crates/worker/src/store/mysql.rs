@@ -11,6 +11,7 @@ use sqlx::{MySql, MySqlPool, QueryBuilder, Transaction};
 
 use super::{stored_path, DbText, StoreError};
 use insightflow_store::mysql::{self, redact, MysqlSettings};
+use insightflow_store::person::person_digest;
 
 /// Rows per multi-row statement (MySQL allows 65,535 placeholders; user_events has 33 columns).
 const ROWS_PER_STATEMENT: usize = 500;
@@ -25,10 +26,13 @@ pub struct MysqlStore {
     pool: MySqlPool,
 }
 
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct MysqlOutcome {
     pub inserted: usize,
     pub duplicates: usize,
+    /// Events of suppressed people (erased or opted out), dropped: `(project, event_id)`.
+    /// They must not reach Redis either.
+    pub suppressed: Vec<(String, String)>,
 }
 
 fn naive(t: DateTime<Utc>) -> NaiveDateTime {
@@ -108,18 +112,25 @@ impl MysqlStore {
         let existing = existing_event_ids(&mut tx, events)
             .await
             .map_err(classify)?;
+        let suppressed_people = suppressed_people(&mut tx, events).await.map_err(classify)?;
+        let mut suppressed = Vec::new();
         let mut seen = HashSet::with_capacity(events.len());
         let fresh: Vec<&Event> = events
             .iter()
             .copied()
             .filter(|e| {
                 let key = (e.project().as_str(), e.event_id().as_str());
+                if suppressed_people.contains(&(e.project().as_str(), e.distinct_id())) {
+                    suppressed.push((key.0.to_owned(), key.1.to_owned()));
+                    return false;
+                }
                 !existing.contains(&(key.0.to_owned(), key.1.to_owned())) && seen.insert(key)
             })
             .collect();
         let outcome = MysqlOutcome {
             inserted: fresh.len(),
-            duplicates: events.len() - fresh.len(),
+            duplicates: events.len() - fresh.len() - suppressed.len(),
+            suppressed,
         };
         if fresh.is_empty() {
             tx.commit().await.map_err(classify)?;
@@ -142,6 +153,46 @@ fn is_race(e: &anyhow::Error) -> bool {
         .and_then(|e| e.as_database_error())
         .and_then(|db| db.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>())
         .is_some_and(|db| matches!(db.number(), 1062 | 1213 | 1205))
+}
+
+/// The batch's people who are suppressed (`suppressed_people`, by the digest of their id),
+/// read with a shared lock: an erasure's insert into the list waits for this transaction, and
+/// then deletes the rows it stored; or this read sees the suppression and nothing is stored.
+async fn suppressed_people<'e>(
+    tx: &mut Transaction<'_, MySql>,
+    events: &[&'e Event],
+) -> Result<HashSet<(&'e str, &'e str)>, sqlx::Error> {
+    let mut people = HashSet::with_capacity(events.len());
+    let mut digests: BTreeMap<(&str, String), (&str, &str)> = BTreeMap::new();
+    for e in events {
+        let person = (e.project().as_str(), e.distinct_id());
+        if people.insert(person) {
+            digests.insert((person.0, person_digest(person.1)), person);
+        }
+    }
+    let mut suppressed = HashSet::new();
+    let keys: Vec<_> = digests.keys().collect();
+    for chunk in keys.chunks(ROWS_PER_STATEMENT) {
+        let mut q = QueryBuilder::<MySql>::new(
+            "SELECT project, person_sha256 FROM suppressed_people WHERE (project, person_sha256) IN (",
+        );
+        let mut list = q.separated(", ");
+        for (project, digest) in chunk {
+            list.push("(")
+                .push_bind_unseparated(*project)
+                .push_unseparated(", ")
+                .push_bind_unseparated(digest.as_str())
+                .push_unseparated(")");
+        }
+        q.push(") LOCK IN SHARE MODE");
+        let rows: Vec<(DbText, DbText)> = q.build_query_as().fetch_all(&mut **tx).await?;
+        for (project, digest) in rows {
+            if let Some(person) = digests.get(&(project.as_str(), digest.0)) {
+                suppressed.insert(*person);
+            }
+        }
+    }
+    Ok(suppressed)
 }
 
 async fn existing_event_ids(

@@ -14,6 +14,7 @@ mod exactly_once;
 mod least_privilege;
 mod pipeline;
 mod pipeline_fuzz;
+mod privacy;
 mod redis_loss;
 mod retention;
 mod stats_api;
