@@ -15,6 +15,7 @@ use serde_json::json;
 
 use super::auth::AdminProject;
 use super::error::ApiError;
+use super::limits::Heavy;
 use super::users::{distinct_id, UserPath};
 use super::ApiState;
 use insightflow_store::person::person_digest;
@@ -51,6 +52,8 @@ async fn suppress(
 pub async fn erase(
     state: web::Data<ApiState>,
     AdminProject(project): AdminProject,
+    // Deletes a whole history in chunks: it takes turns with the other heavy queries.
+    _turn: Heavy,
     path: web::Path<UserPath>,
 ) -> Result<HttpResponse, ApiError> {
     let who = distinct_id(&path.distinct_id)?;
@@ -177,6 +180,7 @@ pub async fn erase(
 pub async fn export(
     state: web::Data<ApiState>,
     AdminProject(project): AdminProject,
+    turn: Heavy,
     path: web::Path<UserPath>,
 ) -> Result<HttpResponse, ApiError> {
     let who = distinct_id(&path.distinct_id)?.to_owned();
@@ -191,6 +195,8 @@ pub async fn export(
     // deadline frees the connection whatever the reader does.
     let (mut tx, rx) = futures::channel::mpsc::channel::<Result<web::Bytes, ApiError>>(16);
     tokio::spawn(async move {
+        // The read holds a connection while the client reads: a heavy turn until it ends.
+        let _turn = turn;
         let line = |text: &str| Ok(web::Bytes::from(format!("{text}\n")));
         let send_all = async {
             if let Some(profile) = profile {
