@@ -23,8 +23,13 @@
 #                          topics are then left in place)
 #   BENCH_MYSQL_BUFFER_POOL=BYTES  InnoDB buffer pool for the run (default: a quarter of RAM in
 #                          whole GiB, never below the server's own); restored afterwards
-#   BENCH_PROFILE=1        sample the gateway (ingest, batch 50, round 1) and the worker (first
-#                          1-instance drain) with perf; hottest symbols in bench/results/profile-*.txt
+#   BENCH_PROFILE=1        sample the gateway (its batch-50 JSON saturation run of round 1, after
+#                          the warm-up) and the worker (its first 1-instance drain, start to end)
+#                          with perf at 999 Hz; the ten hottest frames (self time) in
+#                          bench/results/profile-{gateway,worker}.txt
+#   BENCH_MYSQL_LOAD_ROWS=N   rows per LOAD DATA file of the MySQL-alone baseline (default 20000)
+#   BENCH_MYSQL_INSERT_ROWS=N rows per INSERT statement of the MySQL-alone baseline (default 2000)
+#   BENCH_MYSQL_INSERT_TX=N   rows per transaction of the MySQL-alone INSERT (default 20000)
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -224,24 +229,44 @@ sum_acknowledged() {
   grep -oE '"acknowledged_events":[0-9]+' <<<"$lines" | cut -d: -f2 | awk '{s += $1} END {print s + 0}'
 }
 
-# profile NAME PID SECONDS: with BENCH_PROFILE=1, samples PID's stacks with perf for SECONDS in
-# the background and writes the hottest symbols to bench/results/profile-NAME.txt afterwards.
+# profile_start NAME PID [DELAY]: with BENCH_PROFILE=1, samples PID's stacks with perf (999 Hz)
+# from DELAY seconds on until profile_stop NAME; write_profiles then writes the ten hottest
+# frames (self time, `perf report --no-children`) to bench/results/profile-NAME.txt.
 PROFILES=()
-PERF_PIDS=()
-profile() {
+declare -A PERF_PIDS
+profile_start() {
   [[ "${BENCH_PROFILE:-0}" == 1 ]] || return 0
   have perf || { warn "BENCH_PROFILE=1 but perf is not installed (apt-get install linux-perf)"; return 0; }
   local data="$WORK/perf-$1.data"
-  perf record -q -F 499 -g -p "$2" -o "$data" -- sleep "$3" >>"$WORK/perf.log" 2>&1 &
-  PERF_PIDS+=("$!")
+  # shellcheck disable=SC2016 # expanded by the inner bash
+  bash -c 'sleep "$1"; exec perf record -q -F 999 -g -p "$2" -o "$3"' _ "${3:-0}" "$2" "$data" \
+    >>"$WORK/perf.log" 2>&1 &
+  PERF_PIDS[$1]=$!
   PROFILES+=("$1")
 }
+profile_stop() {
+  local pid="${PERF_PIDS[$1]:-}"
+  [[ -n "$pid" ]] || return 0
+  kill -INT "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+  unset "PERF_PIDS[$1]"
+}
 write_profiles() {
-  local name
+  local name data out
   for name in "${PROFILES[@]}"; do
-    perf report -i "$WORK/perf-$name.data" --no-children --sort symbol --percent-limit 0.7 \
-      --stdio -g none 2>/dev/null | grep -vE '^$' >"$OUT_DIR/profile-$name.txt" || true
+    data="$WORK/perf-$name.data"
+    out="$OUT_DIR/profile-$name.txt"
+    [[ -s "$data" ]] || { warn "bench: no perf data for $name (see $WORK/perf.log)"; continue; }
+    {
+      echo "# perf record -F 999 -g, $name; perf report --no-children --sort dso,symbol: top 10 by self time"
+      perf report -i "$data" --no-children --sort dso,symbol --stdio -g none 2>/dev/null |
+        grep -E '^# (Samples|Event count)' || true
+      perf report -i "$data" --no-children --sort dso,symbol --stdio -g none 2>/dev/null |
+        grep -E '^ +[0-9.]+%' | head -n 10 | sed -E 's/[[:space:]]+(-[[:space:]]+)*$//' || true
+    } >"$out"
+    [[ "${BENCH_KEEP:-0}" == 1 ]] || rm -f "$data"
     log "bench: profile of $name in bench/results/profile-$name.txt"
+    sed 's/^/  /' "$out"
   done
 }
 
@@ -342,16 +367,26 @@ cpu_mark() {
     CPU_START[$name]="$(cpu_ticks "$pid")"
   done
 }
-cpu_record() { # PHASE
-  local name pid now wall
+# cpu_record DURING [ROUND EVENTS]: the CPU seconds of every tracked process since cpu_mark, and
+# with EVENTS, their microseconds per event (EVENTS: what the run wrote or acknowledged).
+cpu_record() {
+  local name pid now wall cpu extra=""
   wall="$(awk -v a="$CPU_WALL_START" -v b="$(date +%s.%N)" 'BEGIN {print b - a}')"
   for name in "${!CPU_PIDS[@]}"; do
     pid="${CPU_PIDS[$name]}"
     now="$(cpu_ticks "$pid")"
-    printf '{"phase":"cpu","during":"%s","process":"%s","cpu_s":%s,"wall_s":%s}\n' "$1" "$name" \
-      "$(awk -v a="${CPU_START[$name]:-0}" -v b="$now" -v t="$CLK_TCK" 'BEGIN {print (b - a) / t}')" \
-      "$wall" >>"$RESULTS"
+    cpu="$(awk -v a="${CPU_START[$name]:-0}" -v b="$now" -v t="$CLK_TCK" 'BEGIN {print (b - a) / t}')"
+    if [[ -n "${3:-}" && "${3:-0}" -gt 0 ]]; then
+      extra="$(awk -v r="$2" -v n="$3" -v c="$cpu" \
+        'BEGIN {printf ",\"round\":%d,\"events\":%d,\"us_per_event\":%.3f", r, n, c * 1e6 / n}')"
+    fi
+    printf '{"phase":"cpu","during":"%s","process":"%s","cpu_s":%s,"wall_s":%s%s}\n' "$1" "$name" \
+      "$cpu" "$wall" "$extra" >>"$RESULTS"
   done
+}
+# last_acknowledged: acknowledged_events of the run's last result line.
+last_acknowledged() {
+  tail -n 1 "$RESULTS" | grep -oE '"acknowledged_events":[0-9]+' | cut -d: -f2 || echo 0
 }
 pid="$(pgrep -xo mariadbd || pgrep -xo mysqld || true)"; [[ -n "$pid" ]] && CPU_PIDS[mysql]="$pid"
 pid="$(pgrep -xo redis-server || true)"; [[ -n "$pid" ]] && CPU_PIDS[redis]="$pid"
@@ -366,8 +401,10 @@ if has_phase ingest; then
   start_broker ingest
   T_GW="ifbench.$RUN_ID.gateway"
   T_RAW="ifbench.$RUN_ID.raw"
+  T_PIPE="ifbench.$RUN_ID.pipelined"
   new_topic "$T_GW"
   new_topic "$T_RAW"
+  new_topic "$T_PIPE"
   PORT="$(free_port)"
   start_gateway "$T_GW" "$PORT"
   record_memory ingest-idle gateway "$GATEWAY_PID"
@@ -378,14 +415,35 @@ if has_phase ingest; then
   for batch in 50 1; do
     for ((r = 1; r <= ROUNDS; r++)); do
       tags=(--tag phase=ingest --tag "case=b$batch" --tag "round=$r" --tag load=saturation)
+      # The limit: the bare producer, pipelined (its queue kept full, nothing waits for a
+      # batch). The request batch does not change it, so it runs with the batches of 50 only.
+      if [[ $batch == 50 ]]; then
+        cpu_mark
+        lg produce --pipelined --brokers "$BROKERS" --topic "$T_PIPE" --batch "$batch" \
+          --duration "$DURATION" --warmup 1 --seed "$SEED" --clk-tck "$CLK_TCK" "${tags[@]}" \
+          --tag kind=raw_pipelined >/dev/null
+        cpu_record "ingest-b$batch-raw_pipelined" "$r" "$(last_acknowledged)"
+      fi
+      cpu_mark
       lg produce --brokers "$BROKERS" --topic "$T_RAW" --batch "$batch" "${common[@]}" \
-        "${tags[@]}" --tag kind=raw >/dev/null
-      [[ $r == 1 && $batch == 50 ]] && profile gateway "$GATEWAY_PID" "$DURATION"
+        --clk-tck "$CLK_TCK" "${tags[@]}" --tag kind=raw >/dev/null
+      cpu_record "ingest-b$batch-raw" "$r" "$(last_acknowledged)"
+      [[ $r == 1 && $batch == 50 ]] && profile_start gateway "$GATEWAY_PID" 1
+      cpu_mark
       lg http --url "$URL" --batch "$batch" "${common[@]}" "${tags[@]}" --tag kind=gateway >/dev/null
+      cpu_record "ingest-b$batch-gateway" "$r" "$(last_acknowledged)"
+      profile_stop gateway
+      cpu_mark
       lg http --url "$URL" --batch "$batch" --gzip "${common[@]}" "${tags[@]}" \
         --tag kind=gateway_gzip >/dev/null
-      tail -n 3 "$RESULTS" | grep -oE '"kind":"[a-z_]+"|"events_per_s":[0-9.]+|"p99_ms":[0-9.]+' |
+      cpu_record "ingest-b$batch-gateway_gzip" "$r" "$(last_acknowledged)"
+      grep -F "\"case\":\"b$batch\"" "$RESULTS" | grep -F "\"round\":$r," |
+        grep -F '"load":"saturation"' |
+        grep -oE '"events_per_s":[0-9.]+|"kind":"[a-z_]+"|"p99_ms":[0-9.]+' |
         paste -sd' ' | sed "s/^/  batch $batch round $r: /" || true
+      grep -F "\"during\":\"ingest-b$batch-gateway\"" "$RESULTS" | grep -F '"process":"gateway"' |
+        grep -F "\"round\":$r," | grep -oE '"us_per_event":[0-9.]+' |
+        sed "s/^/  batch $batch round $r: gateway CPU /" || true
     done
     record_memory "ingest-saturation-b$batch" gateway "$GATEWAY_PID"
     # Half of the median saturation rate, as a fixed request rate.
@@ -406,8 +464,11 @@ if has_phase ingest; then
   stop_tracked "$GATEWAY_PID"
   gw_acked="$(sum_acknowledged '"phase":"ingest"' '"kind":"gateway')"
   raw_acked="$(sum_acknowledged '"phase":"ingest"' '"kind":"raw"')"
+  pipe_acked="$(sum_acknowledged '"phase":"ingest"' '"kind":"raw_pipelined"')"
   must lg check --brokers "$BROKERS" --topic "$T_GW" --expect "$gw_acked" --tag phase=check --tag of=ingest-gateway
   must lg check --brokers "$BROKERS" --topic "$T_RAW" --expect "$raw_acked" --tag phase=check --tag of=ingest-raw
+  must lg check --brokers "$BROKERS" --topic "$T_PIPE" --expect "$pipe_acked" --tag phase=check \
+    --tag of=ingest-raw-pipelined
   stop_broker
 fi
 
@@ -415,9 +476,44 @@ fi
 STATS_DB=""
 STATS_PREFIX=""
 if has_phase worker; then
-  log "== phase 2: worker drain of $EVENTS events vs raw stores (1 and 2 instances)"
+  log "== phase 2: worker drain of $EVENTS events vs MySQL alone, Redis alone and raw stores"
   start_broker worker
   for ((r = 1; r <= ROUNDS; r++)); do
+    # The limits, back to back with this round's drains: MySQL alone (the same rows into an
+    # identical user_events, LOAD DATA and multi-row INSERT; the better one is the baseline)
+    # and Redis alone (the same aggregate updates, pipelined, no dedupe marks).
+    for kind in mysql_load mysql_insert redis_alone; do
+      db=""
+      prefix="$PREFIX_BASE:${kind}r$r"
+      case "$kind" in
+        mysql_load) target=(--target mysql-load --batch "${BENCH_MYSQL_LOAD_ROWS:-20000}" --work-dir "$WORK") ;;
+        mysql_insert) target=(--target mysql-insert --rows-per-statement "${BENCH_MYSQL_INSERT_ROWS:-2000}"
+          --batch "${BENCH_MYSQL_INSERT_TX:-20000}") ;;
+        redis_alone) target=(--target redis --redis-url "$REDIS_URL" --prefix "$prefix") ;;
+      esac
+      if [[ "$kind" == mysql_* ]]; then
+        db="ifbench_${RUN_ID}_${kind}_r$r"
+        migrate_db "$db"
+        target+=(--mysql-url "$MYSQL_BASE/$db")
+      fi
+      cpu_mark
+      lg stores "${target[@]}" --events "$EVENTS" --seed "$SEED" \
+        --tag phase=worker --tag "kind=$kind" --tag "round=$r" >/dev/null
+      cpu_record "drain-$kind" "$r" "$EVENTS"
+      if [[ -n "$db" ]]; then
+        must lg check --mysql-url "$MYSQL_BASE/$db" --expect "$EVENTS" --tag phase=check \
+          --tag "of=$kind-r$r" >/dev/null
+        drop_data_set "$db" "$prefix"
+      else
+        must lg check --redis-url "$REDIS_URL" --prefix "$prefix" --expect "$EVENTS" \
+          --tag phase=check --tag "of=$kind-r$r" >/dev/null
+        [[ "${BENCH_KEEP:-0}" == 1 ]] || unlink_keys "$prefix:*"
+      fi
+    done
+    grep -F "\"round\":$r," "$RESULTS" | grep -F '"phase":"worker"' |
+      grep -E '"kind":"(mysql_load|mysql_insert|redis_alone)"' |
+      grep -oE '"events_per_s":[0-9.]+|"kind":"[a-z_]+"' | paste -sd' ' | sed "s/^/  round $r: /" ||
+      true
     for n in 1 2; do
       # Raw stores, then the worker, back to back.
       db="ifbench_${RUN_ID}_raw${n}_r$r"
@@ -427,7 +523,7 @@ if has_phase worker; then
       lg stores --mysql-url "$MYSQL_BASE/$db" --redis-url "$REDIS_URL" --prefix "$prefix" \
         --events "$EVENTS" --lanes "$n" --seed "$SEED" --batch "$WORKER_BATCH" \
         --tag phase=worker --tag "kind=raw$n" --tag "round=$r" >/dev/null
-      cpu_record "drain-raw$n"
+      cpu_record "drain-raw$n" "$r" "$EVENTS"
       must lg check --mysql-url "$MYSQL_BASE/$db" --redis-url "$REDIS_URL" --prefix "$prefix" \
         --expect "$EVENTS" --tag phase=check --tag "of=raw$n-r$r" >/dev/null
       drop_data_set "$db" "$prefix"
@@ -458,13 +554,14 @@ if has_phase worker; then
       fi
       lg produce --brokers "$BROKERS" --topic "$T_FILL" --fill "$EVENTS" --seed "$SEED" \
         --tag phase=fill --tag "of=worker$n-r$r" >/dev/null
-      [[ $r == 1 && $n == 1 ]] && profile worker "${pids[0]}" "$((EVENTS / 20000 + 3))"
+      [[ $r == 1 && $n == 1 ]] && profile_start worker "${pids[0]}"
       cpu_mark
       must lg drain-wait --redis-url "$REDIS_URL" --prefix "$prefix" --expect "$EVENTS" \
         --timeout "$((EVENTS / 500 + 120))" \
         --pids "$(IFS=,; echo "${pids[*]}")" --clk-tck "$CLK_TCK" \
         --tag phase=worker --tag "kind=worker$n" --tag "round=$r" >/dev/null
-      cpu_record "drain-worker$n"
+      cpu_record "drain-worker$n" "$r" "$EVENTS"
+      profile_stop worker
       for ((i = 1; i <= n; i++)); do unset "CPU_PIDS[worker$i]"; done
       # Let in-flight offsets commit, then make sure nothing more arrives (no doubles).
       sleep 2
@@ -552,7 +649,7 @@ fi
 
 stop_broker
 
-for pid in "${PERF_PIDS[@]}"; do wait "$pid" || true; done
+for name in "${!PERF_PIDS[@]}"; do profile_stop "$name"; done
 write_profiles
 
 # --- report ---------------------------------------------------------------------------------

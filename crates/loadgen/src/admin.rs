@@ -13,7 +13,7 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use redis::AsyncCommands;
 use serde_json::json;
 
-use crate::measure::OutputArgs;
+use crate::measure::{cpu_ticks, OutputArgs};
 
 #[derive(Args, Debug)]
 pub struct DrainWaitArgs {
@@ -38,17 +38,63 @@ pub struct DrainWaitArgs {
     pub output: OutputArgs,
 }
 
-/// utime + stime of a process, in clock ticks.
-fn cpu_ticks(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the command name (which may contain spaces) start after the last ')'.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
-}
-
 fn total_cpu(pids: &[u32]) -> u64 {
     pids.iter().filter_map(|p| cpu_ticks(*p)).sum()
+}
+
+/// Drain rate, CPU per event, and wall and CPU time per event over the first and the last tenth
+/// of `expect`, from (time, applied, CPU ticks) samples.
+///
+/// The first sample with progress opens the measured window (consumer-group join and start-up
+/// are excluded); the window's first batch is therefore not counted. The window closes at the
+/// first sample showing the final count, so a drain that stalls short of the target (a lost
+/// event) still gets the rate it had while it progressed.
+fn drain_figures(
+    fields: &mut serde_json::Value,
+    samples: &[(Instant, u64, u64)],
+    expect: u64,
+    clk_tck: u64,
+    with_cpu: bool,
+) {
+    let Some(&first) = samples.iter().find(|s| s.1 > 0) else {
+        return;
+    };
+    let Some(&last) = samples
+        .last()
+        .and_then(|l| samples.iter().find(|s| s.1 == l.1))
+    else {
+        return;
+    };
+    let (t0, n0, c0) = first;
+    let (t1, n1, c1) = last;
+    let seconds = (t1 - t0).as_secs_f64();
+    let cpu_us =
+        |ticks: u64, events: u64| ticks as f64 * 1e6 / clk_tck.max(1) as f64 / events.max(1) as f64;
+    fields["seconds"] = json!(seconds);
+    fields["events_per_s"] = json!((n1 - n0) as f64 / seconds.max(1e-9));
+    if with_cpu {
+        fields["cpu_us_per_event"] = json!(cpu_us(c1.saturating_sub(c0), n1 - n0));
+    }
+    let tenth = expect / 10;
+    if tenth == 0 {
+        return;
+    }
+    let crossing = |target: u64| samples.iter().find(|s| s.1 >= target).copied();
+    let per_event = |d: Duration, n: u64| d.as_secs_f64() * 1e6 / n.max(1) as f64;
+    if let Some((t, n, c)) = crossing(n0 + tenth) {
+        fields["first_tenth_us_per_event"] = json!(per_event(t - t0, n - n0));
+        if with_cpu {
+            fields["first_tenth_cpu_us_per_event"] = json!(cpu_us(c.saturating_sub(c0), n - n0));
+        }
+    }
+    if n1 >= expect {
+        if let Some((t, n, c)) = crossing(expect - tenth) {
+            fields["last_tenth_us_per_event"] = json!(per_event(t1 - t, n1 - n));
+            if with_cpu {
+                fields["last_tenth_cpu_us_per_event"] = json!(cpu_us(c1.saturating_sub(c), n1 - n));
+            }
+        }
+    }
 }
 
 pub async fn drain_wait(args: DrainWaitArgs) -> anyhow::Result<()> {
@@ -57,59 +103,30 @@ pub async fn drain_wait(args: DrainWaitArgs) -> anyhow::Result<()> {
     let meta = format!("{}:{}:meta", args.prefix, args.project);
     let started = Instant::now();
     let deadline = started + Duration::from_secs_f64(args.timeout);
-    let mut samples: Vec<(Instant, u64)> = Vec::new();
-    let mut cpu_at_first = None;
+    // (time, events applied, the workers' CPU ticks) every 50 ms.
+    let mut samples: Vec<(Instant, u64, u64)> = Vec::new();
     let applied = loop {
         let applied: Option<u64> = conn.hget(&meta, "applied_events").await?;
         let applied = applied.unwrap_or(0);
         let now = Instant::now();
-        if applied > 0 && cpu_at_first.is_none() {
-            cpu_at_first = Some(total_cpu(&args.pids));
-        }
-        samples.push((now, applied));
+        samples.push((now, applied, total_cpu(&args.pids)));
         if applied >= args.expect || now >= deadline {
             break applied;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    let cpu_at_end = total_cpu(&args.pids);
-    // The first sample with progress opens the measured window (consumer-group join and
-    // start-up are excluded); the window's first batch is therefore not counted.
-    let first = samples.iter().find(|(_, n)| *n > 0).copied();
-    // The window closes at the first sample showing the final count, so a drain that stalls
-    // short of the target (a lost event) still gets the rate it had while it progressed.
-    let last = samples
-        .last()
-        .and_then(|(_, n)| samples.iter().find(|(_, m)| m == n))
-        .copied();
-    let crossing = |target: u64| samples.iter().find(|(_, n)| *n >= target).map(|(t, _)| *t);
-    let tenth = args.expect / 10;
-    let per_event = |d: Duration, n: u64| d.as_secs_f64() * 1e6 / n.max(1) as f64;
     let mut fields = json!({
         "expected": args.expect,
         "applied": applied,
         "wall_seconds": started.elapsed().as_secs_f64(),
     });
-    if let (Some((t0, n0)), Some((t1, n1))) = (first, last) {
-        let seconds = (t1 - t0).as_secs_f64();
-        fields["seconds"] = json!(seconds);
-        fields["events_per_s"] = json!((n1 - n0) as f64 / seconds.max(1e-9));
-        if let Some(cpu0) = cpu_at_first {
-            let ticks = cpu_at_end.saturating_sub(cpu0);
-            fields["cpu_us_per_event"] =
-                json!(ticks as f64 * 1e6 / args.clk_tck as f64 / (n1 - n0).max(1) as f64);
-        }
-        if tenth > 0 {
-            if let Some(t) = crossing(n0 + tenth) {
-                fields["first_tenth_us_per_event"] = json!(per_event(t - t0, tenth));
-            }
-            if let Some(t) = crossing(args.expect - tenth) {
-                if applied >= args.expect {
-                    fields["last_tenth_us_per_event"] = json!(per_event(t1 - t, tenth));
-                }
-            }
-        }
-    }
+    drain_figures(
+        &mut fields,
+        &samples,
+        args.expect,
+        args.clk_tck,
+        !args.pids.is_empty(),
+    );
     args.output.emit(fields)?;
     anyhow::ensure!(
         applied >= args.expect,
@@ -303,4 +320,61 @@ pub async fn topic(args: TopicArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn drain_figures_time_the_window_and_both_tenths() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        // Nothing until 1 s (the join), then 1,000 events a second for 10 s with 1 tick
+        // (10 ms of CPU at 100 ticks/s) per 100 events, except a slower, costlier last second.
+        let mut samples = vec![(t0, 0, 0), (at(500), 0, 5)];
+        for s in 1..=9 {
+            samples.push((at(1000 * s), 1000 * (s - 1) + 100, 10 * (s - 1) + 1 + 5));
+        }
+        samples.push((at(11_000), 9100, 86));
+        samples.push((at(13_000), 10_000, 110));
+        let mut fields = json!({});
+        drain_figures(&mut fields, &samples, 10_000, 100, true);
+        let f = |k: &str| fields[k].as_f64().unwrap_or(f64::NAN);
+        assert!((f("seconds") - 12.0).abs() < 1e-9, "{fields}");
+        assert!((f("events_per_s") - 9900.0 / 12.0).abs() < 1e-6, "{fields}");
+        // First tenth: from 100 applied (1 s) to the first sample at >= 1,100 (2 s).
+        assert!(
+            (f("first_tenth_us_per_event") - 1000.0).abs() < 1e-6,
+            "{fields}"
+        );
+        assert!(
+            (f("first_tenth_cpu_us_per_event") - 100.0).abs() < 1e-6,
+            "{fields}"
+        );
+        // Last tenth: from the first sample at >= 9,000 (9,100 at 11 s) to the end (13 s).
+        assert!(
+            (f("last_tenth_us_per_event") - 2e6 / 900.0).abs() < 1e-6,
+            "{fields}"
+        );
+        assert!(
+            (f("last_tenth_cpu_us_per_event") - 0.24e6 / 900.0).abs() < 1e-6,
+            "{fields}"
+        );
+    }
+
+    #[test]
+    fn a_drain_that_stalls_has_no_last_tenth() {
+        let t0 = Instant::now();
+        let samples = vec![
+            (t0, 100, 0),
+            (t0 + Duration::from_secs(1), 500, 10),
+            (t0 + Duration::from_secs(2), 500, 10),
+        ];
+        let mut fields = json!({});
+        drain_figures(&mut fields, &samples, 1000, 100, false);
+        assert!(fields.get("last_tenth_us_per_event").is_none(), "{fields}");
+        assert!(fields.get("cpu_us_per_event").is_none(), "{fields}");
+        assert_eq!(fields["events_per_s"].as_f64(), Some(400.0));
+    }
 }

@@ -95,6 +95,20 @@ impl Latencies {
     }
 }
 
+/// utime + stime of a process, in clock ticks (/proc/PID/stat).
+pub fn cpu_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may contain spaces) start after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+}
+
+/// CPU seconds this process has used so far, every thread included.
+pub fn own_cpu_seconds(clk_tck: u64) -> Option<f64> {
+    cpu_ticks(std::process::id()).map(|t| t as f64 / clk_tck.max(1) as f64)
+}
+
 /// Median of a list (the mean of the middle two for even lengths); None when empty.
 pub fn median(values: &mut [f64]) -> Option<f64> {
     if values.is_empty() {

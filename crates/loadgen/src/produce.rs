@@ -1,21 +1,29 @@
 //! The raw producer baseline: librdkafka with exactly the gateway's producer settings
 //! (crates/ingest/src/producer.rs), sending the serialized events the gateway would send, with
-//! the same key and headers. Also fills a topic for the worker drain phase.
+//! the same key and headers: per request (each lane sends one batch and waits for its
+//! acknowledgements, as one gateway request does) or pipelined (the producer's queue kept full:
+//! the limit of the client and the broker). Also fills a topic for the worker drain phase.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use clap::Args;
 use insightflow_model::{headers, Event, ProjectId};
+use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
-use rdkafka::ClientConfig;
+use rdkafka::producer::{
+    BaseRecord, DeliveryFuture, DeliveryResult, FutureProducer, FutureRecord, Producer,
+    ProducerContext, ThreadedProducer,
+};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{ClientConfig, ClientContext};
 use serde_json::json;
 
 use crate::events::{kafka_payload, validated_events, EventGenerator};
 use crate::http_load::{drive, LoadArgs, OpResult};
-use crate::measure::OutputArgs;
+use crate::measure::{own_cpu_seconds, OutputArgs};
 
 #[derive(Args, Debug, Clone)]
 pub struct ProducerSettings {
@@ -38,8 +46,9 @@ pub struct ProducerSettings {
 
 impl ProducerSettings {
     /// The same configuration as `EventProducer::new`.
-    pub fn create(&self) -> anyhow::Result<FutureProducer> {
-        Ok(ClientConfig::new()
+    pub fn config(&self) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config
             .set("bootstrap.servers", &self.brokers)
             .set("enable.idempotence", "true")
             .set("acks", "all")
@@ -53,8 +62,12 @@ impl ProducerSettings {
             .set(
                 "queue.buffering.max.kbytes",
                 self.queue_max_kbytes.to_string(),
-            )
-            .create()?)
+            );
+        config
+    }
+
+    pub fn create(&self) -> anyhow::Result<FutureProducer> {
+        Ok(self.config().create()?)
     }
 }
 
@@ -80,6 +93,15 @@ pub struct ProduceArgs {
     /// Distinct serialized batches prepared before a timed run.
     #[arg(long, default_value_t = 256)]
     pub bodies: usize,
+    /// Pipelined: one thread enqueues the batches back to back and keeps the producer's queue
+    /// full, counting acknowledgements in the delivery callback; nothing waits for a batch.
+    /// The most this producer configuration and the broker take (--concurrency and --rate
+    /// do not apply).
+    #[arg(long, conflicts_with = "fill")]
+    pub pipelined: bool,
+    /// Clock ticks per second of /proc/PID/stat (getconf CLK_TCK), for the client's CPU.
+    #[arg(long, default_value_t = 100)]
+    pub clk_tck: u64,
     #[command(flatten)]
     pub output: OutputArgs,
 }
@@ -105,7 +127,18 @@ impl Prepared {
     }
 
     fn send(&self, producer: &FutureProducer, topic: &str) -> anyhow::Result<DeliveryFuture> {
-        let headers = OwnedHeaders::new_with_capacity(4)
+        let record = FutureRecord::to(topic)
+            .key(&self.key)
+            .payload(&self.payload)
+            .headers(self.headers());
+        producer
+            .send_result(record)
+            .map_err(|(e, _)| anyhow::anyhow!("cannot enqueue: {e}"))
+    }
+
+    /// The gateway's headers (crates/ingest/src/producer.rs).
+    fn headers(&self) -> OwnedHeaders {
+        OwnedHeaders::new_with_capacity(4)
             .insert(Header {
                 key: headers::SCHEMA_VERSION,
                 value: Some("1"),
@@ -121,14 +154,7 @@ impl Prepared {
             .insert(Header {
                 key: headers::PROJECT,
                 value: Some(self.project.as_str()),
-            });
-        let record = FutureRecord::to(topic)
-            .key(&self.key)
-            .payload(&self.payload)
-            .headers(headers);
-        producer
-            .send_result(record)
-            .map_err(|(e, _)| anyhow::anyhow!("cannot enqueue: {e}"))
+            })
     }
 }
 
@@ -149,8 +175,138 @@ pub async fn run(args: ProduceArgs) -> anyhow::Result<()> {
             settings.delivery_timeout_ms = settings.delivery_timeout_ms.max(300_000);
             fill(&args, &project, settings.create()?, total).await
         }
+        None if args.pipelined => {
+            let cpu_before = own_cpu_seconds(args.clk_tck);
+            let prepared = prepare_batches(&args, &project)?;
+            let mut fields = tokio::task::spawn_blocking({
+                let (settings, load) = (args.producer.clone(), args.load.clone());
+                move || pipelined(&settings, &load, &prepared)
+            })
+            .await??;
+            add_client_cpu(&mut fields, cpu_before, args.clk_tck);
+            fields["batch"] = json!(args.batch);
+            args.output.emit(fields)
+        }
         None => timed(&args, &project, args.producer.create()?).await,
     }
+}
+
+/// The client's own CPU over the run (start-up and warm-up included), per acknowledged event:
+/// what producing alone costs, beside the gateway's CPU per event.
+fn add_client_cpu(fields: &mut serde_json::Value, before: Option<f64>, clk_tck: u64) {
+    if let (Some(before), Some(after)) = (before, own_cpu_seconds(clk_tck)) {
+        let cpu = after - before;
+        fields["client_cpu_s"] = json!(cpu);
+        if let Some(events) = fields["acknowledged_events"].as_u64().filter(|n| *n > 0) {
+            fields["client_cpu_us_per_event"] = json!(cpu * 1e6 / events as f64);
+        }
+    }
+}
+
+/// Counts deliveries in librdkafka's delivery callback (no future, no channel per message).
+#[derive(Default)]
+struct DeliveryCounter {
+    acknowledged: AtomicU64,
+    failed: AtomicU64,
+}
+
+impl ClientContext for DeliveryCounter {}
+
+impl ProducerContext for DeliveryCounter {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        let counter = if result.is_ok() {
+            &self.acknowledged
+        } else {
+            &self.failed
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// The pipelined producer: enqueues the prepared batches in turn for warm-up plus duration
+/// seconds, waiting only when the queue is full, then flushes. Throughput is the events
+/// acknowledged within the measured window over its length.
+fn pipelined(
+    settings: &ProducerSettings,
+    load: &LoadArgs,
+    batches: &[Vec<Prepared>],
+) -> anyhow::Result<serde_json::Value> {
+    let producer: ThreadedProducer<DeliveryCounter> = settings
+        .config()
+        .create_with_context(DeliveryCounter::default())?;
+    let counter = producer.context().clone();
+    let start = Instant::now();
+    let measure_from = start + Duration::from_secs_f64(load.warmup);
+    let end = measure_from + Duration::from_secs_f64(load.duration);
+    let mut window_start: Option<(Instant, u64)> = None;
+    let (mut sent, mut queue_full_waits) = (0u64, 0u64);
+    let mut next = 0usize;
+    let window_end = loop {
+        let now = Instant::now();
+        let acknowledged = counter.acknowledged.load(Ordering::Relaxed);
+        if window_start.is_none() && now >= measure_from {
+            window_start = Some((now, acknowledged));
+        }
+        if now >= end {
+            break (now, acknowledged);
+        }
+        for message in &batches[next % batches.len()] {
+            let mut record = BaseRecord::to(&settings.topic)
+                .key(&message.key)
+                .payload(&message.payload)
+                .headers(message.headers());
+            loop {
+                match producer.send(record) {
+                    Ok(()) => break,
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                        // The queue is full: exactly the state this baseline keeps. Wait for
+                        // deliveries to make room (the polling thread serves the callbacks).
+                        record = back;
+                        queue_full_waits += 1;
+                        std::thread::sleep(Duration::from_micros(200));
+                    }
+                    Err((e, _)) => anyhow::bail!("cannot enqueue: {e}"),
+                }
+            }
+            sent += 1;
+        }
+        next += 1;
+    };
+    producer.flush(Duration::from_secs(60))?;
+    let acknowledged = counter.acknowledged.load(Ordering::Relaxed);
+    let failed = counter.failed.load(Ordering::Relaxed);
+    let (t0, n0) = window_start.unwrap_or(window_end);
+    let (t1, n1) = window_end;
+    let seconds = (t1 - t0).as_secs_f64();
+    let payload_bytes: usize = batches.iter().flatten().map(|p| p.payload.len()).sum();
+    let payloads = batches.iter().map(Vec::len).sum::<usize>().max(1);
+    Ok(json!({
+        "mode": "pipelined",
+        "sent": sent,
+        "acknowledged_events": acknowledged,
+        "failed_events": failed,
+        "queue_full_waits": queue_full_waits,
+        "measured_seconds": seconds,
+        "events_per_s": (n1 - n0) as f64 / seconds.max(1e-9),
+        "payload_bytes_avg": payload_bytes as f64 / payloads as f64,
+    }))
+}
+
+/// The batches a timed run sends in turn: the gateway's validated events, serialized once.
+fn prepare_batches(args: &ProduceArgs, project: &ProjectId) -> anyhow::Result<Vec<Vec<Prepared>>> {
+    let mut generator = EventGenerator::new(args.seed, args.users, false);
+    let now = Utc::now();
+    (0..args.bodies.max(1))
+        .map(|_| {
+            let body = generator.batch_body(args.batch, now);
+            Ok(validated_events(&body, project, now)?
+                .iter()
+                .map(Prepared::new)
+                .collect())
+        })
+        .collect()
 }
 
 /// Sends `total` events, generated with event ids for the seed, keeping a window in flight.
@@ -201,19 +357,9 @@ async fn timed(
     project: &ProjectId,
     producer: FutureProducer,
 ) -> anyhow::Result<()> {
-    let mut generator = EventGenerator::new(args.seed, args.users, false);
-    let now = Utc::now();
-    let mut batches = Vec::with_capacity(args.bodies);
-    let mut payload_bytes = 0usize;
-    for _ in 0..args.bodies.max(1) {
-        let body = generator.batch_body(args.batch, now);
-        let prepared: Vec<Prepared> = validated_events(&body, project, now)?
-            .iter()
-            .map(Prepared::new)
-            .collect();
-        payload_bytes += prepared.iter().map(|p| p.payload.len()).sum::<usize>();
-        batches.push(prepared);
-    }
+    let cpu_before = own_cpu_seconds(args.clk_tck);
+    let batches = prepare_batches(args, project)?;
+    let payload_bytes: usize = batches.iter().flatten().map(|p| p.payload.len()).sum();
     let batches = Arc::new(batches);
     let producer = Arc::new(producer);
     let topic = Arc::new(args.producer.topic.clone());
@@ -251,5 +397,6 @@ async fn timed(
     fields["concurrency"] = json!(args.load.concurrency);
     fields["payload_bytes_avg"] =
         json!(payload_bytes as f64 / (args.bodies.max(1) * args.batch) as f64);
+    add_client_cpu(&mut fields, cpu_before, args.clk_tck);
     args.output.emit(fields)
 }
