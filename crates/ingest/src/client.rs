@@ -45,6 +45,15 @@ impl ClientResolver {
         Arc::new(self.describe(ip, user_agent))
     }
 
+    /// The senders of one request's events, each described once per request.
+    pub fn for_events(&self, req: &HttpRequest) -> RequestClients<'_> {
+        RequestClients {
+            resolver: self,
+            request: self.for_request(req),
+            by_agent: Vec::new(),
+        }
+    }
+
     /// A sender described by another user agent (an event's `context.user_agent`), same IP.
     pub fn with_user_agent(&self, base: &ClientInfo, user_agent: &str) -> Arc<ClientInfo> {
         Arc::new(self.describe(base.ip.clone(), Some(columns::USER_AGENT.cut(user_agent))))
@@ -123,6 +132,43 @@ impl ClientResolver {
 
     fn is_trusted(&self, ip: IpAddr) -> bool {
         self.trusted_proxies.iter().any(|net| net.contains(&ip))
+    }
+}
+
+/// Distinct `context.user_agent`s remembered per request; a request naming more describes the
+/// rest once per event (the user-agent cache still spares the parse).
+const AGENTS_PER_REQUEST: usize = 16;
+
+/// The senders of one request's events: the request's own, and one per distinct
+/// `context.user_agent` its events name (a server-side SDK forwarding its users' browsers).
+/// Events of one sender share one description, built once: no copy of the IP, the user agent
+/// and the browser fields per event, and the payload writer writes a shared one once.
+pub struct RequestClients<'r> {
+    resolver: &'r ClientResolver,
+    request: Arc<ClientInfo>,
+    by_agent: Vec<(String, Arc<ClientInfo>)>,
+}
+
+impl RequestClients<'_> {
+    /// The sender of an event that named `user_agent` (`None`: the request's own).
+    pub fn for_event(&mut self, user_agent: Option<&str>) -> Arc<ClientInfo> {
+        let Some(user_agent) = user_agent else {
+            return Arc::clone(&self.request);
+        };
+        let user_agent = columns::USER_AGENT.cut(user_agent);
+        // A browser SDK names the browser that sent the request: the request's own sender.
+        if self.request.user_agent.as_deref() == Some(user_agent) {
+            return Arc::clone(&self.request);
+        }
+        if let Some((_, client)) = self.by_agent.iter().find(|(ua, _)| ua == user_agent) {
+            return Arc::clone(client);
+        }
+        let client = self.resolver.with_user_agent(&self.request, user_agent);
+        if self.by_agent.len() < AGENTS_PER_REQUEST {
+            self.by_agent
+                .push((user_agent.to_owned(), Arc::clone(&client)));
+        }
+        client
     }
 }
 
@@ -230,6 +276,39 @@ mod tests {
             assert!(crafted.starts_with(user_agent));
             assert_eq!(info.browser.as_deref(), Some("Chrome"));
         }
+    }
+
+    #[test]
+    fn a_request_describes_each_sender_once_and_as_the_resolver_does() {
+        let resolver = ClientResolver::new(Vec::new(), 16);
+        let request = TestRequest::default()
+            .peer_addr("203.0.113.9:5000".parse().unwrap())
+            .insert_header(("user-agent", CHROME_MAC))
+            .to_http_request();
+        let mut clients = resolver.for_events(&request);
+        let own = clients.for_event(None);
+        assert_eq!(*own, *resolver.for_request(&request));
+        // The request's own browser named in the event: the request's description, shared.
+        assert!(Arc::ptr_eq(&own, &clients.for_event(Some(CHROME_MAC))));
+        let phone = clients.for_event(Some(SAFARI_IPHONE));
+        assert_eq!(*phone, *resolver.with_user_agent(&own, SAFARI_IPHONE));
+        assert_eq!(phone.ip.as_deref(), Some("203.0.113.9"));
+        assert!(Arc::ptr_eq(&phone, &clients.for_event(Some(SAFARI_IPHONE))));
+        // Past the per-request memory, still the same description, built again.
+        let agents: Vec<String> = (0..AGENTS_PER_REQUEST + 2)
+            .map(|i| format!("Agent/{i}.0"))
+            .collect();
+        for agent in &agents {
+            clients.for_event(Some(agent));
+        }
+        let last = agents.last().unwrap();
+        let again = clients.for_event(Some(last));
+        assert_eq!(*again, *resolver.with_user_agent(&own, last));
+        assert!(!Arc::ptr_eq(&again, &clients.for_event(Some(last))));
+        // A user agent longer than its column is cut before it is compared.
+        let long = format!("{CHROME_MAC} {}", "x".repeat(600));
+        let cut = clients.for_event(Some(&long));
+        assert_eq!(*cut, *resolver.with_user_agent(&own, &long));
     }
 
     #[test]

@@ -1,14 +1,19 @@
 //! Publishing validated events to Kafka: idempotent producer, `acks=all`, a bounded wait for
 //! acknowledgement, and load shedding instead of unbounded queueing.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use insightflow_model::{headers, Event, PayloadWriter};
 use insightflow_runtime::kafka::BrokerProbe;
+use rdkafka::client::ClientContext;
+use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::util::Timeout;
+use tokio::sync::Notify;
 
 use crate::metrics::IngestMetrics;
 use crate::settings::KafkaSettings;
@@ -36,7 +41,7 @@ impl PublishError {
 }
 
 pub struct EventProducer {
-    producer: FutureProducer,
+    producer: ThreadedProducer<DeliveryContext>,
     topic: String,
     /// Longest a request waits for its acknowledgements, a little over librdkafka's own timeout.
     request_deadline: Duration,
@@ -45,13 +50,53 @@ pub struct EventProducer {
     metrics: IngestMetrics,
 }
 
+/// One request's messages that Kafka has not answered for yet. Every message of the request
+/// carries the same `Arc` as its delivery opaque (a reference count, no allocation per
+/// message); librdkafka's polling thread counts the answers down and wakes the request at
+/// the last one.
+struct RequestDeliveries {
+    pending: AtomicUsize,
+    /// The first refusal, reported by the request (once, not once per message).
+    refused: OnceLock<KafkaError>,
+    answered: Notify,
+}
+
+impl RequestDeliveries {
+    fn new(messages: usize) -> Self {
+        Self {
+            pending: AtomicUsize::new(messages),
+            refused: OnceLock::new(),
+            answered: Notify::new(),
+        }
+    }
+}
+
+/// Counts delivery reports into their request's [`RequestDeliveries`].
+struct DeliveryContext;
+
+impl ClientContext for DeliveryContext {}
+
+impl ProducerContext for DeliveryContext {
+    type DeliveryOpaque = Arc<RequestDeliveries>;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, request: Arc<RequestDeliveries>) {
+        if let Err((e, _)) = result {
+            let _ = request.refused.set(e.clone());
+        }
+        if request.pending.fetch_sub(1, Ordering::AcqRel) == 1 {
+            // Stores a permit when the request is not waiting yet: it will not miss it.
+            request.answered.notify_one();
+        }
+    }
+}
+
 impl EventProducer {
     pub fn new(
         settings: &KafkaSettings,
         broker: BrokerProbe,
         metrics: IngestMetrics,
     ) -> anyhow::Result<Self> {
-        let producer: FutureProducer = settings
+        let producer: ThreadedProducer<DeliveryContext> = settings
             .connection()
             .client_config()
             .set("enable.idempotence", "true")
@@ -70,7 +115,7 @@ impl EventProducer {
                 "queue.buffering.max.kbytes",
                 settings.queue_max_kbytes.to_string(),
             )
-            .create()
+            .create_with_context(DeliveryContext)
             .context("cannot create the Kafka producer")?;
         Ok(Self {
             producer,
@@ -90,12 +135,15 @@ impl EventProducer {
         if !self.broker.is_reachable() {
             return Err(PublishError::BrokerUnavailable);
         }
+        if events.is_empty() {
+            return Ok(());
+        }
         let depth = self.queue_depth();
         if depth + events.len() > self.shed_at_depth {
             return Err(PublishError::QueueFull);
         }
         let started = Instant::now();
-        let mut deliveries = Vec::with_capacity(events.len());
+        let deliveries = Arc::new(RequestDeliveries::new(events.len()));
         // librdkafka copies key and payload: one buffer of each serves every event.
         let mut writer = PayloadWriter::new();
         let mut payload = Vec::with_capacity(1024);
@@ -124,34 +172,29 @@ impl EventProducer {
                     key: headers::PROJECT,
                     value: Some(event.project().as_str()),
                 });
-            let record = FutureRecord::to(&self.topic)
-                .key(&key)
-                .payload(&payload)
+            let record = BaseRecord::with_opaque_to(&self.topic, Arc::clone(&deliveries))
+                .key(key.as_str())
+                .payload(payload.as_slice())
                 .headers(headers);
-            match self.producer.send_result(record) {
-                Ok(delivery) => deliveries.push(delivery),
-                Err((e, _)) => {
-                    tracing::warn!(error = %e, "cannot enqueue an event");
-                    return Err(PublishError::QueueFull);
-                }
+            if let Err((e, _)) = self.producer.send(record) {
+                // The messages already enqueued are answered later, into a count nobody
+                // waits for.
+                tracing::warn!(error = %e, "cannot enqueue an event");
+                return Err(PublishError::QueueFull);
             }
         }
-        let acknowledged =
-            tokio::time::timeout(self.request_deadline, futures::future::join_all(deliveries))
-                .await;
+        let answered = tokio::time::timeout(self.request_deadline, deliveries.answered.notified())
+            .await
+            .is_ok();
         self.metrics
             .producer_queue_depth
             .set(self.queue_depth() as i64);
-        let results = acknowledged.map_err(|_| PublishError::DeliveryFailed)?;
-        for result in results {
-            match result {
-                Ok(Ok(_)) => {}
-                Ok(Err((e, _))) => {
-                    tracing::warn!(error = %e, "Kafka refused an event");
-                    return Err(PublishError::DeliveryFailed);
-                }
-                Err(_cancelled) => return Err(PublishError::DeliveryFailed),
-            }
+        if !answered {
+            return Err(PublishError::DeliveryFailed);
+        }
+        if let Some(e) = deliveries.refused.get() {
+            tracing::warn!(error = %e, "Kafka refused an event");
+            return Err(PublishError::DeliveryFailed);
         }
         self.metrics
             .produce_latency

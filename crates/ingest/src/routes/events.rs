@@ -65,17 +65,14 @@ pub(crate) async fn ingest_as(
         limited(state, state.rate_limits.check_write_key(key))?;
     }
     let clock = RequestClock::new(received_at, raw.sent_at()?, state.limits.max_future_seconds);
-    let client = state.clients.for_request(req);
+    let mut clients = state.clients.for_events(req);
     let outcome = parse_batch_as(
         shape,
         &raw,
         &caller.project,
         &clock,
         &state.limits,
-        |agent| match agent {
-            Some(ua) => state.clients.with_user_agent(&client, ua),
-            None => client.clone(),
-        },
+        |agent| clients.for_event(agent),
     );
     publish(state, outcome, &clock, raw.events.len()).await
 }
