@@ -6,6 +6,7 @@
 //! deserializes Kafka payloads straight back into [`Event`], re-checking the invariants, so a
 //! message that does not validate is a poison message by construction.
 
+pub mod acquisition;
 mod batch;
 pub mod columns;
 mod error;
