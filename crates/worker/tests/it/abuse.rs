@@ -11,7 +11,7 @@
 use crate::support;
 
 use std::future::Future;
-use std::net::{SocketAddr, TcpStream as StdTcpStream, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::support::{eventually, WorkerTarget};
@@ -30,23 +30,6 @@ const ADMIN_KEY: &str = "sk_abuse_admin_key_0001";
 
 // ---------------------------------------------------------------------------------------
 // Starting the services
-
-/// Fails, saying how to start it, when a service is not reachable.
-fn require_services() {
-    let kafka = support::kafka_brokers();
-    let reachable = kafka
-        .split(',')
-        .filter_map(|a| a.trim().to_socket_addrs().ok()?.next())
-        .any(|a| StdTcpStream::connect_timeout(&a, Duration::from_secs(2)).is_ok());
-    assert!(
-        reachable,
-        "Kafka is not reachable at {kafka}. Start a private test broker with \
-         `scripts/test-broker.sh` and run with \
-         TEST_KAFKA_BROKERS=127.0.0.1:$(cat .data/kafka-test/port) (or `make test`)"
-    );
-    // MariaDB and Redis: fails naming `make deps` (scripts/deps.sh).
-    support::require_services();
-}
 
 /// A running gateway or worker. Its `/metrics` is served on a listener of its own
 /// (`http.metrics_listen`), so it can be read while the main port is saturated.
@@ -152,7 +135,7 @@ impl Pipeline {
         adjust_gateway: impl FnOnce(&mut insightflow_ingest::Settings),
         adjust_worker: impl FnOnce(&mut insightflow_worker::Settings),
     ) -> Self {
-        require_services();
+        support::require_services();
         let target = WorkerTarget::create().await;
         let worker = spawn_worker(&target, adjust_worker).await;
         let gateway = spawn_gateway(&target.topic, adjust_gateway).await;

@@ -6,7 +6,6 @@
 
 use crate::support;
 
-use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
 use crate::support::WorkerTarget;
@@ -15,21 +14,6 @@ use reqwest::header::{self, HeaderMap};
 use reqwest::{Client, StatusCode};
 
 const KEY: &str = "sk_console_test_key_0001";
-
-fn require_services() {
-    let kafka = support::kafka_brokers();
-    let reachable = kafka
-        .split(',')
-        .filter_map(|a| a.trim().to_socket_addrs().ok()?.next())
-        .any(|a| TcpStream::connect_timeout(&a, Duration::from_secs(2)).is_ok());
-    assert!(
-        reachable,
-        "Kafka is not reachable at {kafka}. Start a private test broker with \
-         `scripts/test-broker.sh` and run with \
-         TEST_KAFKA_BROKERS=127.0.0.1:$(cat .data/kafka-test/port) (or `make test`)"
-    );
-    support::require_services();
-}
 
 fn header(headers: &HeaderMap, name: impl header::AsHeaderName) -> &str {
     headers
@@ -82,7 +66,7 @@ fn assert_secured(headers: &HeaderMap, what: &str) {
 
 #[tokio::test]
 async fn the_dashboard_page_and_its_assets_are_served_with_strict_headers() {
-    require_services();
+    support::require_services();
     let target = WorkerTarget::create().await;
     let mut settings = support::worker_settings(&target);
     // The API as deployed: keys required. The page itself needs none.
