@@ -63,6 +63,8 @@ MYSQL_BASE="mysql://root@127.0.0.1:3306"
 REDIS_URL="redis://127.0.0.1:6379/0"
 # A private Kafka per phase (start_broker); BENCH_BROKERS=host:port uses an existing cluster.
 BROKERS="${BENCH_BROKERS:-}"
+# Set before anything can fail: the cleanup at exit reads it.
+EXTERNAL_BROKERS="$BROKERS"
 PREFIX_BASE="ifbench:$RUN_ID"
 CLK_TCK="$(getconf CLK_TCK 2>/dev/null || echo 100)"
 
@@ -331,7 +333,6 @@ log "bench: run $RUN_ID, mode $MODE, $EVENTS events, $ROUNDS rounds, ${DURATION}
 # start_broker NAME: a fresh private Apache Kafka for one phase (unless BENCH_BROKERS is set),
 # the broker scripts/deps.sh runs, started by the same script: no phase reads another's
 # topics, groups or page cache, and other engineers' tests on :9092 cannot skew a run.
-EXTERNAL_BROKERS="$BROKERS"
 start_broker() {
   if [[ -n "$EXTERNAL_BROKERS" ]]; then
     BROKERS="$EXTERNAL_BROKERS"
