@@ -19,6 +19,7 @@ use super::filters::Filter;
 use super::limits::Heavy;
 use super::pages::{hour_range, top_pages};
 use super::params::{self, RangeParams, TimeRange};
+use super::sessions::{session_figures, PAGES_DEFAULT};
 use super::stats::AsOf;
 use super::summary::{counts_by_type, figures, online_count, online_seconds};
 use super::timeseries::series;
@@ -228,14 +229,21 @@ async fn render(
     let range = p.range;
     let hours = hour_range(range);
     let all = Filter::default();
-    let (current, previous, counts, (covered, buckets), (pages, pages_source, pages_generation)) =
-        tokio::try_join!(
-            figures(db, project.as_str(), range, &all),
-            figures(db, project.as_str(), range.previous(), &all),
-            counts_by_type(db, project.as_str(), range, &[], &all),
-            series(db, project.as_str(), p.unit, p.tz, range, &[], &all),
-            top_pages(state, project, hours, p.pages_limit, None, &all),
-        )?;
+    let (
+        current,
+        previous,
+        counts,
+        (covered, buckets),
+        (pages, pages_source, pages_generation),
+        sessions,
+    ) = tokio::try_join!(
+        figures(db, project.as_str(), range, &all),
+        figures(db, project.as_str(), range.previous(), &all),
+        counts_by_type(db, project.as_str(), range, &[], &all),
+        series(db, project.as_str(), p.unit, p.tz, range, &[], &all),
+        top_pages(state, project, hours, p.pages_limit, None, &all),
+        session_figures(db, project.as_str(), range, PAGES_DEFAULT),
+    )?;
     // Online now and hot pages may come from Redis; everything else is MySQL.
     let answer = Answer::about(project, as_of)
         .range(range)
@@ -244,6 +252,7 @@ async fn render(
         "tz": p.tz.name(),
         "summary": {"figures": current, "previous": {"range": range.previous().as_json(), "figures": previous}},
         "online": {"seconds": p.seconds, "online_users": online},
+        "sessions": sessions,
         "hot_pages": {"range": hours.as_json(), "pages": pages, "source": pages_source.as_str()},
         "event_counts": {"total": counts.values().sum::<i64>(), "counts": counts},
         "timeseries": {"bucket": p.unit.as_str(), "range": covered.as_json(), "buckets": buckets},

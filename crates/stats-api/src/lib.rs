@@ -33,6 +33,7 @@ pub mod privacy;
 pub mod property;
 pub mod reference;
 pub mod routes;
+pub mod sessions;
 pub mod settings;
 pub mod stats;
 pub mod summary;

@@ -11,8 +11,8 @@ use actix_web::{web, Route};
 
 use super::filters::FILTER_PARAM;
 use super::{
-    cohorts, dashboard, funnels, live, pages, privacy, reference, stats, summary, timeseries,
-    uniques, users,
+    cohorts, dashboard, funnels, live, pages, privacy, reference, sessions, stats, summary,
+    timeseries, uniques, users,
 };
 
 /// Where a route is mounted.
@@ -96,6 +96,7 @@ pub static ENDPOINTS: &[Endpoint] = &[
     get("/online", "Distinct users with an event in the last N seconds (Redis)", &[("seconds", "1..1800, default 300")], false, |r| r.to(summary::online)),
     get("/summary", "Events, page views, unique users and sessions for a range (MySQL)", &[("compare", "`previous`: also the previous period of equal length"), FILTER_PARAM], true, |r| r.to(summary::summary)),
     get("/unique-users", "Estimated unique users per UTC hour or day and over the range (Redis HyperLogLog, 0.81 % standard error, `exact: false`)", &[("bucket", "hour (ranges starting within 7 days) | day (within 34 days); default hour")], true, |r| r.to(uniques::unique_users)),
+    get("/sessions", "Sessions started in the range: bounce rate, average and median duration, pages per session, entry and exit pages (MySQL)", &[("pages", "Entry and exit pages listed, 1..100, default 10")], true, |r| r.to(sessions::sessions)),
     get("/counts", "Event counts by type for a range (MySQL rollups)", &[("types", "Comma-separated event types (default: all)"), FILTER_PARAM], true, |r| r.to(summary::counts)),
     get("/events", "Recent raw events of a type, newest first", &[("event_type", "Required"), ("limit", "1..500, default 50"), ("cursor", "next_cursor of the previous page")], true, |r| r.to(summary::recent_events)),
     get("/timeseries", "Counts per local bucket, zero buckets included", &[("bucket", "minute | hour | day (default hour)"), ("types", "Comma-separated event types (default: all present)"), FILTER_PARAM], true, |r| r.to(timeseries::timeseries)),

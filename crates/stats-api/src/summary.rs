@@ -17,6 +17,7 @@ use super::event_pages::{event_page, ListingQuery};
 use super::filters::Filter;
 use super::limits::Heavy;
 use super::params::{self, RangeParams, TimeRange};
+use super::sessions::{session_figures, PAGES_DEFAULT};
 use super::stats::AsOf;
 use super::{ApiState, RedisGeneration};
 use insightflow_store::DbText;
@@ -192,6 +193,12 @@ pub async fn summary(
     let filter = Filter::parse(query.filter.as_deref())?;
     let as_of = state.as_of(&project).await?;
     let current = figures(state.db(), project.as_str(), range, &filter).await?;
+    // Session figures describe sessions, not events: not under a filter.
+    let session_figures = if filter.is_empty() {
+        Some(session_figures(state.db(), project.as_str(), range, PAGES_DEFAULT).await?)
+    } else {
+        None
+    };
     let previous = if compare {
         let prev = range.previous();
         Some(json!({
@@ -205,7 +212,7 @@ pub async fn summary(
         .range(range)
         .filter(&filter)
         .source("mysql")
-        .with(json!({"figures": current, "previous": previous, "unique_users_exact": true}))
+        .with(json!({"figures": current, "previous": previous, "sessions": session_figures, "unique_users_exact": true}))
         .ok())
 }
 

@@ -20,3 +20,4 @@ mod retention;
 mod stats_api;
 mod stats_correctness;
 mod stats_filters;
+mod stats_sessions;

@@ -1,0 +1,211 @@
+//! Session figures for a range: how many sessions started in it, how many bounced, how long
+//! they lasted (average and median), how many pages each viewed, and where they entered and
+//! left. Served alone (`/sessions`) and inside `/summary` and `/dashboard`.
+//!
+//! Definitions:
+//! - a session counts in the range it **started** in (as everywhere in this API);
+//! - its duration is its last event's time minus its first's;
+//! - a **bounce** is a session with a single event;
+//! - its pages are its page views, whenever they happened (a session started in the range may
+//!   go on after it), its **entry** page the path of its first page view and its **exit**
+//!   page that of its last; sessions without a page view have neither.
+
+use actix_web::{web, HttpResponse};
+use chrono::{Duration, NaiveDateTime};
+use serde::{Deserialize, Serialize};
+use sqlx::MySqlPool;
+
+use super::auth::Project;
+use super::envelope::Answer;
+use super::error::ApiError;
+use super::limits::Heavy;
+use super::params::{self, RangeParams, TimeRange};
+use super::ApiState;
+use insightflow_store::DbText;
+
+/// Entry and exit pages listed by default, and at most.
+pub const PAGES_DEFAULT: u32 = 10;
+const PAGES_MAX: u32 = 100;
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SessionFigures {
+    pub sessions: i64,
+    pub bounces: i64,
+    /// `bounces / sessions` (0 without sessions), to four decimals.
+    pub bounce_rate: f64,
+    /// Seconds, to the millisecond; `null` without sessions.
+    pub average_duration_seconds: Option<f64>,
+    pub median_duration_seconds: Option<f64>,
+    pub page_views: i64,
+    /// `page_views / sessions` (0 without sessions), to two decimals.
+    pub pages_per_session: f64,
+    pub entry_pages: Vec<PageSessions>,
+    pub exit_pages: Vec<PageSessions>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PageSessions {
+    pub path: String,
+    pub sessions: i64,
+}
+
+#[derive(sqlx::FromRow)]
+struct Totals {
+    sessions: i64,
+    bounces: i64,
+    total_ms: i64,
+    last_seen: Option<NaiveDateTime>,
+}
+
+/// Per page path: how many of the sessions viewed it, entered on it, and left from it.
+#[derive(sqlx::FromRow)]
+struct PathRow {
+    page_path: Option<DbText>,
+    views: i64,
+    entries: i64,
+    exits: i64,
+}
+
+fn ratio(n: i64, d: i64, places: i32) -> f64 {
+    if d == 0 {
+        return 0.0;
+    }
+    let scale = 10_f64.powi(places);
+    (n as f64 / d as f64 * scale).round() / scale
+}
+
+/// The figures of the sessions of `project` that started in `range`.
+pub async fn session_figures(
+    db: &MySqlPool,
+    project: &str,
+    range: TimeRange,
+    pages: u32,
+) -> Result<SessionFigures, ApiError> {
+    let (from, to) = (range.from_naive(), range.to_naive());
+    let totals: Totals = sqlx::query_as(
+        "SELECT COUNT(*) AS sessions, CAST(COALESCE(SUM(events = 1), 0) AS SIGNED) AS bounces, \
+         CAST(COALESCE(SUM(TIMESTAMPDIFF(MICROSECOND, started_at, last_seen)) DIV 1000, 0) AS SIGNED) AS total_ms, \
+         MAX(last_seen) AS last_seen \
+         FROM sessions WHERE project = ? AND started_at >= ? AND started_at < ?",
+    )
+    .bind(project)
+    .bind(from)
+    .bind(to)
+    .fetch_one(db)
+    .await?;
+    let median_ms: Option<i64> = if totals.sessions == 0 {
+        None
+    } else {
+        // The lower median for an even count: a duration some session really had.
+        sqlx::query_scalar(
+            "SELECT CAST(TIMESTAMPDIFF(MICROSECOND, started_at, last_seen) DIV 1000 AS SIGNED) AS ms \
+             FROM sessions WHERE project = ? AND started_at >= ? AND started_at < ? \
+             ORDER BY ms LIMIT 1 OFFSET ?",
+        )
+        .bind(project)
+        .bind(from)
+        .bind(to)
+        .bind((totals.sessions - 1) / 2)
+        .fetch_optional(db)
+        .await?
+    };
+    let paths = match totals.last_seen {
+        // The sessions' page views lie between the range's start and their last event.
+        Some(last_seen) => {
+            sqlx::query_as::<_, PathRow>(
+                "SELECT page_path, COUNT(*) AS views, CAST(SUM(first = 1) AS SIGNED) AS entries, \
+                 CAST(SUM(last = 1) AS SIGNED) AS exits FROM ( \
+                   SELECT e.page_path, \
+                     ROW_NUMBER() OVER (PARTITION BY e.session_id ORDER BY e.event_time, e.id) AS first, \
+                     ROW_NUMBER() OVER (PARTITION BY e.session_id ORDER BY e.event_time DESC, e.id DESC) AS last \
+                   FROM user_events e FORCE INDEX (ix_user_events_type_time) \
+                   JOIN sessions s ON s.project = e.project AND s.session_id = e.session_id \
+                   WHERE e.project = ? AND e.event_type = 'page_view' \
+                   AND e.event_time >= ? AND e.event_time <= ? \
+                   AND s.started_at >= ? AND s.started_at < ? \
+                 ) v GROUP BY page_path",
+            )
+            .bind(project)
+            .bind(from)
+            .bind(last_seen)
+            .bind(from)
+            .bind(to)
+            .fetch_all(db)
+            .await?
+        }
+        None => Vec::new(),
+    };
+    let page_views = paths.iter().map(|p| p.views).sum();
+    let top = |count: fn(&PathRow) -> i64| {
+        let mut listed: Vec<PageSessions> = paths
+            .iter()
+            .filter(|p| count(p) > 0)
+            .map(|p| PageSessions {
+                path: p
+                    .page_path
+                    .as_ref()
+                    .map(|t| t.0.clone())
+                    .unwrap_or_default(),
+                sessions: count(p),
+            })
+            .collect();
+        listed.sort_by(|a, b| {
+            b.sessions
+                .cmp(&a.sessions)
+                .then_with(|| a.path.cmp(&b.path))
+        });
+        listed.truncate(pages as usize);
+        listed
+    };
+    let seconds = |ms: i64| ms as f64 / 1000.0;
+    Ok(SessionFigures {
+        sessions: totals.sessions,
+        bounces: totals.bounces,
+        bounce_rate: ratio(totals.bounces, totals.sessions, 4),
+        average_duration_seconds: (totals.sessions > 0)
+            .then(|| seconds(totals.total_ms / totals.sessions)),
+        median_duration_seconds: median_ms.map(seconds),
+        page_views,
+        pages_per_session: ratio(page_views, totals.sessions, 2),
+        entry_pages: top(|p| p.entries),
+        exit_pages: top(|p| p.exits),
+    })
+}
+
+#[derive(Debug, Deserialize)]
+pub struct SessionsQuery {
+    #[serde(flatten)]
+    pub range: RangeParams,
+    pub pages: Option<String>,
+}
+
+/// `GET /sessions?from=&to=&pages=10`: the figures of the sessions started in the range
+/// (default the last 24 hours).
+pub async fn sessions(
+    state: web::Data<ApiState>,
+    project: Project,
+    _turn: Heavy,
+    query: web::Query<SessionsQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let (range, _) = query.range.resolve(Duration::hours(24))?;
+    let pages = params::limit("pages", query.pages.as_deref(), PAGES_DEFAULT, PAGES_MAX)?;
+    let as_of = state.as_of(&project).await?;
+    let figures = session_figures(state.db(), project.as_str(), range, pages).await?;
+    Ok(Answer::about(&project, as_of)
+        .range(range)
+        .source("mysql")
+        .with(figures)
+        .ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ratios_round_and_survive_an_empty_range() {
+        assert_eq!(ratio(1, 3, 4), 0.3333);
+        assert_eq!(ratio(2, 3, 2), 0.67);
+        assert_eq!(ratio(5, 0, 4), 0.0);
+    }
+}
