@@ -1,6 +1,6 @@
-//! The Redis key layout, in one place: the consumer's Lua script builds the same names from the
-//! same parts (see `crates/worker/src/store/aggregate.lua`), and the stats API reads them
-//! through these functions.
+//! The Redis key layout, in one place: the consumer writes the keys these functions name
+//! (`crates/worker/src/store/aggregates.rs` builds its commands with them), and the stats API
+//! reads them through the same functions.
 //!
 //! Every key is `{prefix}:{project}:{name}`. Time buckets are UTC and numbered from the epoch
 //! (minute = unix seconds / 60, hour = / 3600, day = / 86400) so the script can compute them.
@@ -54,7 +54,9 @@ impl Keys {
     pub fn session(&self, session_id: &str) -> String {
         self.key(format_args!("session:{session_id}"))
     }
-    /// String with a TTL: the event was applied (its dedupe mark, set by `aggregate.lua`).
+    /// String with a TTL: the event was applied (its dedupe mark). Set for every event by
+    /// versions before events recorded their origin in MySQL; now read only for events stored
+    /// by those versions, and set again for them by a rebuild (`crates/worker/src/store`).
     pub fn applied_mark(&self, event_id: &str) -> String {
         self.key(format_args!("seen:{event_id}"))
     }
@@ -78,8 +80,10 @@ impl Keys {
     }
 }
 
-/// Hash of the consumer's position per partition (`topic/partition` -> next offset), written
-/// with every applied batch; global, not per project.
+/// Hash of the consumer's position per partition (`topic/partition` -> next offset): every
+/// message of the partition below it has been applied, none at or past it. Moved in the same
+/// script as the aggregates, by every chunk; a chunk with a message below it is not applied.
+/// Global, not per project.
 pub fn positions(prefix: &str) -> String {
     format!("{prefix}:positions")
 }

@@ -1,7 +1,7 @@
 //! The facts both sides of the worker rely on: the consumer writes MySQL and Redis, the stats
 //! API (`insightflow-stats-api`) reads them, and neither depends on the other.
 //!
-//! - `keys`: the Redis key layout (the consumer's `aggregate.lua` builds the same names) and
+//! - `keys`: the Redis key layout (the consumer writes, the stats API reads) and
 //!   `keys::marker`, the values of the marker that says whether Redis is whole.
 //! - `text`: `DbText`, how every text column is read back from MySQL.
 //! - `person`: how the suppression list and the erasure audit name a person (a digest).

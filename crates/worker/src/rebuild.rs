@@ -6,17 +6,16 @@
 //! Redis loses the marker, so `aggregate.lua` then writes nothing (the consumer pauses and
 //! retries with backoff) and the stats API answers `"exact": false`. The guard in every
 //! consuming worker checks the marker every second; the worker that takes the rebuild lock
-//! replays `user_events` in id order, from one MySQL snapshot, through the same script as
-//! the consumer, which waits meanwhile; the all-time totals come from the rollups, which keep
-//! what retention deleted from `user_events`. `worker rebuild-redis` (`rebuild_now`) does the same on demand, after deleting
-//! the old aggregates (re-applying events older than the dedupe window onto counters that
-//! already hold them would count them twice).
+//! deletes whatever is left under the prefix, then replays `user_events` in id order, from one
+//! MySQL snapshot, through the same aggregation as the consumer, which waits meanwhile; the
+//! all-time totals come from the rollups, which keep what retention deleted from
+//! `user_events`, and the partitions' positions from `kafka_positions` in the same snapshot.
+//! `worker rebuild-redis` (`rebuild_now`) does the same on demand.
 //!
 //! Marker values: `ready`; `clearing` (old aggregates are being deleted or the snapshot is
-//! being replayed; the consumer waits); `rebuilding` (left by an earlier version: replayed
-//! again). A rebuilder that dies
-//! leaves `rebuilding` or `clearing` and lets its lock expire: the next guard to take the lock
-//! resumes from the start (replaying is idempotent) or clears again.
+//! being replayed; the consumer waits); `rebuilding` (left by an earlier version: cleared and
+//! replayed again). A rebuilder that dies leaves `clearing` and lets its lock expire: the next
+//! guard to take the lock clears and replays again.
 
 use std::time::{Duration, Instant};
 
@@ -28,8 +27,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::metrics::WorkerMetrics;
 use crate::store::lock::RedisLock;
-use crate::store::mysql::MysqlStore;
-use crate::store::redis::{AggregateInput, RedisStore};
+use crate::store::mysql::{stored_positions, MysqlStore};
+use crate::store::redis::{AggregateInput, Position, RedisStore};
 use insightflow_store::keys;
 use insightflow_store::DbText;
 
@@ -54,7 +53,7 @@ pub struct Rebuilt {
     pub deleted_keys: u64,
     /// Events read from MySQL and passed to the aggregate script.
     pub events_replayed: u64,
-    /// Of those, the events that were new to Redis (the rest the consumer applied meanwhile).
+    /// Of those, the events applied to Redis (all of them: Redis was emptied first).
     pub events_applied: u64,
     pub duration: Duration,
 }
@@ -147,7 +146,9 @@ async fn repair(
                 "the Redis generation marker is missing (Redis lost its data, or this is a \
                  new installation): rebuilding the aggregates from MySQL"
             );
-            0
+            // Replaying adds to counters: whatever survived under the prefix goes first.
+            lock.mark(CLEARING).await?;
+            clear(lock, redis).await?
         }
         Some(other) => {
             tracing::warn!(
@@ -178,7 +179,7 @@ pub async fn rebuild_now(
     let outcome = async {
         let started = Instant::now();
         // Consumers stop writing first: a counter they bumped while keys are being deleted
-        // could lose its update or keep one its dedupe mark no longer remembers.
+        // could lose its update, or keep one its position no longer remembers.
         lock.mark(CLEARING).await?;
         let deleted_keys = clear(&lock, redis).await?;
         replay(
@@ -240,12 +241,13 @@ async fn clear(lock: &RebuildLock<'_>, redis: &RedisStore) -> anyhow::Result<u64
 /// Replays `user_events` in id order through the aggregate script, restores the all-time
 /// totals from the rollups, then marks Redis ready.
 ///
-/// The consumer is held (`CLEARING`: the script writes nothing) and every read comes from one
-/// MySQL snapshot, so the rebuilt Redis is exactly the snapshot: the events it holds have their
-/// dedupe marks (the consumer skips them when it resumes) and the events it does not hold have
-/// none (the consumer applies them). The all-time totals (`events:total`, `pages:total`) are then
-/// set from `rollup_events_hour` and `rollup_page_views_hour`, which keep the history that
-/// retention deleted from `user_events`.
+/// The consumer is held (`CLEARING`: the script writes nothing for it) and every read comes
+/// from one MySQL snapshot, so the rebuilt Redis is exactly the snapshot, and its positions
+/// are the snapshot's `kafka_positions`: the consumer, when it resumes, skips the messages the
+/// snapshot holds (below the positions) and applies the others. Rows stored before origins
+/// were recorded get their legacy dedupe mark back instead. The all-time totals
+/// (`events:total`, `pages:total`) are then set from `rollup_events_hour` and
+/// `rollup_page_views_hour`, which keep the history that retention deleted from `user_events`.
 async fn replay(
     lock: &RebuildLock<'_>,
     mysql: &MysqlStore,
@@ -282,7 +284,7 @@ async fn replay(
         }
         let rows: Vec<StoredEvent> = sqlx::query_as(
             "SELECT id, project, event_id, distinct_id, event_type, event_time, page_path, \
-             session_id FROM user_events WHERE id > ? ORDER BY id LIMIT ?",
+             session_id, kafka_partition FROM user_events WHERE id > ? ORDER BY id LIMIT ?",
         )
         .bind(after)
         .bind(ROWS_PER_READ)
@@ -291,9 +293,12 @@ async fn replay(
         .context("read user_events for the rebuild")?;
         let Some(last) = rows.last() else { break };
         after = last.id;
-        let inputs: Vec<AggregateInput<'_>> = rows.iter().map(StoredEvent::input).collect();
+        let inputs: Vec<(AggregateInput<'_>, bool)> = rows
+            .iter()
+            .map(|row| (row.input(), row.kafka_partition.is_none()))
+            .collect();
         let new = redis
-            .apply_inputs_during_rebuild(&inputs)
+            .apply_during_rebuild(&inputs)
             .await
             .context("apply replayed events to Redis")?;
         replayed += rows.len() as u64;
@@ -305,6 +310,21 @@ async fn replay(
         }
     }
     restore_all_time_totals(&mut snapshot, redis).await?;
+    // Redis now holds exactly the snapshot's events: the positions MySQL had reached in it.
+    let positions: Vec<Position> = stored_positions(&mut snapshot)
+        .await
+        .context("read the partitions' positions")?
+        .into_iter()
+        .map(|p| Position {
+            topic: p.topic.0,
+            partition: p.kafka_partition,
+            next_offset: p.next_offset,
+        })
+        .collect();
+    redis
+        .set_positions(&positions)
+        .await
+        .context("set the partitions' positions")?;
     snapshot.commit().await.ok();
     lock.mark(READY).await?;
     metrics.redis_rebuilds.inc();
@@ -405,6 +425,8 @@ struct StoredEvent {
     event_time: NaiveDateTime,
     page_path: Option<DbText>,
     session_id: Option<DbText>,
+    /// `None` for rows stored before origins were recorded (see `store::mysql::Verdict`).
+    kafka_partition: Option<i32>,
 }
 
 impl StoredEvent {

@@ -1,6 +1,9 @@
 //! The consume loop: read a batch, dead-letter what cannot be used, write MySQL then Redis,
-//! and only then store the batch's offsets. A failing store pauses the assigned partitions and
-//! retries with capped exponential backoff, polling all the while so the group keeps us.
+//! and only then store the batch's offsets. Consecutive batches overlap: while Redis applies
+//! batch n (a task of its own), batch n+1 is read and written to MySQL; Redis takes batch n+1
+//! only once it took batch n, so each partition reaches Redis in offset order, and offsets
+//! are stored in that order too. A failing store pauses the assigned partitions and retries
+//! with capped exponential backoff, polling all the while so the group keeps us.
 
 mod context;
 pub mod dead_letter;
@@ -8,7 +11,7 @@ mod health;
 pub mod lag;
 pub mod replay_window;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::time::{Duration, Instant};
 
@@ -18,6 +21,7 @@ use rand::Rng;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::OwnedMessage;
 use rdkafka::{Message, Offset, TopicPartitionList};
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use self::context::WorkerContext;
@@ -25,8 +29,8 @@ use self::dead_letter::{DeadLetters, Reason};
 pub use self::health::{ConsumerHealth, ConsumerReadiness, ConsumerState};
 use crate::metrics::WorkerMetrics;
 use crate::settings::{BackoffSettings, KafkaSettings};
-use crate::store::mysql::MysqlStore;
-use crate::store::redis::{Position, RedisStore};
+use crate::store::mysql::{MysqlStore, Source, Sourced, Verdict};
+use crate::store::redis::{AggregateInput, Applicable, Position, RedisStore};
 use crate::store::StoreError;
 
 /// The loop stopped because shutdown was requested while a batch could not be finished.
@@ -45,8 +49,10 @@ pub struct EventConsumer {
     backoff: BackoffSettings,
     /// Messages that arrived while a batch was being retried; they start the next batch.
     carried_over: Vec<OwnedMessage>,
-    /// Messages of the batch being written (with `carried_over`: worker_buffered_messages).
+    /// Messages of the batches being written (with `carried_over`: worker_buffered_messages).
     in_hand: usize,
+    /// Messages of the batch being applied to Redis while the next one is written to MySQL.
+    in_flight: usize,
     /// The last offset read per partition, to notice offsets the broker never delivered.
     last_offsets: HashMap<i32, i64>,
 }
@@ -107,6 +113,7 @@ impl EventConsumer {
             backoff,
             carried_over: Vec::new(),
             in_hand: 0,
+            in_flight: 0,
             last_offsets: HashMap::new(),
         })
     }
@@ -124,9 +131,14 @@ impl EventConsumer {
         tracing::info!(topic = %self.topic, "consumer started");
         let mut batch: Vec<OwnedMessage> = Vec::with_capacity(self.batch_max_events);
         let mut deadline: Option<tokio::time::Instant> = None;
+        // The batch MySQL holds and Redis is being given, while the next one is read and
+        // written to MySQL.
+        let mut in_flight: Option<JoinHandle<RedisAttempt>> = None;
         loop {
             batch.append(&mut self.carried_over);
-            self.metrics.buffered_messages.set(batch.len() as i64);
+            self.metrics
+                .buffered_messages
+                .set((batch.len() + self.in_flight) as i64);
             if batch.is_empty() {
                 deadline = None;
             } else if deadline.is_none() {
@@ -135,19 +147,56 @@ impl EventConsumer {
             let due = deadline.is_some_and(|d| tokio::time::Instant::now() >= d);
             if !batch.is_empty() && (batch.len() >= self.batch_max_events || due) {
                 deadline = None;
-                if self.process(&batch, &shutdown).await.is_err() {
+                let full = std::mem::replace(&mut batch, Vec::with_capacity(self.batch_max_events));
+                let Ok(written) = self.write_mysql_stage(full, &shutdown).await else {
                     break;
+                };
+                // Redis applies batches one after the other, in the order MySQL took them.
+                if let Some(previous) = in_flight.take() {
+                    let attempt = previous.await.context("the Redis write task failed")?;
+                    if self.finish(attempt, &shutdown).await.is_err() {
+                        break;
+                    }
                 }
-                batch.clear();
+                in_flight = Some(self.start_redis(written));
                 continue;
             }
             tokio::select! {
                 biased;
                 () = shutdown.cancelled() => break,
+                attempt = async { in_flight.as_mut().expect("checked by the guard").await },
+                    if in_flight.is_some() =>
+                {
+                    in_flight = None;
+                    let attempt = attempt.context("the Redis write task failed")?;
+                    if self.finish(attempt, &shutdown).await.is_err() {
+                        break;
+                    }
+                }
                 received = self.consumer.recv() => match received {
                     Ok(message) => {
-                        self.metrics.messages_consumed.inc();
                         batch.push(message.detach());
+                        // And what librdkafka already holds, without a turn of this loop
+                        // (clock reads, a timer) per message.
+                        let mut taken = 1;
+                        while batch.len() < self.batch_max_events {
+                            match ready_now(self.consumer.recv()) {
+                                Some(Ok(message)) => {
+                                    batch.push(message.detach());
+                                    taken += 1;
+                                }
+                                Some(Err(e)) => {
+                                    tracing::warn!(error = %e, "Kafka consumer error");
+                                    self.metrics
+                                        .dependency_errors
+                                        .with_label_values(&["kafka"])
+                                        .inc();
+                                    break;
+                                }
+                                None => break,
+                            }
+                        }
+                        self.metrics.messages_consumed.inc_by(taken);
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "Kafka consumer error");
@@ -157,12 +206,36 @@ impl EventConsumer {
                 () = sleep_until(deadline) => {}
             }
         }
+        // The batch on its way to Redis first, then the one in hand, if their stores answer.
+        let mut finished = true;
+        if let Some(previous) = in_flight.take() {
+            let attempt = previous.await.context("the Redis write task failed")?;
+            finished = self.finish(attempt, &shutdown).await.is_ok();
+        }
         batch.append(&mut self.carried_over);
-        if !batch.is_empty() && self.process(&batch, &shutdown).await.is_err() {
-            tracing::warn!(
-                messages = batch.len(),
-                "stopped with an unwritten batch; it will be redelivered"
-            );
+        if !batch.is_empty() {
+            let messages = batch.len();
+            let written = if finished {
+                self.write_mysql_stage(batch, &shutdown).await.ok()
+            } else {
+                None
+            };
+            let done = match written {
+                Some(written) => {
+                    let attempt = self
+                        .start_redis(written)
+                        .await
+                        .context("the Redis write task failed")?;
+                    self.finish(attempt, &shutdown).await.is_ok()
+                }
+                None => false,
+            };
+            if !done {
+                tracing::warn!(
+                    messages,
+                    "stopped with an unwritten batch; it will be redelivered"
+                );
+            }
         }
         match self.consumer.commit_consumer_state(CommitMode::Sync) {
             Ok(()) => tracing::info!("final offsets committed"),
@@ -173,13 +246,78 @@ impl EventConsumer {
         Ok(())
     }
 
-    async fn process(
+    /// Starts applying a batch MySQL holds to Redis (its first attempt), in a task of its own
+    /// so that the next batch is read and written to MySQL meanwhile.
+    fn start_redis(&mut self, written: Written) -> JoinHandle<RedisAttempt> {
+        self.in_flight = written.batch.len();
+        let redis = self.redis.clone();
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let outcome = redis.apply(&written.counted(), &written.positions).await;
+            RedisAttempt {
+                written,
+                outcome,
+                started,
+            }
+        })
+    }
+
+    /// Ends a batch: retries Redis until it took the batch (a failed first attempt pauses
+    /// consumption like any failing store), then stores the batch's offsets.
+    async fn finish(
         &mut self,
-        batch: &[OwnedMessage],
+        attempt: RedisAttempt,
         shutdown: &CancellationToken,
     ) -> Result<(), Stopped> {
+        let RedisAttempt {
+            written,
+            outcome,
+            started,
+        } = attempt;
+        let counted = written.counted();
+        let applied = match outcome {
+            Ok(applied) => applied,
+            Err(e) => {
+                tracing::debug!(error = %format!("{e:#}"), "Redis refused a batch; retrying");
+                let redis = self.redis.clone();
+                self.with_retry("redis", shutdown, || {
+                    redis.apply(&counted, &written.positions)
+                })
+                .await?
+            }
+        };
+        self.in_flight = 0;
+        self.metrics
+            .write_duration
+            .with_label_values(&["redis"])
+            .observe(started.elapsed().as_secs_f64());
+        self.metrics
+            .events_written
+            .with_label_values(&["redis"])
+            .inc_by(applied as u64);
+        self.metrics
+            .duplicates_skipped
+            .with_label_values(&["redis"])
+            .inc_by((counted.len() - applied.min(counted.len())) as u64);
+        let now = chrono::Utc::now();
+        for (event, _) in &written.events {
+            let age = now.signed_duration_since(event.received_at());
+            self.metrics
+                .event_age
+                .observe(age.num_milliseconds().max(0) as f64 / 1000.0);
+        }
+        self.store_offsets(&written.positions);
+        Ok(())
+    }
+
+    /// Decodes a batch (dead-lettering what cannot be used) and writes it to MySQL.
+    async fn write_mysql_stage(
+        &mut self,
+        batch: Vec<OwnedMessage>,
+        shutdown: &CancellationToken,
+    ) -> Result<Written, Stopped> {
         self.metrics.batch_size.observe(batch.len() as f64);
-        self.in_hand = batch.len();
+        self.in_hand = batch.len() + self.in_flight;
         if let Some(kept) = self.consumer.context().take_kept() {
             self.last_offsets
                 .retain(|partition, _| kept.contains(partition));
@@ -204,7 +342,7 @@ impl EventConsumer {
         }
         if tracing::enabled!(tracing::Level::DEBUG) {
             let mut ranges: BTreeMap<i32, (i64, i64, usize)> = BTreeMap::new();
-            for m in batch {
+            for m in &batch {
                 let r = ranges
                     .entry(m.partition())
                     .or_insert((m.offset(), m.offset(), 0));
@@ -217,68 +355,54 @@ impl EventConsumer {
                 "processing a batch (partition: first, last offset, count)"
             );
         }
-        let mut events: Vec<(Event, &OwnedMessage)> = Vec::with_capacity(batch.len());
-        for message in batch {
+        let mut events: Vec<(Event, usize)> = Vec::with_capacity(batch.len());
+        for (at, message) in batch.iter().enumerate() {
             match decode(message) {
-                Ok(event) => events.push((event, message)),
+                Ok(event) => events.push((event, at)),
                 Err((reason, error)) => self.dead_letter(message, reason, &error, shutdown).await?,
             }
         }
-        let dropped = self.write_mysql(&events, shutdown).await?;
-        let applicable: Vec<&Event> = events
+        let sourced: Vec<Sourced<'_>> = events
             .iter()
-            .filter(|(e, _)| dropped.is_empty() || !dropped.contains(&EventKey::of(e)))
-            .map(|(e, _)| e)
+            .map(|(event, at)| Sourced {
+                event,
+                source: source_of(&batch[*at]),
+            })
             .collect();
-        let positions = next_offsets(batch);
-        let started = Instant::now();
-        let redis = self.redis.clone();
-        let applied = self
-            .with_retry("redis", shutdown, || redis.apply(&applicable, &positions))
-            .await?;
-        self.metrics
-            .write_duration
-            .with_label_values(&["redis"])
-            .observe(started.elapsed().as_secs_f64());
-        self.metrics
-            .events_written
-            .with_label_values(&["redis"])
-            .inc_by(applied as u64);
-        self.metrics
-            .duplicates_skipped
-            .with_label_values(&["redis"])
-            .inc_by((applicable.len() - applied.min(applicable.len())) as u64);
-        let now = chrono::Utc::now();
-        for event in &applicable {
-            let age = now.signed_duration_since(event.received_at());
-            self.metrics
-                .event_age
-                .observe(age.num_milliseconds().max(0) as f64 / 1000.0);
-        }
-        self.store_offsets(&positions);
-        Ok(())
+        let messages: Vec<&OwnedMessage> = events.iter().map(|(_, at)| &batch[*at]).collect();
+        let verdicts = self.write_mysql(&sourced, &messages, shutdown).await?;
+        let positions = next_offsets(&batch);
+        Ok(Written {
+            batch,
+            events,
+            verdicts,
+            positions,
+        })
     }
 
-    /// Writes the batch to MySQL. Returns the events it did not store and Redis must not apply
-    /// either: the ones MySQL refused as data, each dead-lettered with MySQL's reason, and the
-    /// ones of suppressed people (erased or opted out), counted and dropped.
+    /// Writes the batch to MySQL. Returns each event's verdict (`None`: MySQL refused it as
+    /// data, and it was dead-lettered with MySQL's reason); events of suppressed people
+    /// (erased or opted out) are counted and dropped. Only the verdicts that count an event
+    /// reach Redis.
     ///
     /// A refused write is split in halves until the refused events stand alone: k bad events
     /// in n cost about 2k log2(n) transactions, and every other event of the batch is applied.
     async fn write_mysql(
         &mut self,
-        events: &[(Event, &OwnedMessage)],
+        events: &[Sourced<'_>],
+        messages: &[&OwnedMessage],
         shutdown: &CancellationToken,
-    ) -> Result<HashSet<EventKey>, Stopped> {
+    ) -> Result<Vec<Option<Verdict>>, Stopped> {
         let started = Instant::now();
         let mysql = self.mysql.clone();
-        let mut dropped = HashSet::new();
-        // Slices still to write, the next one last (a stack, so the batch keeps its order).
-        let mut pending = vec![events];
-        while let Some(slice) = pending.pop() {
-            let part: Vec<&Event> = slice.iter().map(|(e, _)| e).collect();
+        let mut verdicts = vec![None; events.len()];
+        // Ranges still to write, the next one last (a stack, so the batch keeps its order).
+        let mut pending: Vec<std::ops::Range<usize>> = Vec::with_capacity(1);
+        pending.push(0..events.len());
+        while let Some(range) = pending.pop() {
+            let slice = &events[range.clone()];
             match self
-                .with_retry("mysql", shutdown, || mysql.write(&part))
+                .with_retry("mysql", shutdown, || mysql.write(slice))
                 .await
             {
                 Ok(outcome) => {
@@ -286,39 +410,34 @@ impl EventConsumer {
                     self.metrics
                         .suppressed_events
                         .inc_by(outcome.suppressed.len() as u64);
-                    dropped.extend(
-                        outcome
-                            .suppressed
-                            .into_iter()
-                            .map(|(project, event_id)| EventKey { project, event_id }),
-                    );
+                    for (at, verdict) in range.zip(outcome.verdicts) {
+                        verdicts[at] = Some(verdict);
+                    }
                 }
                 Err(RetryError::Stopped) => return Err(Stopped),
-                Err(RetryError::Data(e)) => match slice {
-                    [(event, message)] => {
-                        self.dead_letter(message, Reason::Refused, &format!("{e:#}"), shutdown)
-                            .await?;
-                        dropped.insert(EventKey::of(event));
-                    }
-                    _ => {
-                        tracing::warn!(
-                            events = slice.len(),
-                            error = %format!("{e:#}"),
-                            "MySQL refused a write; splitting it to isolate the refused events"
-                        );
-                        self.metrics.refused_splits.inc();
-                        let (first, second) = slice.split_at(slice.len() / 2);
-                        pending.push(second);
-                        pending.push(first);
-                    }
-                },
+                Err(RetryError::Data(e)) if range.len() == 1 => {
+                    let message = messages[range.start];
+                    self.dead_letter(message, Reason::Refused, &format!("{e:#}"), shutdown)
+                        .await?;
+                }
+                Err(RetryError::Data(e)) => {
+                    tracing::warn!(
+                        events = slice.len(),
+                        error = %format!("{e:#}"),
+                        "MySQL refused a write; splitting it to isolate the refused events"
+                    );
+                    self.metrics.refused_splits.inc();
+                    let middle = range.start + range.len() / 2;
+                    pending.push(middle..range.end);
+                    pending.push(range.start..middle);
+                }
             }
         }
         self.metrics
             .write_duration
             .with_label_values(&["mysql"])
             .observe(started.elapsed().as_secs_f64());
-        Ok(dropped)
+        Ok(verdicts)
     }
 
     fn count_mysql(&self, inserted: usize, duplicates: usize) {
@@ -422,19 +541,47 @@ impl EventConsumer {
     }
 }
 
-/// An event's identity: ids are unique per project, not across projects.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-struct EventKey {
-    project: String,
-    event_id: String,
+/// A batch MySQL holds, on its way to Redis.
+struct Written {
+    batch: Vec<OwnedMessage>,
+    /// The decoded events and their message's place in `batch`.
+    events: Vec<(Event, usize)>,
+    /// Per event, MySQL's verdict (`None`: refused and dead-lettered).
+    verdicts: Vec<Option<Verdict>>,
+    /// Where the batch leaves each partition.
+    positions: Vec<Position>,
 }
 
-impl EventKey {
-    fn of(event: &Event) -> Self {
-        Self {
-            project: event.project().as_str().to_owned(),
-            event_id: event.event_id().as_str().to_owned(),
-        }
+impl Written {
+    /// The events this batch's messages count in Redis.
+    fn counted(&self) -> Vec<Applicable<'_>> {
+        self.events
+            .iter()
+            .zip(&self.verdicts)
+            .filter_map(|((event, at), verdict)| {
+                let verdict = (*verdict)?;
+                verdict.counts_in_redis().then(|| Applicable {
+                    input: AggregateInput::of_event(event),
+                    source: source_of(&self.batch[*at]),
+                    needs_mark_check: verdict == Verdict::StoredWithoutOrigin,
+                })
+            })
+            .collect()
+    }
+}
+
+/// The first attempt at applying a batch to Redis.
+struct RedisAttempt {
+    written: Written,
+    outcome: Result<usize, StoreError>,
+    started: Instant,
+}
+
+fn source_of(message: &OwnedMessage) -> Source<'_> {
+    Source {
+        topic: message.topic(),
+        partition: message.partition(),
+        offset: message.offset(),
     }
 }
 
@@ -539,6 +686,15 @@ fn pause(consumer: &StreamConsumer<WorkerContext>) {
 fn resume(consumer: &StreamConsumer<WorkerContext>) {
     if let Err(e) = consumer.assignment().and_then(|a| consumer.resume(&a)) {
         tracing::warn!(error = %e, "cannot resume partitions");
+    }
+}
+
+/// The future's output if it is ready at once (a message librdkafka already fetched).
+fn ready_now<F: Future>(future: F) -> Option<F::Output> {
+    let mut context = std::task::Context::from_waker(std::task::Waker::noop());
+    match std::pin::pin!(future).poll(&mut context) {
+        std::task::Poll::Ready(output) => Some(output),
+        std::task::Poll::Pending => None,
     }
 }
 

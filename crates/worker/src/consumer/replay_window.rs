@@ -2,10 +2,12 @@
 //!
 //! A message can be read again (a group reset to the beginning, committed offsets expired
 //! after `offsets.retention.minutes`, a replay by an operator) as long as the topic keeps it.
-//! Redis forgets an applied event id `aggregates.dedupe_ttl_seconds` after applying it, and
-//! MySQL's `UNIQUE (project, event_id)` lasts as long as the raw row (`retention.raw_event_days`).
-//! If the topic keeps messages longer than either, a replay would count those events again, so
-//! the worker refuses to start.
+//! MySQL's `UNIQUE (project, event_id)`, and the origin each row keeps, which tells Redis
+//! whether a message counts its event, last as long as the raw row
+//! (`retention.raw_event_days`). Redis's positions per partition never expire, but rows stored
+//! before origins were recorded are told apart by their Redis dedupe marks, which expire
+//! `aggregates.dedupe_ttl_seconds` after they were set. If the topic keeps messages longer
+//! than either, a replay could count those events again, so the worker refuses to start.
 
 use std::time::Duration;
 

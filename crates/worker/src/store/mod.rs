@@ -1,6 +1,18 @@
-//! The two sinks of the worker. Both are idempotent by event id, so at-least-once delivery
-//! from Kafka becomes an exactly-once effect.
+//! The two sinks of the worker, which turn at-least-once delivery from Kafka into an
+//! exactly-once effect.
+//!
+//! MySQL is written first, one transaction per batch: `UNIQUE (project, event_id)` stores an
+//! event once, derived rows come from new events only, and each row keeps the message that
+//! stored it (partition, offset). That tells, for every message, whether it is the one that
+//! counts its event (`mysql::Verdict`).
+//!
+//! Redis is written second, in chunks, each one atomic: a chunk applies only if none of its
+//! messages is below its partition's position in Redis (`{prefix}:positions`), and moves the
+//! positions past it. Within a partition messages are applied in offset order, so a position
+//! says exactly which of its messages Redis has applied: a redelivered message below it was
+//! applied, one at or past it was not (`redis.rs`). Nothing is remembered per event.
 
+pub mod aggregates;
 pub mod lock;
 pub mod mysql;
 pub mod redis;

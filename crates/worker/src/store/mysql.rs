@@ -1,8 +1,11 @@
 //! Raw events, users, sessions and rollups in MySQL: one transaction per batch, and every
 //! derived row computed only from events that were not in `user_events` before the
-//! transaction, so a replayed batch changes nothing.
+//! transaction, so a replayed batch changes nothing. Each event is stored with the message
+//! that stored it (its origin), and the transaction records how far it got in each partition
+//! (`kafka_positions`): what the Redis side needs to apply every event exactly once without a
+//! mark per event (see `super`).
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use anyhow::Context;
 use chrono::{DateTime, DurationRound, NaiveDateTime, TimeDelta, Utc};
@@ -13,7 +16,7 @@ use super::{stored_path, DbText, StoreError};
 use insightflow_store::mysql::{self, redact, MysqlSettings};
 use insightflow_store::person::person_digest;
 
-/// Rows per multi-row statement (MySQL allows 65,535 placeholders; user_events has 33 columns).
+/// Rows per multi-row statement (MySQL allows 65,535 placeholders; user_events has 35 columns).
 const ROWS_PER_STATEMENT: usize = 500;
 /// A batch that loses an insert race or a deadlock is retried this many times at once before
 /// the error goes back to the caller's backoff.
@@ -26,6 +29,49 @@ pub struct MysqlStore {
     pool: MySqlPool,
 }
 
+/// The message an event was read from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Source<'a> {
+    pub topic: &'a str,
+    pub partition: i32,
+    pub offset: i64,
+}
+
+/// An event and the message it came in.
+#[derive(Debug, Clone, Copy)]
+pub struct Sourced<'a> {
+    pub event: &'a Event,
+    pub source: Source<'a>,
+}
+
+/// What the batch's transaction found for one event: whether Redis has to apply it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// New: inserted by this transaction, with this message as its origin.
+    Inserted,
+    /// Stored earlier by this same message (a redelivery after MySQL committed): Redis
+    /// applies it unless its position for the partition is already past the message.
+    StoredByThisMessage,
+    /// Stored by a version that recorded no origin: Redis applies it unless the event's
+    /// dedupe mark, which that version set, is there.
+    StoredWithoutOrigin,
+    /// Stored by another message (a client's retry, or an earlier copy in this batch): that
+    /// message counts it.
+    Duplicate,
+    /// An event of a suppressed person (erased or opted out): stored nowhere.
+    Suppressed,
+}
+
+impl Verdict {
+    /// Whether this message, and no other, counts the event in Redis.
+    pub fn counts_in_redis(self) -> bool {
+        matches!(
+            self,
+            Self::Inserted | Self::StoredByThisMessage | Self::StoredWithoutOrigin
+        )
+    }
+}
+
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct MysqlOutcome {
     pub inserted: usize,
@@ -33,6 +79,8 @@ pub struct MysqlOutcome {
     /// Events of suppressed people (erased or opted out), dropped: `(project, event_id)`.
     /// They must not reach Redis either.
     pub suppressed: Vec<(String, String)>,
+    /// One per event written, in order.
+    pub verdicts: Vec<Verdict>,
 }
 
 fn naive(t: DateTime<Utc>) -> NaiveDateTime {
@@ -93,8 +141,9 @@ impl MysqlStore {
     }
 
     /// Writes a batch exactly once. Events already stored (replays, client retries) are
-    /// counted as duplicates and change nothing.
-    pub async fn write(&self, events: &[&Event]) -> Result<MysqlOutcome, StoreError> {
+    /// counted as duplicates and change nothing. The partitions' positions advance to the
+    /// message after the last one of each in `events`.
+    pub async fn write(&self, events: &[Sourced<'_>]) -> Result<MysqlOutcome, StoreError> {
         let mut attempt = 0;
         loop {
             match self.write_once(events).await {
@@ -107,44 +156,71 @@ impl MysqlStore {
         }
     }
 
-    async fn write_once(&self, events: &[&Event]) -> Result<MysqlOutcome, StoreError> {
+    async fn write_once(&self, events: &[Sourced<'_>]) -> Result<MysqlOutcome, StoreError> {
         let mut tx = self.pool.begin().await.map_err(classify)?;
-        let existing = existing_event_ids(&mut tx, events)
-            .await
-            .map_err(classify)?;
-        let suppressed_people = suppressed_people(&mut tx, events).await.map_err(classify)?;
-        let mut suppressed = Vec::new();
+        let all: Vec<&Event> = events.iter().map(|s| s.event).collect();
+        let suppressed = suppressed_people(&mut tx, &all).await.map_err(classify)?;
+        let stored = stored_origins(&mut tx, events).await.map_err(classify)?;
         let mut seen = HashSet::with_capacity(events.len());
-        let fresh: Vec<&Event> = events
-            .iter()
-            .copied()
-            .filter(|e| {
-                let key = (e.project().as_str(), e.event_id().as_str());
-                if suppressed_people.contains(&(e.project().as_str(), e.distinct_id())) {
-                    suppressed.push((key.0.to_owned(), key.1.to_owned()));
-                    return false;
+        let mut fresh: Vec<Sourced<'_>> = Vec::with_capacity(events.len());
+        let mut outcome = MysqlOutcome::default();
+        for s in events {
+            let (project, event_id) = (s.event.project().as_str(), s.event.event_id().as_str());
+            let verdict = if suppressed.contains(&(project, s.event.distinct_id())) {
+                outcome
+                    .suppressed
+                    .push((project.to_owned(), event_id.to_owned()));
+                Verdict::Suppressed
+            } else {
+                match stored.get(project).and_then(|ids| ids.get(event_id)) {
+                    Some(Some(origin)) if *origin == (s.source.partition, s.source.offset) => {
+                        Verdict::StoredByThisMessage
+                    }
+                    Some(None) => Verdict::StoredWithoutOrigin,
+                    Some(Some(_)) => Verdict::Duplicate,
+                    None if seen.insert((project, event_id)) => {
+                        fresh.push(*s);
+                        Verdict::Inserted
+                    }
+                    None => Verdict::Duplicate,
                 }
-                !existing.contains(&(key.0.to_owned(), key.1.to_owned())) && seen.insert(key)
-            })
-            .collect();
-        let outcome = MysqlOutcome {
-            inserted: fresh.len(),
-            duplicates: events.len() - fresh.len() - suppressed.len(),
-            suppressed,
-        };
-        if fresh.is_empty() {
-            tx.commit().await.map_err(classify)?;
-            return Ok(outcome);
+            };
+            outcome.verdicts.push(verdict);
         }
-        insert_events(&mut tx, &fresh).await?;
-        let opened_sessions = upsert_sessions(&mut tx, &fresh).await.map_err(classify)?;
-        upsert_users(&mut tx, &fresh, &opened_sessions)
-            .await
-            .map_err(classify)?;
-        upsert_rollups(&mut tx, &fresh).await.map_err(classify)?;
+        outcome.inserted = fresh.len();
+        outcome.duplicates = events.len() - fresh.len() - outcome.suppressed.len();
+        if !fresh.is_empty() {
+            insert_events(&mut tx, &fresh).await?;
+            let fresh: Vec<&Event> = fresh.iter().map(|s| s.event).collect();
+            let opened_sessions = upsert_sessions(&mut tx, &fresh).await.map_err(classify)?;
+            upsert_users(&mut tx, &fresh, &opened_sessions)
+                .await
+                .map_err(classify)?;
+            upsert_rollups(&mut tx, &fresh).await.map_err(classify)?;
+        }
+        advance_positions(&mut tx, events).await.map_err(classify)?;
         tx.commit().await.map_err(classify)?;
         Ok(outcome)
     }
+}
+
+/// The partitions' positions in `kafka_positions` as `tx` sees them (for a Redis rebuild,
+/// from the snapshot of the events it replays).
+pub async fn stored_positions(
+    tx: &mut Transaction<'_, MySql>,
+) -> Result<Vec<StoredPosition>, sqlx::Error> {
+    sqlx::query_as("SELECT topic, kafka_partition, next_offset FROM kafka_positions")
+        .fetch_all(&mut **tx)
+        .await
+}
+
+/// One row of `kafka_positions`: every message of the partition below `next_offset` is
+/// stored (or was a duplicate, or refused).
+#[derive(Debug, sqlx::FromRow)]
+pub struct StoredPosition {
+    pub topic: DbText,
+    pub kafka_partition: i32,
+    pub next_offset: i64,
 }
 
 /// A duplicate key (another writer stored the same event first) or a deadlock.
@@ -195,22 +271,32 @@ async fn suppressed_people<'e>(
     Ok(suppressed)
 }
 
-async fn existing_event_ids(
+/// The events of `events` already stored, by project and event id, with their origin
+/// (partition, offset), `None` for rows stored before origins were recorded.
+type StoredOrigins = HashMap<String, HashMap<String, Option<(i32, i64)>>>;
+
+async fn stored_origins(
     tx: &mut Transaction<'_, MySql>,
-    events: &[&Event],
-) -> Result<HashSet<(String, String)>, sqlx::Error> {
-    let mut by_project: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-    for e in events {
-        by_project
-            .entry(e.project().as_str())
-            .or_default()
-            .push(e.event_id().as_str());
+    events: &[Sourced<'_>],
+) -> Result<StoredOrigins, sqlx::Error> {
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        event_id: DbText,
+        kafka_partition: Option<i32>,
+        kafka_offset: Option<i64>,
     }
-    let mut existing = HashSet::new();
+    let mut by_project: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for s in events {
+        by_project
+            .entry(s.event.project().as_str())
+            .or_default()
+            .push(s.event.event_id().as_str());
+    }
+    let mut stored = StoredOrigins::new();
     for (project, ids) in by_project {
         for chunk in ids.chunks(ROWS_PER_STATEMENT) {
             let mut q = QueryBuilder::<MySql>::new(
-                "SELECT project, event_id FROM user_events WHERE project = ",
+                "SELECT event_id, kafka_partition, kafka_offset FROM user_events WHERE project = ",
             );
             q.push_bind(project).push(" AND event_id IN (");
             let mut list = q.separated(", ");
@@ -218,16 +304,52 @@ async fn existing_event_ids(
                 list.push_bind(*id);
             }
             q.push(")");
-            let rows: Vec<(DbText, DbText)> = q.build_query_as().fetch_all(&mut **tx).await?;
-            existing.extend(rows.into_iter().map(|(p, e)| (p.0, e.0)));
+            let rows: Vec<Row> = q.build_query_as().fetch_all(&mut **tx).await?;
+            if rows.is_empty() {
+                continue;
+            }
+            let ids = stored.entry(project.to_owned()).or_default();
+            for row in rows {
+                let origin = row.kafka_partition.zip(row.kafka_offset);
+                ids.insert(row.event_id.0, origin);
+            }
         }
     }
-    Ok(existing)
+    Ok(stored)
+}
+
+/// Moves each partition's position in `kafka_positions` to the message after the last one of
+/// it in `events` (never back: a slower writer of the same partition after a rebalance).
+async fn advance_positions(
+    tx: &mut Transaction<'_, MySql>,
+    events: &[Sourced<'_>],
+) -> Result<(), sqlx::Error> {
+    let mut next: BTreeMap<(&str, i32), i64> = BTreeMap::new();
+    for s in events {
+        let n = next
+            .entry((s.source.topic, s.source.partition))
+            .or_insert(0);
+        *n = (*n).max(s.source.offset + 1);
+    }
+    if next.is_empty() {
+        return Ok(());
+    }
+    let mut q = QueryBuilder::<MySql>::new(
+        "INSERT INTO kafka_positions (topic, kafka_partition, next_offset) ",
+    );
+    q.push_values(&next, |mut row, ((topic, partition), offset)| {
+        row.push_bind(*topic)
+            .push_bind(*partition)
+            .push_bind(*offset);
+    });
+    q.push(" ON DUPLICATE KEY UPDATE next_offset = GREATEST(next_offset, VALUES(next_offset))");
+    q.build().execute(&mut **tx).await?;
+    Ok(())
 }
 
 async fn insert_events(
     tx: &mut Transaction<'_, MySql>,
-    events: &[&Event],
+    events: &[Sourced<'_>],
 ) -> Result<(), StoreError> {
     for chunk in events.chunks(ROWS_PER_STATEMENT) {
         let mut q = QueryBuilder::<MySql>::new(
@@ -235,9 +357,10 @@ async fn insert_events(
              distinct_id, session_id, page_url, page_path, page_title, referrer, element_tag, element_id, \
              element_classes, element_text, element_selector, click_x, click_y, properties, user_properties, \
              context, user_agent, browser, browser_version, os, device_type, ip, event_time, client_time, \
-             timestamp_source, received_at) ",
+             timestamp_source, received_at, kafka_partition, kafka_offset) ",
         );
-        q.push_values(chunk, |mut row, e| {
+        q.push_values(chunk, |mut row, s| {
+            let e = s.event;
             let page = e.page();
             let element = e.element();
             let client = e.client();
@@ -272,7 +395,9 @@ async fn insert_events(
                 .push_bind(naive(e.timestamp()))
                 .push_bind(e.client_timestamp().map(naive))
                 .push_bind(e.timestamp_source().as_str())
-                .push_bind(naive(e.received_at()));
+                .push_bind(naive(e.received_at()))
+                .push_bind(s.source.partition)
+                .push_bind(s.source.offset);
         });
         let result = q.build().execute(&mut **tx).await.map_err(classify)?;
         if result.rows_affected() != chunk.len() as u64 {

@@ -1,15 +1,34 @@
-//! Redis aggregates, applied exactly once per event by `aggregate.lua`.
+//! Redis aggregates, applied exactly once per event by `aggregate.lua`, one chunk of a batch
+//! at a time, with as little Redis work per event as that takes:
+//!
+//! - the chunk's events become one command per key (`aggregates.rs`);
+//! - which events are new to Redis is decided per partition, not per event: Redis keeps each
+//!   partition's position (the offset after the last message applied) and applies a chunk
+//!   only if none of its messages is below its partition's position. MySQL, which is written
+//!   first, says which messages count an event at all (`mysql::Verdict`): the one that stored
+//!   it, not a client's retry of it. A redelivered message that stored its event before a
+//!   crash is applied if the position says Redis has not seen it, skipped if it has.
+//!
+//! So a chunk costs Redis one guard per partition (`HGET`) instead of one dedupe mark per
+//! event (`SET NX EX`), and Redis remembers nothing per event.
 
-use deadpool_redis::redis::Script;
+use deadpool_redis::redis::{self, Script, Value};
 use deadpool_redis::Pool;
 use insightflow_model::{Event, EventType};
+use insightflow_store::keys::{self, Keys};
 use insightflow_store::redis::{RedisPool, RedisSettings};
 
+use super::aggregates::{self, Commands, Window};
+use super::mysql::Source;
 use super::{stored_path, StoreError};
 use crate::settings::AggregateSettings;
 
-/// Events per script call: each call blocks Redis while it runs, so keep them short.
-const EVENTS_PER_SCRIPT: usize = 250;
+/// Events per script call: each call blocks Redis while it runs, so keep them short. Also
+/// bounds a command's arguments (2 per event at most) below what Lua's `unpack` takes (8,000).
+const EVENTS_PER_SCRIPT: usize = 1000;
+/// Tries of a chunk whose guard failed: each try drops the messages another writer applied,
+/// and only a writer that keeps overtaking this one (a rebalance in a loop) fails it more.
+const GUARD_TRIES: usize = 8;
 
 #[derive(Clone)]
 pub struct RedisStore {
@@ -24,6 +43,23 @@ pub struct Position {
     pub topic: String,
     pub partition: i32,
     pub next_offset: i64,
+}
+
+impl Position {
+    /// The partition's field in `keys::positions`.
+    pub fn field(topic: &str, partition: i32) -> String {
+        format!("{topic}/{partition}")
+    }
+}
+
+/// An event for Redis, from a message: what it adds, and where it was read.
+#[derive(Debug, Clone, Copy)]
+pub struct Applicable<'a> {
+    pub input: AggregateInput<'a>,
+    pub source: Source<'a>,
+    /// Stored by a version that recorded no origin: applied only if its dedupe mark, which
+    /// that version set, is absent (`keys::Keys::applied_mark`).
+    pub needs_mark_check: bool,
 }
 
 impl RedisStore {
@@ -62,107 +98,261 @@ impl RedisStore {
         self.redis.ping().await
     }
 
-    /// Applies the events not applied before and records the partitions' positions. Returns
-    /// how many events were new to Redis.
+    /// Applies the events Redis has not applied yet (in batch order, so each partition's in
+    /// offset order) and moves the partitions' positions to `positions`. Returns how many
+    /// events were new to Redis.
     pub async fn apply(
         &self,
-        events: &[&Event],
+        events: &[Applicable<'_>],
         positions: &[Position],
     ) -> Result<usize, StoreError> {
-        let inputs: Vec<AggregateInput<'_>> =
-            events.iter().map(|e| AggregateInput::of_event(e)).collect();
-        self.apply_inputs(&inputs, positions).await
-    }
-
-    /// What `apply` does, for events however they were read (from Kafka, or from MySQL by
-    /// a rebuild): one argument layout for `aggregate.lua`, built in one place.
-    pub async fn apply_inputs(
-        &self,
-        events: &[AggregateInput<'_>],
-        positions: &[Position],
-    ) -> Result<usize, StoreError> {
-        self.invoke(events, positions, "consumer").await
-    }
-
-    /// `apply_inputs` for the rebuild, which writes while the consumer is held (rebuild.rs).
-    pub async fn apply_inputs_during_rebuild(
-        &self,
-        events: &[AggregateInput<'_>],
-    ) -> Result<usize, StoreError> {
-        self.invoke(events, &[], "rebuild").await
-    }
-
-    async fn invoke(
-        &self,
-        events: &[AggregateInput<'_>],
-        positions: &[Position],
-        writer: &str,
-    ) -> Result<usize, StoreError> {
-        let mut conn = self.pool().get().await.map_err(|e| {
-            StoreError::Transient(anyhow::Error::new(e).context("no Redis connection"))
-        })?;
-        let now_ms = chrono::Utc::now().timestamp_millis();
-        let a = &self.aggregates;
+        let mut conn = self.connection().await?;
+        let unmarked = self.without_legacy_marks(&mut conn, events).await?;
+        let events: Vec<&Applicable<'_>> = events
+            .iter()
+            .zip(&unmarked)
+            .filter(|(_, keep)| **keep)
+            .map(|(e, _)| e)
+            .collect();
         let mut applied = 0;
-        let chunks: Vec<&[AggregateInput<'_>]> = if events.is_empty() {
+        let chunks: Vec<&[&Applicable<'_>]> = if events.is_empty() {
             vec![&[]]
         } else {
             events.chunks(EVENTS_PER_SCRIPT).collect()
         };
         let last = chunks.len() - 1;
         for (n, chunk) in chunks.into_iter().enumerate() {
-            let mut invocation = self.script.prepare_invoke();
-            invocation
-                .arg(self.prefix())
-                .arg(now_ms)
-                .arg(a.dedupe_ttl_seconds)
-                .arg(a.online_keep_seconds * 1000)
-                .arg(a.session_ttl_seconds)
-                .arg(a.minute_retention_hours * 3600)
-                .arg(a.hour_retention_days * 86_400)
-                .arg(a.day_retention_days * 86_400)
-                .arg(a.recent_path_length)
-                .arg(a.recent_path_ttl_days * 86_400)
-                .arg(a.hot_pages_total_max)
-                .arg(writer);
-            // Positions go with the last chunk: they are only true once every event is in.
-            let positions = if n == last { positions } else { &[] };
-            invocation.arg(positions.len());
-            for p in positions {
-                invocation
-                    .arg(format!("{}/{}", p.topic, p.partition))
-                    .arg(p.next_offset);
-            }
-            for e in chunk {
-                invocation
-                    .arg(e.project)
-                    .arg(e.event_id)
-                    .arg(e.distinct_id)
-                    .arg(e.event_type)
-                    .arg(e.ts_ms)
-                    .arg(e.path)
-                    .arg(e.session_id);
-            }
-            let outcome = invocation
-                .invoke_async::<i64>(&mut *conn)
-                .await
-                .map_err(|e| {
-                    StoreError::Transient(anyhow::Error::new(e).context("aggregate script failed"))
-                })?;
-            // The script wrote nothing: the generation marker is gone (Redis restarted empty)
-            // or Redis is being cleared or rebuilt. Retrying with backoff waits for the rebuild.
-            let Ok(new) = usize::try_from(outcome) else {
-                return Err(StoreError::Transient(anyhow::anyhow!(
-                    "Redis lost its aggregates; waiting for the rebuild"
-                )));
-            };
-            applied += new;
+            // The batch's positions go with its last chunk: only then is every event in.
+            let batch_positions = if n == last { positions } else { &[] };
+            applied += self.apply_chunk(&mut conn, chunk, batch_positions).await?;
         }
         Ok(applied)
     }
+
+    /// One chunk, retried without the messages another writer applied meanwhile.
+    async fn apply_chunk(
+        &self,
+        conn: &mut deadpool_redis::Connection,
+        chunk: &[&Applicable<'_>],
+        batch_positions: &[Position],
+    ) -> Result<usize, StoreError> {
+        let mut chunk: Vec<&Applicable<'_>> = chunk.to_vec();
+        for _ in 0..GUARD_TRIES {
+            // Per partition of the chunk: its first message, and the one after its last.
+            let mut spans: Vec<(Source<'_>, i64)> = Vec::new();
+            for e in &chunk {
+                let s = e.source;
+                match spans
+                    .iter_mut()
+                    .find(|(f, _)| f.partition == s.partition && f.topic == s.topic)
+                {
+                    Some((first, next)) => {
+                        first.offset = first.offset.min(s.offset);
+                        *next = (*next).max(s.offset + 1);
+                    }
+                    None => spans.push((s, s.offset + 1)),
+                }
+            }
+            let guards: Vec<(String, i64)> = spans
+                .iter()
+                .map(|(f, _)| (Position::field(f.topic, f.partition), f.offset))
+                .collect();
+            let mut advances: Vec<(String, i64)> = spans
+                .iter()
+                .map(|(f, next)| (Position::field(f.topic, f.partition), *next))
+                .collect();
+            advances.extend(
+                batch_positions
+                    .iter()
+                    .map(|p| (Position::field(&p.topic, p.partition), p.next_offset)),
+            );
+            let inputs: Vec<AggregateInput<'_>> = chunk.iter().map(|e| e.input).collect();
+            match self
+                .invoke(conn, &inputs, "consumer", &guards, &advances, None)
+                .await?
+            {
+                Outcome::Applied => return Ok(chunk.len()),
+                Outcome::Overtaken(positions) => {
+                    // Applied by another writer (or by us before a crash): drop those messages.
+                    tracing::debug!(
+                        ?positions,
+                        "part of a chunk was applied before; applying the rest"
+                    );
+                    chunk.retain(|e| {
+                        let field = Position::field(e.source.topic, e.source.partition);
+                        positions
+                            .iter()
+                            .find(|(f, _)| *f == field)
+                            .is_none_or(|(_, at)| e.source.offset >= *at)
+                    });
+                }
+            }
+        }
+        Err(StoreError::Transient(anyhow::anyhow!(
+            "another writer kept applying this batch's partitions first"
+        )))
+    }
+
+    /// For each event, whether it may be applied as far as legacy dedupe marks go: an event
+    /// stored without origin was applied by the version that stored it iff its mark is there.
+    /// Nothing sets those marks any more but a rebuild, which holds the consumer meanwhile.
+    async fn without_legacy_marks(
+        &self,
+        conn: &mut deadpool_redis::Connection,
+        events: &[Applicable<'_>],
+    ) -> Result<Vec<bool>, StoreError> {
+        let mut keep = vec![true; events.len()];
+        let checked: Vec<usize> = (0..events.len())
+            .filter(|&i| events[i].needs_mark_check)
+            .collect();
+        if checked.is_empty() {
+            return Ok(keep);
+        }
+        let mut pipe = redis::pipe();
+        for &i in &checked {
+            let e = &events[i].input;
+            pipe.exists(Keys::new(self.prefix(), e.project).applied_mark(e.event_id));
+        }
+        let marked: Vec<bool> = pipe
+            .query_async(&mut **conn)
+            .await
+            .map_err(|e| transient(e, "cannot read legacy dedupe marks"))?;
+        for (i, marked) in checked.into_iter().zip(marked) {
+            keep[i] = !marked;
+        }
+        Ok(keep)
+    }
+
+    /// Applies replayed rows during a rebuild (the consumer is held): no guards. Rows stored
+    /// without origin get their legacy dedupe mark back, so the consumer skips them if their
+    /// message comes again. Returns how many were applied.
+    pub async fn apply_during_rebuild(
+        &self,
+        rows: &[(AggregateInput<'_>, bool)],
+    ) -> Result<usize, StoreError> {
+        let mut conn = self.connection().await?;
+        for chunk in rows.chunks(EVENTS_PER_SCRIPT) {
+            let inputs: Vec<AggregateInput<'_>> = chunk.iter().map(|(e, _)| *e).collect();
+            let marks: Vec<&AggregateInput<'_>> = chunk
+                .iter()
+                .filter(|(_, without_origin)| *without_origin)
+                .map(|(e, _)| e)
+                .collect();
+            match self
+                .invoke(&mut conn, &inputs, "rebuild", &[], &[], Some(&marks))
+                .await?
+            {
+                Outcome::Applied => {}
+                Outcome::Overtaken(_) => {
+                    return Err(StoreError::Transient(anyhow::anyhow!(
+                        "a rebuild's chunk has no guards to fail"
+                    )))
+                }
+            }
+        }
+        Ok(rows.len())
+    }
+
+    /// Sets the partitions' positions (a rebuild, from the snapshot it replayed).
+    pub async fn set_positions(&self, positions: &[Position]) -> Result<(), StoreError> {
+        if positions.is_empty() {
+            return Ok(());
+        }
+        let mut conn = self.connection().await?;
+        let fields: Vec<(String, i64)> = positions
+            .iter()
+            .map(|p| (Position::field(&p.topic, p.partition), p.next_offset))
+            .collect();
+        redis::cmd("HSET")
+            .arg(keys::positions(self.prefix()))
+            .arg(&fields)
+            .query_async::<()>(&mut *conn)
+            .await
+            .map_err(|e| transient(e, "cannot set the positions"))
+    }
+
+    async fn connection(&self) -> Result<deadpool_redis::Connection, StoreError> {
+        self.pool().get().await.map_err(|e| {
+            StoreError::Transient(anyhow::Error::new(e).context("no Redis connection"))
+        })
+    }
+
+    async fn invoke(
+        &self,
+        conn: &mut deadpool_redis::Connection,
+        events: &[AggregateInput<'_>],
+        writer: &str,
+        guards: &[(String, i64)],
+        advances: &[(String, i64)],
+        legacy_marks: Option<&[&AggregateInput<'_>]>,
+    ) -> Result<Outcome, StoreError> {
+        let window = Window {
+            prefix: self.prefix(),
+            now_ms: chrono::Utc::now().timestamp_millis(),
+            settings: &self.aggregates,
+        };
+        let mut commands = Commands::default();
+        aggregates::commands(events, &window, &mut commands);
+        for e in legacy_marks.unwrap_or_default() {
+            commands.mark_seen(
+                self.prefix(),
+                e.project,
+                e.event_id,
+                self.aggregates.dedupe_ttl_seconds,
+            );
+        }
+        let mut invocation = self.script.prepare_invoke();
+        invocation
+            .arg(self.prefix())
+            .arg(writer)
+            .arg(guards.len())
+            .arg(guards)
+            .arg(advances.len())
+            .arg(advances)
+            .arg(commands.args());
+        let reply: Value = invocation
+            .invoke_async(&mut **conn)
+            .await
+            .map_err(|e| transient(e, "aggregate script failed"))?;
+        match reply {
+            Value::Int(n) if n >= 0 => Ok(Outcome::Applied),
+            // The script wrote nothing: the generation marker is gone (Redis restarted empty)
+            // or Redis is being cleared or rebuilt. Retrying with backoff waits for the rebuild.
+            Value::Int(_) => Err(StoreError::Transient(anyhow::anyhow!(
+                "Redis lost its aggregates; waiting for the rebuild"
+            ))),
+            Value::Array(items) => {
+                let flat: Vec<String> =
+                    redis::from_redis_value(Value::Array(items)).map_err(|e| {
+                        StoreError::Transient(anyhow::anyhow!("unreadable guard reply: {e}"))
+                    })?;
+                let positions = flat
+                    .chunks(2)
+                    .filter_map(|pair| match pair {
+                        [field, at] => at.parse().ok().map(|at: i64| (field.clone(), at)),
+                        _ => None,
+                    })
+                    .collect();
+                Ok(Outcome::Overtaken(positions))
+            }
+            other => Err(StoreError::Transient(anyhow::anyhow!(
+                "unexpected aggregate script reply {other:?}"
+            ))),
+        }
+    }
 }
 
-/// One event as `aggregate.lua` applies it: the consumer builds it from a Kafka event, a
+fn transient(e: redis::RedisError, context: &'static str) -> StoreError {
+    StoreError::Transient(anyhow::Error::new(e).context(context))
+}
+
+enum Outcome {
+    Applied,
+    /// A guard failed: the positions (field, next offset) another writer got to.
+    Overtaken(Vec<(String, i64)>),
+}
+
+/// One event as the aggregates count it: the consumer builds it from a Kafka event, a
 /// rebuild from a `user_events` row, so both count the same thing the same way.
 #[derive(Debug, Clone, Copy)]
 pub struct AggregateInput<'a> {

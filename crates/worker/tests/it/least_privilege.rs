@@ -20,7 +20,7 @@ use chrono::{TimeDelta, Utc};
 use futures::FutureExt;
 use insightflow_model::{parse_batch, ClientInfo, Limits, ProjectId, RawBody, RequestClock};
 use insightflow_worker::metrics::WorkerMetrics;
-use insightflow_worker::store::mysql::MysqlStore;
+use insightflow_worker::store::mysql::{MysqlStore, Source, Sourced};
 use insightflow_worker::store::redis::RedisStore;
 use insightflow_worker::{keys, rebuild, retention, Role};
 use serde_json::{json, Value};
@@ -363,7 +363,19 @@ async fn write_old_events(mysql: &MysqlStore, n: usize) {
         &limits,
         |_| Arc::new(ClientInfo::default()),
     );
-    let accepted: Vec<_> = outcome.accepted.iter().collect();
+    let accepted: Vec<Sourced<'_>> = outcome
+        .accepted
+        .iter()
+        .zip(0..)
+        .map(|(event, offset)| Sourced {
+            event,
+            source: Source {
+                topic: "written-directly",
+                partition: 0,
+                offset,
+            },
+        })
+        .collect();
     assert_eq!(mysql.write(&accepted).await.unwrap().inserted, n);
 }
 

@@ -21,3 +21,4 @@ mod stats_api;
 mod stats_correctness;
 mod stats_filters;
 mod stats_sessions;
+mod store_writes;

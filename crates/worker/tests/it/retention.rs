@@ -12,7 +12,7 @@ use chrono::{TimeDelta, Utc};
 use insightflow_model::{parse_batch, ClientInfo, Limits, ProjectId, RawBody, RequestClock};
 use insightflow_worker::metrics::WorkerMetrics;
 use insightflow_worker::retention;
-use insightflow_worker::store::mysql::MysqlStore;
+use insightflow_worker::store::mysql::{MysqlStore, Source, Sourced};
 use insightflow_worker::store::redis::RedisStore;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -48,7 +48,19 @@ async fn old_raw_events_are_deleted_once_per_interval_and_recent_ones_kept() {
         &limits,
         |_| Arc::new(ClientInfo::default()),
     );
-    let accepted: Vec<_> = outcome.accepted.iter().collect();
+    let accepted: Vec<Sourced<'_>> = outcome
+        .accepted
+        .iter()
+        .zip(0..)
+        .map(|(event, offset)| Sourced {
+            event,
+            source: Source {
+                topic: "written-directly",
+                partition: 0,
+                offset,
+            },
+        })
+        .collect();
     assert_eq!(mysql.write(&accepted).await.unwrap().inserted, 50);
 
     let mut retention_settings = settings.retention.clone();
