@@ -76,6 +76,7 @@ async fn every_figure_agrees_with_the_generated_input() {
     breakdown_and_heatmap(&p, &events).await;
     conversion_and_funnels(&p, &events).await;
     retention_cohorts(&p, &events, now).await;
+    sessions_and_filters(&p, &events).await;
     profile_and_path(&p, &events).await;
     let online = ok(&p, "/api/v1/online?seconds=1800").await;
     assert_eq!(
@@ -612,6 +613,47 @@ async fn conversion_and_funnels(p: &TestPipeline, events: &[Event]) {
 }
 
 /// One user's profile, and their path over the fixed span through the cursor.
+/// Session figures over the span, and filtered counts, each against the input.
+async fn sessions_and_filters(p: &TestPipeline, events: &[Event]) {
+    let (from, to) = dataset::span();
+    let span = format!("from={SPAN_FROM}&to={SPAN_TO}");
+    let sessions = ok(p, &format!("/api/v1/sessions?{span}&pages=3")).await;
+    let want = expected::session_figures(events, from, to, 3);
+    assert!(
+        want["sessions"].as_u64() > Some(10),
+        "the span has sessions: {want}"
+    );
+    assert!(want["bounces"].as_u64() > Some(0), "and bounces: {want}");
+    for (field, value) in want.as_object().expect("an object") {
+        assert_eq!(&sessions[field], value, "sessions' {field}: {sessions}");
+    }
+
+    let filter = "$page_path==/pricing|/blog";
+    let counts = ok(
+        p,
+        &format!(
+            "/api/v1/counts?{span}&filter={}",
+            filter
+                .replace('$', "%24")
+                .replace('|', "%7C")
+                .replace('=', "%3D")
+        ),
+    )
+    .await;
+    let mut by_type: BTreeMap<String, i64> = BTreeMap::new();
+    for e in events
+        .iter()
+        .filter(|e| expected::within(e, from, to) && matches!(e.page, Some("/pricing" | "/blog")))
+    {
+        *by_type.entry(e.event_type.to_owned()).or_default() += 1;
+    }
+    assert!(
+        by_type.values().sum::<i64>() > 0,
+        "the filter matches some events"
+    );
+    assert_eq!(counts["counts"], json!(by_type), "{counts}");
+}
+
 /// Retention cohorts by month in Paris and by week in New York (from the first click), each
 /// against the cohorts computed from the input, in the request's time zone.
 async fn retention_cohorts(p: &TestPipeline, events: &[Event], now: DateTime<Utc>) {

@@ -483,3 +483,69 @@ pub fn retention(events: &[Event], ask: &RetentionAsk<'_>, now: DateTime<Utc>) -
         .collect();
     Value::Array(list)
 }
+
+/// The session figures of `/sessions` from the input alone: the sessions that started in
+/// `[from, to)`, single-event ones bouncing, durations last minus first event (the lower
+/// median), their page views wherever they fall, and the top `pages` entry and exit pages
+/// (first and last page view), ties by path.
+pub fn session_figures(
+    events: &[Event],
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    pages: usize,
+) -> Value {
+    let mut sessions: BTreeMap<&str, Vec<&Event>> = BTreeMap::new();
+    for e in events {
+        if let Some(s) = &e.session {
+            sessions.entry(s.as_str()).or_default().push(e);
+        }
+    }
+    sessions.retain(|_, es| {
+        es.iter()
+            .map(|e| e.at)
+            .min()
+            .is_some_and(|t| t >= from && t < to)
+    });
+    let n = sessions.len();
+    let (mut bounces, mut views, mut durations_ms) = (0, 0, Vec::new());
+    let (mut entries, mut exits): (BTreeMap<&str, i64>, BTreeMap<&str, i64>) = Default::default();
+    for es in sessions.values_mut() {
+        es.sort_by_key(|e| e.at);
+        let (first, last) = (es[0].at, es[es.len() - 1].at);
+        durations_ms.push((last - first).num_milliseconds());
+        bounces += usize::from(es.len() == 1);
+        let page_views: Vec<&&Event> = es.iter().filter(|e| e.event_type == "page_view").collect();
+        assert!(
+            page_views.windows(2).all(|w| w[0].at < w[1].at),
+            "the data set has no two page views of a session at the same instant"
+        );
+        views += page_views.len();
+        if let (Some(f), Some(l)) = (page_views.first(), page_views.last()) {
+            *entries.entry(f.page.unwrap_or("")).or_default() += 1;
+            *exits.entry(l.page.unwrap_or("")).or_default() += 1;
+        }
+    }
+    durations_ms.sort_unstable();
+    let top = |counts: BTreeMap<&str, i64>| {
+        let mut listed: Vec<(&str, i64)> = counts.into_iter().collect();
+        listed.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+        listed.truncate(pages);
+        listed
+            .into_iter()
+            .map(|(path, sessions)| json!({"path": path, "sessions": sessions}))
+            .collect::<Vec<_>>()
+    };
+    let rounded = |x: f64, places: i32| (x * 10_f64.powi(places)).round() / 10_f64.powi(places);
+    let total_ms: i64 = durations_ms.iter().sum();
+    json!({
+        "sessions": n,
+        "bounces": bounces,
+        "bounce_rate": if n == 0 { 0.0 } else { rounded(bounces as f64 / n as f64, 4) },
+        "average_duration_seconds": (n > 0).then(|| (total_ms / n as i64) as f64 / 1000.0),
+        "median_duration_seconds": durations_ms.get(n.saturating_sub(1) / 2).map(|ms| *ms as f64 / 1000.0),
+        "page_views": views,
+        "pages_per_session": if n == 0 { 0.0 } else { rounded(views as f64 / n as f64, 2) },
+        "entry_pages": top(entries),
+        "exit_pages": top(exits),
+    })
+}
