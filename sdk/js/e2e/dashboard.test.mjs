@@ -4,7 +4,8 @@
 //
 // The page's contract: inputs #stats-key and #project (default "default"), button #connect;
 // once connected [data-testid=online-users], [data-testid=events-total] (last 24 h),
-// [data-testid=count-<event_type>], [data-testid=hot-pages] li, canvas[data-testid=heatmap],
+// [data-testid=count-<event_type>], [data-testid=hot-pages] li, [data-testid=sessions],
+// #entry-pages li, canvas[data-testid=heatmap],
 // [data-testid=funnel], [data-testid=timeseries], [data-testid=live-status] ("live" while the
 // /live stream is connected), and document.body.dataset.ready = "true" after the first render.
 import assert from 'node:assert/strict';
@@ -80,11 +81,12 @@ describe('the live dashboard (/ui/)', () => {
     );
 
     // The same questions to the API, right after the render.
-    const [online, summary, counts, hot] = await Promise.all([
+    const [online, summary, counts, hot, sessions] = await Promise.all([
       stats(`/api/v1/projects/${PROJECT}/online`),
       stats(`/api/v1/projects/${PROJECT}/summary`),
       stats(`/api/v1/projects/${PROJECT}/counts?types=${types.join(',')}`),
       stats(`/api/v1/projects/${PROJECT}/pages/hot?limit=10`),
+      stats(`/api/v1/projects/${PROJECT}/sessions?pages=5`),
     ]);
     const text = (testid) => page.locator(`[data-testid=${testid}]`).first().textContent();
 
@@ -100,6 +102,12 @@ describe('the live dashboard (/ui/)', () => {
     assert.ok(hotPaths.length > 0, 'the API lists hot pages');
     assert.ok(hotItems[0].includes(hotPaths[0]), `the hottest page first: ${hotItems[0]} vs ${hotPaths[0]}`);
     for (const p of ['/', '/cart/']) assert.ok(hotItems.some((li) => li.includes(p)), `${p} among the hot pages`);
+
+    await page.waitForSelector('[data-testid=sessions]', { timeout: 15000 });
+    assert.ok(sessions.sessions >= 1, 'the shopper made a session');
+    assert.equal(integer(await page.locator('#sessions-count').textContent()), sessions.sessions, 'sessions');
+    const entries = await page.locator('#entry-pages li').allTextContents();
+    assert.ok(entries.length > 0 && entries[0].includes(sessions.entry_pages[0].path), `entry pages: ${entries}`);
 
     const canvas = await page.locator('canvas[data-testid=heatmap]').boundingBox();
     assert.ok(canvas && canvas.width > 0 && canvas.height > 0, 'the heatmap canvas is drawn');

@@ -126,6 +126,24 @@ export interface HotPages {
   pages: { path: string; views: number }[];
 }
 
+export interface PageSessions {
+  path: string;
+  sessions: number;
+}
+
+/** `GET /sessions`: the sessions started in the range. */
+export interface Sessions {
+  sessions: number;
+  bounces: number;
+  bounce_rate: number;
+  average_duration_seconds: number | null;
+  median_duration_seconds: number | null;
+  page_views: number;
+  pages_per_session: number;
+  entry_pages: PageSessions[];
+  exit_pages: PageSessions[];
+}
+
 export interface Heatmap {
   page: string;
   elements: { selector: string | null; text: string | null; clicks: number; unique_users: number }[];

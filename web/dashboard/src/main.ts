@@ -27,6 +27,7 @@ import {
   type Online,
   type Series,
   type SeriesBucket,
+  type Sessions,
   StatsClient,
 } from "./api";
 import { SeriesChart } from "./chart";
@@ -37,7 +38,7 @@ const KEY_STORAGE = "insightflow.stats-key";
 const PROJECT_STORAGE = "insightflow.project";
 const HEATMAP_CELL_PX = 25;
 
-type PanelName = "online" | "counts" | "timeseries" | "hotPages" | "heatmap" | "funnel";
+type PanelName = "online" | "counts" | "timeseries" | "hotPages" | "sessions" | "heatmap" | "funnel";
 
 interface PanelSpec {
   title: string;
@@ -139,6 +140,14 @@ class Session {
           this.view.setHotPages(answer);
           this.view.setHeatmapPages(this.hotPaths, this.heatmapPage());
           if (this.heatmapPage() !== this.heatmapShown) this.refresh("heatmap");
+        },
+      },
+      sessions: {
+        title: "Sessions",
+        minMs: 30_000,
+        maxMs: 120_000,
+        load: async (signal) => {
+          this.view.setSessions(await this.client.get<Sessions>("sessions", { pages: 5 }, signal));
         },
       },
       heatmap: {

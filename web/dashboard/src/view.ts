@@ -3,7 +3,7 @@
 // Text only (textContent): nothing from the API is ever parsed as HTML, and the page runs
 // under Trusted Types with no policy.
 
-import type { Conversion, FunnelAnalysis, Heatmap, HotPages } from "./api";
+import type { Conversion, FunnelAnalysis, Heatmap, HotPages, Sessions } from "./api";
 import { drawHeatmap } from "./heatmap";
 import type { LiveStatus } from "./sse";
 
@@ -59,6 +59,8 @@ export class View {
   private readonly asOf = byId<HTMLElement>("as-of");
   private readonly counts = byId<HTMLUListElement>("counts");
   private readonly hotPages = byId<HTMLOListElement>("hot-pages");
+  private readonly sessions = byId<HTMLElement>("sessions");
+  private readonly entryPages = byId<HTMLOListElement>("entry-pages");
   private readonly heatmap = byId<HTMLCanvasElement>("heatmap");
   private readonly heatmapElements = byId<HTMLTableElement>("heatmap-elements");
   private readonly funnel = byId<HTMLElement>("funnel");
@@ -211,6 +213,30 @@ export class View {
     // No pages: the list stays empty (one `li` per page, never a placeholder `li`); the
     // stylesheet says so with `:empty::before`.
     this.hotPages.setAttribute("data-testid", "hot-pages");
+  }
+
+  setSessions(answer: Sessions): void {
+    const set = (id: string, text: string) => {
+      byId<HTMLElement>(id).textContent = text;
+    };
+    set("sessions-count", String(answer.sessions));
+    set("sessions-bounce", answer.sessions > 0 ? percent(answer.bounce_rate) : "–");
+    set("sessions-median", duration(answer.median_duration_seconds));
+    set("sessions-average", duration(answer.average_duration_seconds));
+    set("sessions-pages", answer.sessions > 0 ? answer.pages_per_session.toFixed(2) : "–");
+    this.sessions.setAttribute("data-testid", "sessions");
+    const most = answer.entry_pages.reduce((m, p) => Math.max(m, p.sessions), 0);
+    this.entryPages.replaceChildren(
+      ...answer.entry_pages.slice(0, 5).map((p) =>
+        el(
+          "li",
+          { title: p.path },
+          el("span", { class: "label path" }, p.path),
+          bar(most > 0 ? p.sessions / most : 0),
+          el("span", { class: "value" }, String(p.sessions)),
+        ),
+      ),
+    );
   }
 
   /** The heatmap's page choice: the hot pages, `selected` chosen. */
