@@ -1,6 +1,7 @@
 //! Who sent a request: client IP (honouring X-Forwarded-For only from trusted proxies) and the
 //! parsed user agent, cached because browsers repeat the same few strings endlessly.
 
+use crate::privacy::IpPolicy;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 
@@ -24,6 +25,7 @@ struct Agent {
 pub struct ClientResolver {
     agents: Cache<String, Arc<Agent>>,
     trusted_proxies: Vec<IpNet>,
+    ip_policy: IpPolicy,
 }
 
 impl ClientResolver {
@@ -31,7 +33,13 @@ impl ClientResolver {
         Self {
             agents: Cache::new(cache_capacity),
             trusted_proxies,
+            ip_policy: IpPolicy::Full,
         }
+    }
+
+    /// How much of the client IP the events carry (`privacy.ip`).
+    pub fn with_ip_policy(self, ip_policy: IpPolicy) -> Self {
+        Self { ip_policy, ..self }
     }
 
     /// The request's sender, shared by all of its events.
@@ -41,7 +49,7 @@ impl ClientResolver {
             .get(header::USER_AGENT)
             .and_then(|v| v.to_str().ok())
             .map(|ua| columns::USER_AGENT.cut(ua));
-        let ip = self.client_ip(req).map(|ip| ip.to_string());
+        let ip = self.client_ip(req).and_then(|ip| self.ip_policy.stored(ip));
         Arc::new(self.describe(ip, user_agent))
     }
 

@@ -8,6 +8,7 @@ pub mod error;
 pub mod geo;
 pub mod metrics;
 pub mod openapi;
+pub mod privacy;
 pub mod producer;
 pub mod rate_limit;
 pub mod routes;

@@ -16,6 +16,7 @@ pub struct IngestMetrics {
     pub producer_queue_depth: IntGauge,
     pub unavailable: IntCounterVec,
     pub rate_limited: IntCounterVec,
+    pub not_collected: IntCounterVec,
 }
 
 impl IngestMetrics {
@@ -60,6 +61,13 @@ impl IngestMetrics {
                 Opts::new("ingest_rate_limited_total", "429 answers by limiter"),
                 &["limiter"],
             )?,
+            not_collected: IntCounterVec::new(
+                Opts::new(
+                    "ingest_events_not_collected_total",
+                    "Events answered but not collected, by the privacy signal honoured (gpc, dnt)",
+                ),
+                &["signal"],
+            )?,
         };
         registry.register(Box::new(m.events_accepted.clone()))?;
         registry.register(Box::new(m.events_rejected.clone()))?;
@@ -69,6 +77,7 @@ impl IngestMetrics {
         registry.register(Box::new(m.producer_queue_depth.clone()))?;
         registry.register(Box::new(m.unavailable.clone()))?;
         registry.register(Box::new(m.rate_limited.clone()))?;
+        registry.register(Box::new(m.not_collected.clone()))?;
         Ok(m)
     }
 }

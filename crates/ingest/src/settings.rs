@@ -1,5 +1,6 @@
 use std::collections::HashMap;
 
+use crate::privacy::PrivacySettings;
 use anyhow::{anyhow, bail, Context};
 use insightflow_model::{Limits, ProjectId};
 use insightflow_runtime::kafka::{KafkaConnection, TopicSpec};
@@ -19,6 +20,8 @@ pub struct Settings {
     pub limits: Limits,
     pub rate_limit: RateLimitSettings,
     pub auth: AuthSettings,
+    #[serde(default)]
+    pub privacy: PrivacySettings,
     pub log: LogSettings,
 }
 

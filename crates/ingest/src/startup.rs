@@ -1,3 +1,4 @@
+use crate::privacy::PrivacySettings;
 use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,6 +31,7 @@ pub struct AppState {
     pub producer: Arc<EventProducer>,
     pub keys: WriteKeys,
     pub clients: ClientResolver,
+    pub privacy: PrivacySettings,
     pub limits: Limits,
     pub metrics: IngestMetrics,
     pub registry: Registry,
@@ -108,7 +110,9 @@ impl Application {
         let state = web::Data::new(AppState {
             producer: producer.clone(),
             keys: WriteKeys::new(settings.auth.key_list()?, default_project),
-            clients: ClientResolver::new(settings.http.trusted_proxies.clone(), 10_000),
+            clients: ClientResolver::new(settings.http.trusted_proxies.clone(), 10_000)
+                .with_ip_policy(settings.privacy.ip),
+            privacy: settings.privacy.clone(),
             limits: settings.limits.clone(),
             metrics: ingest_metrics,
             registry: registry.clone(),

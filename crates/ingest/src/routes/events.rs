@@ -28,6 +28,10 @@ pub struct BatchReport {
     /// `sent_at - server_time` in milliseconds when the batch carried `sent_at`: the skew
     /// subtracted from every event time of the batch.
     pub clock_skew_ms: Option<i64>,
+    /// Only when the request's privacy signal is honoured (`privacy.honor_gpc`,
+    /// `honor_dnt`): its events, answered and not collected. Not to be sent again.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub not_collected: Option<usize>,
 }
 
 /// How a request body is laid out around its events.
@@ -63,6 +67,22 @@ pub(crate) async fn ingest_as(
         .identify(req, raw.write_key.as_ref().map(Text::as_str))?;
     if let Some(key) = &caller.write_key {
         limited(state, state.rate_limits.check_write_key(key))?;
+    }
+    if let Some(signal) = state.privacy.not_collected(req) {
+        let events = raw.events.len();
+        state
+            .metrics
+            .not_collected
+            .with_label_values(&[signal])
+            .inc_by(events as u64);
+        return Ok(HttpResponse::Ok().json(BatchReport {
+            success: true,
+            accepted: 0,
+            rejected: Vec::new(),
+            server_time: received_at,
+            clock_skew_ms: None,
+            not_collected: Some(events),
+        }));
     }
     let clock = RequestClock::new(received_at, raw.sent_at()?, state.limits.max_future_seconds);
     let mut clients = state.clients.for_events(req);
@@ -180,6 +200,7 @@ pub(crate) async fn publish(
         rejected: outcome.rejected,
         server_time: clock.received_at,
         clock_skew_ms: clock.skew.map(|s| s.num_milliseconds()),
+        not_collected: None,
     };
     if outcome.accepted.is_empty() {
         return Err(IngestError::NoValidEvents(Box::new(report)));

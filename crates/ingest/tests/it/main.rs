@@ -8,3 +8,4 @@ mod broker_down;
 mod connections;
 mod endpoints;
 mod http_contract;
+mod privacy;
