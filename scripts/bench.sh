@@ -19,6 +19,9 @@
 #                          measures the queue, not the answer time the issue asks about
 #   BENCH_PHASES="ingest worker freshness stats"   which phases to run
 #   BENCH_KEEP=1           keep the run's databases, Redis keys and broker data
+#   BENCH_WORK_DIR=DIR     where the run's private brokers keep their logs, and the MySQL-alone
+#                          baseline its LOAD DATA files (default .data/bench; /dev/shm keeps
+#                          several GB of broker data off a full disk)
 #   BENCH_BROKERS=h:p      use this Kafka cluster instead of a private broker per phase (its
 #                          topics are then left in place)
 #   BENCH_MYSQL_BUFFER_POOL=BYTES  InnoDB buffer pool for the run (default: a quarter of RAM in
@@ -53,7 +56,7 @@ PHASES="${BENCH_PHASES:-ingest worker freshness stats}"
 SEED=42
 
 RUN_ID="$(date +%Y%m%d%H%M%S)$$"
-WORK="$DATA/bench/$RUN_ID"
+WORK="${BENCH_WORK_DIR:-$DATA/bench}/$RUN_ID"
 RESULTS="$WORK/results.jsonl"
 OUT_DIR="$REPO/bench/results"
 mkdir -p "$WORK" "$OUT_DIR"
@@ -576,7 +579,7 @@ if has_phase worker; then
         grep -oE '"kind":"[a-z0-9]+"|"events_per_s":[0-9.]+' | paste -sd' ' | sed "s/^/  round $r: /" ||
         true
       # The last round's 1-instance data set serves the stats phase; every other one goes.
-      if [[ $n == 1 ]]; then
+      if [[ $n == 1 ]] && has_phase stats; then
         drop_data_set "$STATS_DB" "$STATS_PREFIX"
         STATS_DB="$db"; STATS_PREFIX="$prefix"; STATS_TOPIC="$T_FILL"
       else
