@@ -13,6 +13,7 @@ pub struct WorkerMetrics {
     pub dead_lettered: IntCounterVec,
     pub batch_size: Histogram,
     pub write_duration: HistogramVec,
+    pub mysql_step_duration: HistogramVec,
     pub consumer_lag: IntGaugeVec,
     pub group_lag: IntGaugeVec,
     pub rebalances: IntCounterVec,
@@ -69,6 +70,15 @@ impl WorkerMetrics {
                 )
                 .buckets(exponential_buckets(0.0005, 2.0, 16)?),
                 &["store"],
+            )?,
+            mysql_step_duration: HistogramVec::new(
+                HistogramOpts::new(
+                    "worker_mysql_step_duration_seconds",
+                    "Time of one step of a batch's MySQL transaction (lookup, insert, sessions, \
+                     users, rollups, commit)",
+                )
+                .buckets(exponential_buckets(0.0005, 2.0, 16)?),
+                &["step"],
             )?,
             consumer_lag: IntGaugeVec::new(
                 Opts::new(
@@ -158,6 +168,7 @@ impl WorkerMetrics {
         registry.register(Box::new(m.dead_lettered.clone()))?;
         registry.register(Box::new(m.batch_size.clone()))?;
         registry.register(Box::new(m.write_duration.clone()))?;
+        registry.register(Box::new(m.mysql_step_duration.clone()))?;
         registry.register(Box::new(m.consumer_lag.clone()))?;
         registry.register(Box::new(m.group_lag.clone()))?;
         registry.register(Box::new(m.rebalances.clone()))?;

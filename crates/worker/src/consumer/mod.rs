@@ -29,7 +29,7 @@ use self::dead_letter::{DeadLetters, Reason};
 pub use self::health::{ConsumerHealth, ConsumerReadiness, ConsumerState};
 use crate::metrics::WorkerMetrics;
 use crate::settings::{BackoffSettings, KafkaSettings};
-use crate::store::mysql::{MysqlStore, Source, Sourced, Verdict};
+use crate::store::mysql::{MysqlStore, Source, Sourced, Verdict, STEPS};
 use crate::store::redis::{AggregateInput, Applicable, Position, RedisStore};
 use crate::store::StoreError;
 
@@ -407,6 +407,12 @@ impl EventConsumer {
             {
                 Ok(outcome) => {
                     self.count_mysql(outcome.inserted, outcome.duplicates);
+                    for (step, took) in STEPS.iter().zip(outcome.steps) {
+                        self.metrics
+                            .mysql_step_duration
+                            .with_label_values(&[step])
+                            .observe(took.as_secs_f64());
+                    }
                     self.metrics
                         .suppressed_events
                         .inc_by(outcome.suppressed.len() as u64);

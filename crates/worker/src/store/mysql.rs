@@ -81,7 +81,12 @@ pub struct MysqlOutcome {
     pub suppressed: Vec<(String, String)>,
     /// One per event written, in order.
     pub verdicts: Vec<Verdict>,
+    /// Where the transaction's time went, step by step (`STEPS`).
+    pub steps: [std::time::Duration; STEPS.len()],
 }
+
+/// The steps of a batch's transaction, in order (`MysqlOutcome::steps`).
+pub const STEPS: [&str; 6] = ["lookup", "insert", "sessions", "users", "rollups", "commit"];
 
 fn naive(t: DateTime<Utc>) -> NaiveDateTime {
     t.naive_utc()
@@ -157,13 +162,14 @@ impl MysqlStore {
     }
 
     async fn write_once(&self, events: &[Sourced<'_>]) -> Result<MysqlOutcome, StoreError> {
+        let mut clock = StepClock::start();
+        let mut outcome = MysqlOutcome::default();
         let mut tx = self.pool.begin().await.map_err(classify)?;
         let all: Vec<&Event> = events.iter().map(|s| s.event).collect();
         let suppressed = suppressed_people(&mut tx, &all).await.map_err(classify)?;
         let stored = stored_origins(&mut tx, events).await.map_err(classify)?;
         let mut seen = HashSet::with_capacity(events.len());
         let mut fresh: Vec<Sourced<'_>> = Vec::with_capacity(events.len());
-        let mut outcome = MysqlOutcome::default();
         for s in events {
             let (project, event_id) = (s.event.project().as_str(), s.event.event_id().as_str());
             let verdict = if suppressed.contains(&(project, s.event.distinct_id())) {
@@ -189,18 +195,40 @@ impl MysqlStore {
         }
         outcome.inserted = fresh.len();
         outcome.duplicates = events.len() - fresh.len() - outcome.suppressed.len();
+        clock.lap(&mut outcome.steps[0]);
         if !fresh.is_empty() {
             insert_events(&mut tx, &fresh).await?;
+            clock.lap(&mut outcome.steps[1]);
             let fresh: Vec<&Event> = fresh.iter().map(|s| s.event).collect();
             let opened_sessions = upsert_sessions(&mut tx, &fresh).await.map_err(classify)?;
+            clock.lap(&mut outcome.steps[2]);
             upsert_users(&mut tx, &fresh, &opened_sessions)
                 .await
                 .map_err(classify)?;
+            clock.lap(&mut outcome.steps[3]);
             upsert_rollups(&mut tx, &fresh).await.map_err(classify)?;
         }
         advance_positions(&mut tx, events).await.map_err(classify)?;
+        clock.lap(&mut outcome.steps[4]);
         tx.commit().await.map_err(classify)?;
+        clock.lap(&mut outcome.steps[5]);
         Ok(outcome)
+    }
+}
+
+/// Times consecutive steps.
+struct StepClock(std::time::Instant);
+
+impl StepClock {
+    fn start() -> Self {
+        Self(std::time::Instant::now())
+    }
+
+    /// Adds the time since the last lap to `step`.
+    fn lap(&mut self, step: &mut std::time::Duration) {
+        let now = std::time::Instant::now();
+        *step += now - self.0;
+        self.0 = now;
     }
 }
 
