@@ -8,7 +8,7 @@ use std::collections::{HashMap, HashSet};
 
 use chrono::NaiveDateTime;
 use futures::TryStreamExt;
-use sqlx::{MySql, MySqlPool, QueryBuilder};
+use sqlx::{MySql, MySqlPool, QueryBuilder, Row};
 
 use super::analysis::{Hit, StepSet};
 use super::spec::{OrderMode, Step};
@@ -16,20 +16,42 @@ use crate::error::ApiError;
 use crate::filters::Filter;
 use crate::params::TimeRange;
 use crate::property::{property_path, value_text};
-use insightflow_store::DbText;
 
 /// Concurrent slices of a funnel scan: MySQL runs each query on one core, and decoding
 /// overlaps with reading.
 const SCAN_SLICES: i32 = 2;
 
-/// One event as the scan reads it: `type_code` is the position of its type in the list the
-/// query names (1-based, as `FIELD()` answers; 0 for none).
-#[derive(sqlx::FromRow)]
+/// One event as the scan reads it, without its user (the map it is filed under says who):
+/// `type_code` is the position of its type in the list the query names (1-based, as
+/// `FIELD()` answers; 0 for none).
 struct ScannedEvent {
-    distinct_id: DbText,
     id: u64,
     event_time: NaiveDateTime,
     type_code: i64,
+}
+
+/// Events filed by user. Rows are read borrowed: a user's id is copied once, when first
+/// seen, not once per row (a scan reads millions of rows and thousands of users).
+#[derive(Default)]
+struct ByUser {
+    slots: HashMap<Box<[u8]>, usize>,
+    users: Vec<(String, Vec<ScannedEvent>)>,
+}
+
+impl ByUser {
+    fn push(&mut self, who: &[u8], event: ScannedEvent) {
+        let slot = match self.slots.get(who) {
+            Some(&slot) => slot,
+            None => {
+                let slot = self.users.len();
+                self.users
+                    .push((String::from_utf8_lossy(who).into_owned(), Vec::new()));
+                self.slots.insert(who.into(), slot);
+                slot
+            }
+        };
+        self.users[slot].1.push(event);
+    }
 }
 
 /// Every user's hits: the step events (ordered mode), or every event (strict mode), from
@@ -134,10 +156,9 @@ async fn scan(
     let slices = bounds
         .windows(2)
         .map(|slice| scan_slice(db, project, types, mode, slice[0], slice[1], filter));
-    let mut parts = futures::future::try_join_all(slices).await?.into_iter();
-    let mut users = parts.next().unwrap_or_default();
-    for part in parts {
-        for (who, events) in part {
+    let mut users: HashMap<String, Vec<ScannedEvent>> = HashMap::new();
+    for part in futures::future::try_join_all(slices).await? {
+        for (who, events) in part.users {
             users.entry(who).or_default().extend(events);
         }
     }
@@ -152,7 +173,7 @@ async fn scan_slice(
     from: NaiveDateTime,
     to: NaiveDateTime,
     filter: &Filter,
-) -> Result<HashMap<String, Vec<ScannedEvent>>, sqlx::Error> {
+) -> Result<ByUser, sqlx::Error> {
     let mut q =
         QueryBuilder::<MySql>::new("SELECT distinct_id, id, event_time, CAST(FIELD(event_type");
     for t in types {
@@ -174,13 +195,17 @@ async fn scan_slice(
     }
     // The covering index has none of the filter's columns: a filter costs a row read each.
     filter.push_sql(&mut q);
-    let mut users: HashMap<String, Vec<ScannedEvent>> = HashMap::new();
-    let mut rows = q.build_query_as::<ScannedEvent>().fetch(db);
-    while let Some(event) = rows.try_next().await? {
-        users
-            .entry(event.distinct_id.as_str().to_owned())
-            .or_default()
-            .push(event);
+    let mut users = ByUser::default();
+    let mut rows = q.build().fetch(db);
+    while let Some(row) = rows.try_next().await? {
+        // The id column is binary-collated: read as bytes, as `DbText` does.
+        let who: &[u8] = row.try_get_unchecked(0)?;
+        let event = ScannedEvent {
+            id: row.try_get(1)?,
+            event_time: row.try_get(2)?,
+            type_code: row.try_get(3)?,
+        };
+        users.push(who, event);
     }
     Ok(users)
 }
