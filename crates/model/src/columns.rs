@@ -215,7 +215,7 @@ mod tests {
 
     /// The migrations, in the order sqlx applies them. A test below checks that this is every
     /// file of `migrations/`, so a later `ALTER TABLE` cannot go unread.
-    const MIGRATIONS: [(&str, &str); 2] = [
+    const MIGRATIONS: [(&str, &str); 4] = [
         (
             "20261122000001_initial.sql",
             include_str!("../../../migrations/20261122000001_initial.sql"),
@@ -223,6 +223,14 @@ mod tests {
         (
             "20261122000002_stats_covering_indexes.sql",
             include_str!("../../../migrations/20261122000002_stats_covering_indexes.sql"),
+        ),
+        (
+            "20261129100000_privacy.sql",
+            include_str!("../../../migrations/20261129100000_privacy.sql"),
+        ),
+        (
+            "20261129110000_event_origin.sql",
+            include_str!("../../../migrations/20261129110000_event_origin.sql"),
         ),
     ];
 
