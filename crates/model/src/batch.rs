@@ -212,8 +212,9 @@ pub fn parse_batch_as(
     mut client_for: impl FnMut(Option<&str>) -> Arc<ClientInfo>,
 ) -> BatchOutcome {
     let mut accepted = Vec::with_capacity(body.events.len());
+    // The position in the request of each accepted event, for the duplicates' rejections.
+    let mut accepted_at = Vec::with_capacity(body.events.len());
     let mut rejected = Vec::new();
-    let mut seen_ids = HashSet::with_capacity(body.events.len());
     for (index, raw) in body.events.iter().enumerate() {
         let reject = |event_id: Option<String>, e: FieldError| Rejection {
             index,
@@ -243,7 +244,8 @@ pub fn parse_batch_as(
                 continue;
             }
         };
-        let client_event_id = raw_event.event_id.as_ref().map(|t| t.as_str().to_owned());
+        // Borrowed from the body (a copy only if it had escapes), owned only if refused.
+        let client_event_id = raw_event.event_id.clone();
         let client = client_for(
             raw_event
                 .context
@@ -253,19 +255,57 @@ pub fn parse_batch_as(
         );
         match Event::from_raw(raw_event, project, clock, client, limits) {
             Ok(event) => {
-                if seen_ids.insert(event.event_id().as_str().to_owned()) {
-                    accepted.push(event);
-                } else {
-                    rejected.push(reject(
-                        client_event_id,
-                        FieldError::new("event_id", "duplicate event_id in this batch: dropped"),
-                    ));
-                }
+                accepted.push(event);
+                accepted_at.push(index);
             }
-            Err(e) => rejected.push(reject(client_event_id, e)),
+            Err(e) => rejected.push(reject(client_event_id.map(String::from), e)),
         }
     }
+    drop_repeated_ids(shape, &mut accepted, &accepted_at, &mut rejected);
     BatchOutcome { accepted, rejected }
+}
+
+/// Keeps the first event of each `event_id` and refuses the others, at their positions in
+/// the request (`accepted_at`), among the other rejections in order of position.
+///
+/// An accepted event's id is the client's text as sent (or a fresh UUID, which repeats
+/// nothing), so the rejection names it as the client sent it. Done once the batch is read,
+/// so the ids are borrowed from the events instead of copied into a set one by one.
+fn drop_repeated_ids(
+    shape: &impl EventShape,
+    accepted: &mut Vec<Event>,
+    accepted_at: &[usize],
+    rejected: &mut Vec<Rejection>,
+) {
+    if accepted.len() < 2 {
+        return;
+    }
+    let mut seen = HashSet::with_capacity(accepted.len());
+    let repeated: Vec<bool> = accepted
+        .iter()
+        .map(|event| !seen.insert(event.event_id().as_str()))
+        .collect();
+    drop(seen);
+    if !repeated.contains(&true) {
+        return;
+    }
+    let field = shape.client_field("event_id");
+    for (i, event) in accepted.iter().enumerate() {
+        if repeated[i] {
+            rejected.push(Rejection {
+                index: accepted_at[i],
+                event_id: Some(event.event_id().as_str().to_owned()),
+                field: field.clone().into_owned(),
+                reason: "duplicate event_id in this batch: dropped".to_owned(),
+            });
+        }
+    }
+    rejected.sort_by_key(|r| r.index);
+    let mut position = 0;
+    accepted.retain(|_| {
+        position += 1;
+        !repeated[position - 1]
+    });
 }
 
 #[cfg(test)]
@@ -331,6 +371,65 @@ mod tests {
         assert_eq!(out.accepted.len(), 1);
         assert_eq!(out.rejected[0].index, 1);
         assert_eq!(out.rejected[0].event_id.as_deref(), Some("e1"));
+    }
+
+    #[test]
+    fn repeated_ids_are_refused_in_order_among_other_rejections() {
+        let out = run(r#"{"events":[
+            {"event_id":"e1","event_type":"click","user_id":"u1"},
+            {"event_id":"e1","event_type":"click"},
+            {"event_id":"e1","event_type":"click","user_id":"u2"},
+            {"event_id":"e2","event_type":"click","user_id":"u1"},
+            {"event_id":"e2","user_id":"u1"},
+            {"event_id":"e1","event_type":"click","user_id":"u3"},
+            {"event_id":"e2","event_type":"click","user_id":"u4"}
+        ]}"#)
+        .unwrap();
+        let users: Vec<&str> = out
+            .accepted
+            .iter()
+            .map(|e| e.user_id().unwrap().as_str())
+            .collect();
+        assert_eq!(users, ["u1", "u1"]);
+        let rejected: Vec<(usize, Option<&str>, &str)> = out
+            .rejected
+            .iter()
+            .map(|r| (r.index, r.event_id.as_deref(), r.field.as_str()))
+            .collect();
+        assert_eq!(
+            rejected,
+            [
+                (1, Some("e1"), "user_id"),
+                (2, Some("e1"), "event_id"),
+                (4, Some("e2"), "event_type"),
+                (5, Some("e1"), "event_id"),
+                (6, Some("e2"), "event_id"),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_repeated_id_is_named_as_the_shape_names_it() {
+        let limits = Limits::default();
+        let body = RawBody::parse_segment(
+            r#"{"batch":[{"type":"track","event":"A","userId":"u","messageId":"m"},
+                         {"type":"track","event":"A","userId":"u","messageId":"m"}]}"#,
+            &limits,
+        )
+        .unwrap();
+        let clock = RequestClock::new(Utc::now(), None, 60);
+        let out = parse_batch_as(
+            &crate::shape::Segment::default(),
+            &body,
+            &ProjectId::parse("p").unwrap(),
+            &clock,
+            &limits,
+            |_| Arc::default(),
+        );
+        assert_eq!(out.accepted.len(), 1);
+        assert_eq!(out.rejected[0].index, 1);
+        assert_eq!(out.rejected[0].field, "messageId");
+        assert_eq!(out.rejected[0].event_id.as_deref(), Some("m"));
     }
 
     #[test]

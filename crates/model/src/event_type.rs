@@ -46,13 +46,21 @@ impl EventType {
         if trimmed.is_empty() {
             return Err(FieldError::new("event_type", "must not be empty"));
         }
-        let normalised: String = trimmed
-            .chars()
-            .map(|c| match c {
-                ' ' | '-' | '.' => '_',
-                c => c.to_ascii_lowercase(),
-            })
-            .collect();
+        let already_normalised = trimmed
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+        let normalised: String = if already_normalised {
+            // What SDKs send (`page_view`): copied whole, not a character at a time.
+            trimmed.to_owned()
+        } else {
+            trimmed
+                .chars()
+                .map(|c| match c {
+                    ' ' | '-' | '.' => '_',
+                    c => c.to_ascii_lowercase(),
+                })
+                .collect()
+        };
         let mut bytes = normalised.bytes();
         let starts_with_letter = bytes.next().is_some_and(|b| b.is_ascii_lowercase());
         let rest_ok = bytes.all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
@@ -104,6 +112,21 @@ mod tests {
         assert_eq!(EventType::parse(" cart-add ").unwrap().as_str(), "cart_add");
         assert!(EventType::parse("purchase").unwrap().is_standard());
         assert!(!EventType::parse("video_played").unwrap().is_standard());
+    }
+
+    #[test]
+    fn normalised_input_is_kept_as_is_and_the_rest_normalised() {
+        for (input, expected) in [
+            ("page_view", "page_view"),
+            (" page_view ", "page_view"),
+            ("a1_b2", "a1_b2"),
+            ("Page.View", "page_view"),
+            ("x-y z", "x_y_z"),
+        ] {
+            assert_eq!(EventType::parse(input).unwrap().as_str(), expected);
+        }
+        assert!(EventType::parse("_x").is_err());
+        assert!(EventType::parse("1x").is_err());
     }
 
     #[test]

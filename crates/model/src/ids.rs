@@ -1,4 +1,5 @@
 use std::fmt;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -19,7 +20,10 @@ fn check_identifier(value: &str, field: &str, max_len: usize) -> Result<(), Fiel
             format!("must be at most {max_len} bytes, got {}", value.len()),
         ));
     }
-    if value.chars().any(char::is_control) {
+    // ASCII (nearly every id) is settled by its bytes; other text by its characters, where
+    // the C1 controls (U+0080..U+009F) are too.
+    let printable_ascii = value.bytes().all(|b| (0x20..0x7f).contains(&b));
+    if !printable_ascii && value.chars().any(char::is_control) {
         return Err(FieldError::new(
             field,
             "must not contain control characters",
@@ -91,9 +95,12 @@ identifier!(
 );
 
 /// A tenant. Comes from the write key's configuration, never from the event body.
+///
+/// Shared, not copied: every event of a request carries its project, and a clone is a
+/// reference count.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String")]
-pub struct ProjectId(String);
+pub struct ProjectId(Arc<str>);
 
 impl ProjectId {
     pub const MAX_LEN: usize = columns::PROJECT.width();
@@ -111,7 +118,7 @@ impl ProjectId {
                 "must contain only a-z, 0-9, '_' and '-'",
             ));
         }
-        Ok(Self(value))
+        Ok(Self(value.into()))
     }
 
     pub fn as_str(&self) -> &str {
@@ -144,6 +151,22 @@ mod tests {
         assert_eq!(
             SessionId::parse("s\n1").unwrap_err().field,
             "session_id".to_owned()
+        );
+    }
+
+    #[test]
+    fn every_control_character_is_refused_ascii_or_not() {
+        for c in (0u32..0x250).filter_map(char::from_u32) {
+            let id = format!("a{c}b");
+            assert_eq!(
+                UserId::parse(id.clone()).is_err(),
+                c.is_control(),
+                "{c:?} in {id:?}"
+            );
+        }
+        assert!(
+            UserId::parse("é\u{85}").is_err(),
+            "a C1 control after non-ASCII"
         );
     }
 
