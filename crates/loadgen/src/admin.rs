@@ -100,6 +100,7 @@ fn drain_figures(
 pub async fn drain_wait(args: DrainWaitArgs) -> anyhow::Result<()> {
     let client = redis::Client::open(args.redis_url.as_str())?;
     let mut conn = client.get_multiplexed_async_connection().await?;
+    conn.set_response_timeout(crate::stores::REDIS_RESPONSE_TIMEOUT);
     let meta = format!("{}:{}:meta", args.prefix, args.project);
     let started = Instant::now();
     let deadline = started + Duration::from_secs_f64(args.timeout);

@@ -37,6 +37,8 @@ use crate::measure::OutputArgs;
 const ROWS_PER_STATEMENT: usize = 500;
 /// The worker's events per Redis script call (crates/worker/src/store/redis.rs).
 const EVENTS_PER_SCRIPT: usize = 250;
+/// How long a baseline waits for a Redis reply before it fails.
+pub const REDIS_RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What a run writes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -203,6 +205,10 @@ async fn write_batches(
             true => Some(redis.get_multiplexed_async_connection().await?),
             false => None,
         };
+        if let Some(conn) = conn.as_mut() {
+            // The client's 500 ms default is a stall of this busy 2-core machine away.
+            conn.set_response_timeout(REDIS_RESPONSE_TIMEOUT);
+        }
         let prefix = args.prefix.clone();
         let (rows_per_statement, in_flight) =
             (args.rows_per_statement.max(1), args.redis_in_flight.max(1));
