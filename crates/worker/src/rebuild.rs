@@ -6,10 +6,11 @@
 //! Redis loses the marker, so `aggregate.lua` then writes nothing (the consumer pauses and
 //! retries with backoff) and the stats API answers `"exact": false`. The guard in every
 //! consuming worker checks the marker every second; the worker that takes the rebuild lock
-//! deletes whatever is left under the prefix, then replays `user_events` in id order, from one
-//! MySQL snapshot, through the same aggregation as the consumer, which waits meanwhile; the
-//! all-time totals come from the rollups, which keep what retention deleted from
-//! `user_events`, and the partitions' positions from `kafka_positions` in the same snapshot.
+//! replays `user_events` in id order, from one MySQL snapshot, through the same aggregation as
+//! the consumer, which waits meanwhile (after deleting what a rebuild that stopped halfway
+//! left under the prefix); the all-time totals come from the rollups, which keep what
+//! retention deleted from `user_events`, and the partitions' positions from `kafka_positions`
+//! in the same snapshot.
 //! `worker rebuild-redis` (`rebuild_now`) does the same on demand.
 //!
 //! Marker values: `ready`; `clearing` (old aggregates are being deleted or the snapshot is
@@ -146,9 +147,11 @@ async fn repair(
                 "the Redis generation marker is missing (Redis lost its data, or this is a \
                  new installation): rebuilding the aggregates from MySQL"
             );
-            // Replaying adds to counters: whatever survived under the prefix goes first.
-            lock.mark(CLEARING).await?;
-            clear(lock, redis).await?
+            // Nothing to clear: every chunk the consumer applies moves the positions, and a
+            // rebuild that stopped halfway leaves `clearing`; with neither there, nothing was
+            // written under the prefix since Redis lost its data (scanning a big shared
+            // keyspace to make sure would hold every new consumer for as long).
+            0
         }
         Some(other) => {
             tracing::warn!(
