@@ -1,12 +1,15 @@
 //! Any request body, through every shape's parser: it must never panic, and every event
-//! must come out accepted or rejected with a field and a reason.
+//! must come out accepted or rejected with a field and a reason, and every accepted one
+//! written to Kafka as serde writes it.
 #![no_main]
 
 use std::sync::Arc;
 
 use chrono::{TimeZone, Utc};
 use insightflow_model::shape::{Canonical, EventShape, Flat, Segment};
-use insightflow_model::{parse_batch_as, Event, Limits, ProjectId, RawBody, RequestClock};
+use insightflow_model::{
+    parse_batch_as, Event, Limits, PayloadWriter, ProjectId, RawBody, RequestClock,
+};
 use libfuzzer_sys::fuzz_target;
 
 fn check(body: &str, shape: &impl EventShape, segment: bool) {
@@ -41,9 +44,18 @@ fn check(body: &str, shape: &impl EventShape, segment: bool) {
     for rejection in &out.rejected {
         assert!(!rejection.field.is_empty() && !rejection.reason.is_empty());
     }
+    let mut writer = PayloadWriter::new();
     for event in &out.accepted {
-        // What goes to Kafka must read back as an Event (the worker's check).
+        // What the gateway writes to Kafka is what serde writes, and must read back as an
+        // Event (the worker's check).
         let payload = serde_json::to_string(event).expect("an event serializes");
+        let mut written = Vec::new();
+        writer.write(event, &mut written);
+        assert_eq!(
+            written,
+            payload.as_bytes(),
+            "the payload writer and serde disagree"
+        );
         if let Err(e) = serde_json::from_str::<Event>(&payload) {
             panic!("an accepted event does not read back: {e}: {payload}");
         }

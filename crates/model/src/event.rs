@@ -179,37 +179,41 @@ impl ClientInfo {
 /// a known schema version, at least one of `user_id` / `anonymous_id`, object-valued properties,
 /// and everything storable: times from [`crate::EARLIEST_TIME`] to [`crate::LATEST_TIME`],
 /// strings fitted to their columns ([`columns`]), JSON that MySQL's `JSON` column takes.
+///
+/// The fields are visible in this crate for one reader: the payload writer
+/// ([`crate::PayloadWriter`]) names every one, so a field added here does not compile until
+/// the payload carries it. Nothing else in the crate builds an `Event` but the two paths.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(try_from = "EventWire")]
 pub struct Event {
-    schema_version: u16,
-    event_id: EventId,
-    project: ProjectId,
-    event_type: EventType,
+    pub(crate) schema_version: u16,
+    pub(crate) event_id: EventId,
+    pub(crate) project: ProjectId,
+    pub(crate) event_type: EventType,
     #[serde(skip_serializing_if = "Option::is_none")]
-    event_name: Option<String>,
+    pub(crate) event_name: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    user_id: Option<UserId>,
+    pub(crate) user_id: Option<UserId>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    anonymous_id: Option<AnonymousId>,
+    pub(crate) anonymous_id: Option<AnonymousId>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    session_id: Option<SessionId>,
-    timestamp: DateTime<Utc>,
-    timestamp_source: TimestampSource,
+    pub(crate) session_id: Option<SessionId>,
+    pub(crate) timestamp: DateTime<Utc>,
+    pub(crate) timestamp_source: TimestampSource,
     #[serde(skip_serializing_if = "Option::is_none")]
-    client_timestamp: Option<DateTime<Utc>>,
-    received_at: DateTime<Utc>,
+    pub(crate) client_timestamp: Option<DateTime<Utc>>,
+    pub(crate) received_at: DateTime<Utc>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    page: Option<Page>,
+    pub(crate) page: Option<Page>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    element: Option<Element>,
+    pub(crate) element: Option<Element>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    properties: Option<Box<RawValue>>,
+    pub(crate) properties: Option<Box<RawValue>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    user_properties: Option<Box<RawValue>>,
+    pub(crate) user_properties: Option<Box<RawValue>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    context: Option<Context>,
-    client: Arc<ClientInfo>,
+    pub(crate) context: Option<Context>,
+    pub(crate) client: Arc<ClientInfo>,
 }
 
 /// The serialized form of [`Event`], before its invariants are checked.
@@ -631,11 +635,6 @@ impl Event {
     pub fn client(&self) -> &ClientInfo {
         &self.client
     }
-    /// The sender description as shared by the events of one request.
-    pub(crate) fn shared_client(&self) -> &Arc<ClientInfo> {
-        &self.client
-    }
-
     /// The Kafka payload: the same JSON as `serde_json::to_vec(self)`, written faster. For
     /// several events of one request, a [`crate::PayloadWriter`] also writes their shared
     /// sender once.

@@ -13,9 +13,9 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Datelike, Timelike, Utc};
+use serde_json::value::RawValue;
 
-use crate::event::{Context, Element, Page};
-use crate::{ClientInfo, Event};
+use crate::{ClientInfo, Context, Element, Event, Library, Page, Screen};
 
 /// Senders remembered per writer. A request's events come from one sender, or from the few
 /// browsers a server-side SDK forwards (`context.user_agent`); beyond this many, the rest are
@@ -39,40 +39,64 @@ impl PayloadWriter {
 
     /// Appends `event`'s payload to `out`.
     pub fn write(&mut self, event: &Event, out: &mut Vec<u8>) {
+        // Every field named: a field added to Event does not compile until it is written.
+        let Event {
+            schema_version,
+            event_id,
+            project,
+            event_type,
+            event_name,
+            user_id,
+            anonymous_id,
+            session_id,
+            timestamp,
+            timestamp_source,
+            client_timestamp,
+            received_at,
+            page,
+            element,
+            properties,
+            user_properties,
+            context,
+            client,
+        } = event;
         out.reserve(512);
         out.extend_from_slice(b"{\"schema_version\":");
-        write_u64(out, u64::from(event.schema_version()));
+        write_u64(out, u64::from(*schema_version));
         out.extend_from_slice(b",\"event_id\":");
-        write_str(out, event.event_id().as_str());
+        write_str(out, event_id.as_str());
         out.extend_from_slice(b",\"project\":");
-        write_str(out, event.project().as_str());
+        write_str(out, project.as_str());
         out.extend_from_slice(b",\"event_type\":");
-        write_str(out, event.event_type().as_str());
+        write_str(out, event_type.as_str());
         let mut object = Object { out, first: false };
-        object.str("event_name", event.event_name());
-        object.str("user_id", event.user_id().map(|id| id.as_str()));
-        object.str("anonymous_id", event.anonymous_id().map(|id| id.as_str()));
-        object.str("session_id", event.session_id().map(|id| id.as_str()));
-        object.time("timestamp", Some(event.timestamp()));
-        object.str("timestamp_source", Some(event.timestamp_source().as_str()));
-        object.time("client_timestamp", event.client_timestamp());
-        object.time("received_at", Some(event.received_at()));
-        if let Some(page) = event.page() {
+        object.str("event_name", event_name.as_deref());
+        object.str("user_id", user_id.as_ref().map(|id| id.as_str()));
+        object.str("anonymous_id", anonymous_id.as_ref().map(|id| id.as_str()));
+        object.str("session_id", session_id.as_ref().map(|id| id.as_str()));
+        object.time("timestamp", Some(*timestamp));
+        object.str("timestamp_source", Some(timestamp_source.as_str()));
+        object.time("client_timestamp", *client_timestamp);
+        object.time("received_at", Some(*received_at));
+        if let Some(page) = page {
             object.key("page");
             write_page(object.out, page);
         }
-        if let Some(element) = event.element() {
+        if let Some(element) = element {
             object.key("element");
             write_element(object.out, element);
         }
-        object.raw("properties", event.properties().map(|v| v.get()));
-        object.raw("user_properties", event.user_properties().map(|v| v.get()));
-        if let Some(context) = event.context() {
+        object.raw("properties", properties.as_deref().map(RawValue::get));
+        object.raw(
+            "user_properties",
+            user_properties.as_deref().map(RawValue::get),
+        );
+        if let Some(context) = context {
             object.key("context");
             write_context(object.out, context);
         }
         object.key("client");
-        self.write_client(event.shared_client(), object.out);
+        self.write_client(client, object.out);
         out.push(b'}');
     }
 
@@ -154,55 +178,84 @@ impl Object<'_> {
 }
 
 fn write_page(out: &mut Vec<u8>, page: &Page) {
+    let Page {
+        url,
+        path,
+        title,
+        referrer,
+    } = page;
     let mut o = Object::start(out);
-    o.str("url", page.url.as_deref());
-    o.str("path", page.path.as_deref());
-    o.str("title", page.title.as_deref());
-    o.str("referrer", page.referrer.as_deref());
+    o.str("url", url.as_deref());
+    o.str("path", path.as_deref());
+    o.str("title", title.as_deref());
+    o.str("referrer", referrer.as_deref());
     o.end();
 }
 
 fn write_element(out: &mut Vec<u8>, element: &Element) {
+    let Element {
+        tag,
+        id,
+        classes,
+        text,
+        selector,
+        x,
+        y,
+    } = element;
     let mut o = Object::start(out);
-    o.str("tag", element.tag.as_deref());
-    o.str("id", element.id.as_deref());
-    o.str("classes", element.classes.as_deref());
-    o.str("text", element.text.as_deref());
-    o.str("selector", element.selector.as_deref());
-    o.int("x", element.x.map(i64::from));
-    o.int("y", element.y.map(i64::from));
+    o.str("tag", tag.as_deref());
+    o.str("id", id.as_deref());
+    o.str("classes", classes.as_deref());
+    o.str("text", text.as_deref());
+    o.str("selector", selector.as_deref());
+    o.int("x", x.map(i64::from));
+    o.int("y", y.map(i64::from));
     o.end();
 }
 
 fn write_context(out: &mut Vec<u8>, context: &Context) {
+    let Context {
+        library,
+        screen,
+        locale,
+        timezone,
+    } = context;
     let mut o = Object::start(out);
-    if let Some(library) = &context.library {
+    if let Some(Library { name, version }) = library {
         o.key("library");
         let mut l = Object::start(o.out);
-        l.str("name", library.name.as_deref());
-        l.str("version", library.version.as_deref());
+        l.str("name", name.as_deref());
+        l.str("version", version.as_deref());
         l.end();
     }
-    if let Some(screen) = &context.screen {
+    if let Some(Screen { width, height }) = screen {
         o.key("screen");
         let mut s = Object::start(o.out);
-        s.int("width", screen.width.map(i64::from));
-        s.int("height", screen.height.map(i64::from));
+        s.int("width", width.map(i64::from));
+        s.int("height", height.map(i64::from));
         s.end();
     }
-    o.str("locale", context.locale.as_deref());
-    o.str("timezone", context.timezone.as_deref());
+    o.str("locale", locale.as_deref());
+    o.str("timezone", timezone.as_deref());
     o.end();
 }
 
 fn write_client(out: &mut Vec<u8>, client: &ClientInfo) {
+    let ClientInfo {
+        ip,
+        user_agent,
+        browser,
+        browser_version,
+        os,
+        device_type,
+    } = client;
     let mut o = Object::start(out);
-    o.str("ip", client.ip.as_deref());
-    o.str("user_agent", client.user_agent.as_deref());
-    o.str("browser", client.browser.as_deref());
-    o.str("browser_version", client.browser_version.as_deref());
-    o.str("os", client.os.as_deref());
-    o.str("device_type", client.device_type.as_deref());
+    o.str("ip", ip.as_deref());
+    o.str("user_agent", user_agent.as_deref());
+    o.str("browser", browser.as_deref());
+    o.str("browser_version", browser_version.as_deref());
+    o.str("os", os.as_deref());
+    o.str("device_type", device_type.as_deref());
     o.end();
 }
 
