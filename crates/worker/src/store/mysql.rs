@@ -150,10 +150,15 @@ impl MysqlStore {
     /// message after the last one of each in `events`.
     pub async fn write(&self, events: &[Sourced<'_>]) -> Result<MysqlOutcome, StoreError> {
         let mut attempt = 0;
+        // A batch of messages MySQL has not processed yet can only hold events stored before
+        // if a client sent them again: the insert's unique key finds those, and then the
+        // batch is written again with a lookup of every event first.
+        let mut look_up = false;
         loop {
-            match self.write_once(events).await {
+            match self.write_once(events, look_up).await {
                 Err(StoreError::Transient(e)) if attempt < RACE_RETRIES && is_race(&e) => {
                     attempt += 1;
+                    look_up = true;
                     tracing::debug!(error = %e, attempt, "batch lost a race; retrying");
                 }
                 other => return other,
@@ -161,13 +166,21 @@ impl MysqlStore {
         }
     }
 
-    async fn write_once(&self, events: &[Sourced<'_>]) -> Result<MysqlOutcome, StoreError> {
+    async fn write_once(
+        &self,
+        events: &[Sourced<'_>],
+        look_up: bool,
+    ) -> Result<MysqlOutcome, StoreError> {
         let mut clock = StepClock::start();
         let mut outcome = MysqlOutcome::default();
         let mut tx = self.pool.begin().await.map_err(classify)?;
         let all: Vec<&Event> = events.iter().map(|s| s.event).collect();
         let suppressed = suppressed_people(&mut tx, &all).await.map_err(classify)?;
-        let stored = stored_origins(&mut tx, events).await.map_err(classify)?;
+        let stored = if look_up || processed_before(&mut tx, events).await.map_err(classify)? {
+            stored_origins(&mut tx, events).await.map_err(classify)?
+        } else {
+            StoredOrigins::new()
+        };
         let mut seen = HashSet::with_capacity(events.len());
         let mut fresh: Vec<Sourced<'_>> = Vec::with_capacity(events.len());
         for s in events {
@@ -344,6 +357,43 @@ async fn stored_origins(
         }
     }
     Ok(stored)
+}
+
+/// Whether MySQL processed a message of `events` before (a redelivery): one of them is below
+/// its partition's position in `kafka_positions`.
+async fn processed_before(
+    tx: &mut Transaction<'_, MySql>,
+    events: &[Sourced<'_>],
+) -> Result<bool, sqlx::Error> {
+    let mut first: BTreeMap<(&str, i32), i64> = BTreeMap::new();
+    for s in events {
+        let f = first
+            .entry((s.source.topic, s.source.partition))
+            .or_insert(s.source.offset);
+        *f = (*f).min(s.source.offset);
+    }
+    if first.is_empty() {
+        return Ok(false);
+    }
+    let mut q = QueryBuilder::<MySql>::new(
+        "SELECT topic, kafka_partition, next_offset FROM kafka_positions \
+         WHERE (topic, kafka_partition) IN (",
+    );
+    let mut list = q.separated(", ");
+    for (topic, partition) in first.keys() {
+        list.push("(")
+            .push_bind_unseparated(*topic)
+            .push_unseparated(", ")
+            .push_bind_unseparated(*partition)
+            .push_unseparated(")");
+    }
+    q.push(")");
+    let positions: Vec<StoredPosition> = q.build_query_as().fetch_all(&mut **tx).await?;
+    Ok(positions.iter().any(|p| {
+        first
+            .get(&(p.topic.as_str(), p.kafka_partition))
+            .is_some_and(|offset| *offset < p.next_offset)
+    }))
 }
 
 /// Moves each partition's position in `kafka_positions` to the message after the last one of

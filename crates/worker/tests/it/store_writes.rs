@@ -274,6 +274,15 @@ async fn mysql_says_which_message_counts_each_event() {
     );
     assert_eq!((second.inserted, second.duplicates), (0, 5));
 
+    // A client's retry in a message MySQL has not seen: the insert finds it stored.
+    let retried = [Sourced {
+        event: &events[1],
+        source: at(3, 200),
+    }];
+    let retry = mysql.write(&retried).await.unwrap();
+    assert_eq!(retry.verdicts, [Duplicate]);
+    assert_eq!((retry.inserted, retry.duplicates), (0, 1));
+
     // A row stored by a version that recorded no origin.
     let pool = target.pool().await;
     sqlx::query(
@@ -293,6 +302,6 @@ async fn mysql_says_which_message_counts_each_event() {
     .fetch_one(&pool)
     .await
     .unwrap();
-    assert_eq!(next, 100);
+    assert_eq!(next, 201);
     target.cleanup().await;
 }
