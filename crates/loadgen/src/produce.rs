@@ -4,7 +4,7 @@
 //! acknowledgements, as one gateway request does) or pipelined (the producer's queue kept full:
 //! the limit of the client and the broker). Also fills a topic for the worker drain phase.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -93,10 +93,10 @@ pub struct ProduceArgs {
     /// Distinct serialized batches prepared before a timed run.
     #[arg(long, default_value_t = 256)]
     pub bodies: usize,
-    /// Pipelined: one thread enqueues the batches back to back and keeps the producer's queue
-    /// full, counting acknowledgements in the delivery callback; nothing waits for a batch.
-    /// The most this producer configuration and the broker take (--concurrency and --rate
-    /// do not apply).
+    /// Pipelined: --concurrency threads (at most 16) enqueue the batches back to back into one
+    /// producer and keep its queue full, counting acknowledgements in the delivery callback;
+    /// nothing waits for a batch. The most this producer configuration and the broker take
+    /// (--rate does not apply).
     #[arg(long, conflicts_with = "fill")]
     pub pipelined: bool,
     /// Clock ticks per second of /proc/PID/stat (getconf CLK_TCK), for the client's CPU.
@@ -240,45 +240,71 @@ fn pipelined(
     let start = Instant::now();
     let measure_from = start + Duration::from_secs_f64(load.warmup);
     let end = measure_from + Duration::from_secs_f64(load.duration);
-    let mut window_start: Option<(Instant, u64)> = None;
-    let (mut sent, mut queue_full_waits) = (0u64, 0u64);
-    let mut next = 0usize;
-    let window_end = loop {
-        let now = Instant::now();
-        let acknowledged = counter.acknowledged.load(Ordering::Relaxed);
-        if window_start.is_none() && now >= measure_from {
-            window_start = Some((now, acknowledged));
-        }
-        if now >= end {
-            break (now, acknowledged);
-        }
-        for message in &batches[next % batches.len()] {
-            let mut record = BaseRecord::to(&settings.topic)
-                .key(&message.key)
-                .payload(&message.payload)
-                .headers(message.headers());
-            loop {
-                match producer.send(record) {
-                    Ok(()) => break,
-                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                        // The queue is full: exactly the state this baseline keeps. Wait for
-                        // deliveries to make room (the polling thread serves the callbacks).
-                        record = back;
-                        queue_full_waits += 1;
-                        std::thread::sleep(Duration::from_micros(200));
+    let stop = AtomicBool::new(false);
+    let (sent, queue_full_waits) = (AtomicU64::new(0), AtomicU64::new(0));
+    // One enqueuing thread per --concurrency (at least one), each sending every n-th batch:
+    // on a shared machine a single thread gets a single thread's share of the cores, and the
+    // baseline would measure the scheduler rather than the producer.
+    let threads = load.concurrency.clamp(1, 16);
+    let (window_start, window_end) = std::thread::scope(|scope| {
+        let mut senders = Vec::new();
+        for first in 0..threads {
+            let (producer, stop, sent, waits) = (&producer, &stop, &sent, &queue_full_waits);
+            senders.push(scope.spawn(move || -> anyhow::Result<()> {
+                let mut next = first;
+                while !stop.load(Ordering::Relaxed) {
+                    for message in &batches[next % batches.len()] {
+                        let mut record = BaseRecord::to(&settings.topic)
+                            .key(&message.key)
+                            .payload(&message.payload)
+                            .headers(message.headers());
+                        loop {
+                            match producer.send(record) {
+                                Ok(()) => break,
+                                Err((
+                                    KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull),
+                                    back,
+                                )) => {
+                                    // The queue is full: exactly the state this baseline
+                                    // keeps. Wait for deliveries to make room (the polling
+                                    // thread serves the callbacks).
+                                    record = back;
+                                    waits.fetch_add(1, Ordering::Relaxed);
+                                    std::thread::sleep(Duration::from_micros(200));
+                                }
+                                Err((e, _)) => anyhow::bail!("cannot enqueue: {e}"),
+                            }
+                        }
+                        sent.fetch_add(1, Ordering::Relaxed);
                     }
-                    Err((e, _)) => anyhow::bail!("cannot enqueue: {e}"),
+                    next += threads;
                 }
-            }
-            sent += 1;
+                Ok(())
+            }));
         }
-        next += 1;
-    };
+        let mark = |at: Instant| {
+            std::thread::sleep(at.saturating_duration_since(Instant::now()));
+            (Instant::now(), counter.acknowledged.load(Ordering::Relaxed))
+        };
+        let window = (mark(measure_from), mark(end));
+        stop.store(true, Ordering::Relaxed);
+        let results: Vec<anyhow::Result<()>> = senders
+            .into_iter()
+            .map(|s| {
+                s.join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("a sender panicked")))
+            })
+            .collect();
+        results
+            .into_iter()
+            .collect::<anyhow::Result<()>>()
+            .map(|()| window)
+    })?;
+    let (sent, queue_full_waits) = (sent.into_inner(), queue_full_waits.into_inner());
     producer.flush(Duration::from_secs(60))?;
     let acknowledged = counter.acknowledged.load(Ordering::Relaxed);
     let failed = counter.failed.load(Ordering::Relaxed);
-    let (t0, n0) = window_start.unwrap_or(window_end);
-    let (t1, n1) = window_end;
+    let ((t0, n0), (t1, n1)) = (window_start, window_end);
     let seconds = (t1 - t0).as_secs_f64();
     let payload_bytes: usize = batches.iter().flatten().map(|p| p.payload.len()).sum();
     let payloads = batches.iter().map(Vec::len).sum::<usize>().max(1);
@@ -288,6 +314,7 @@ fn pipelined(
         "acknowledged_events": acknowledged,
         "failed_events": failed,
         "queue_full_waits": queue_full_waits,
+        "threads": threads,
         "measured_seconds": seconds,
         "events_per_s": (n1 - n0) as f64 / seconds.max(1e-9),
         "payload_bytes_avg": payload_bytes as f64 / payloads as f64,
