@@ -21,6 +21,7 @@ pub struct WorkerMetrics {
     pub paused_seconds: IntCounter,
     pub retention_deleted: IntCounter,
     pub offset_gaps: IntCounterVec,
+    pub below_position: IntCounterVec,
     pub refused_splits: IntCounter,
     pub suppressed_events: IntCounter,
     pub buffered_messages: IntGauge,
@@ -124,6 +125,15 @@ impl WorkerMetrics {
                 ),
                 &["partition"],
             )?,
+            below_position: IntCounterVec::new(
+                Opts::new(
+                    "worker_events_below_position_total",
+                    "Events stored from messages below their partition's stored position (the \
+                     topic re-created or truncated, or a late event's row deleted): Redis does \
+                     not count them",
+                ),
+                &["partition"],
+            )?,
             suppressed_events: IntCounter::new(
                 "worker_suppressed_events_total",
                 "Events of erased or opted-out people, dropped before either store",
@@ -162,6 +172,7 @@ impl WorkerMetrics {
         registry.register(Box::new(m.suppressed_events.clone()))?;
         registry.register(Box::new(m.buffered_messages.clone()))?;
         registry.register(Box::new(m.offset_gaps.clone()))?;
+        registry.register(Box::new(m.below_position.clone()))?;
         registry.register(Box::new(m.messages_consumed.clone()))?;
         registry.register(Box::new(m.events_written.clone()))?;
         registry.register(Box::new(m.duplicates_skipped.clone()))?;

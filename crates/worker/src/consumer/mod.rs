@@ -11,7 +11,7 @@ mod health;
 pub mod lag;
 pub mod replay_window;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
 use std::time::{Duration, Instant};
 
@@ -416,6 +416,28 @@ impl EventConsumer {
                     self.metrics
                         .suppressed_events
                         .inc_by(outcome.suppressed.len() as u64);
+                    // Every written partition gets its series (at 0 most of the time), so the
+                    // alert sees the first increment.
+                    let partitions: BTreeSet<i32> =
+                        slice.iter().map(|s| s.source.partition).collect();
+                    for partition in partitions {
+                        let events = outcome.below_position.get(&partition).copied().unwrap_or(0);
+                        if events > 0 {
+                            // Redis would take these messages for ones it applied: say so.
+                            tracing::error!(
+                                topic = %self.topic,
+                                partition,
+                                events,
+                                "events stored from messages below the partition's stored \
+                                 position: was the topic re-created or its log truncated? Redis \
+                                 will not count them (OPERATIONS.md, InsightflowEventsBelowPosition)"
+                            );
+                        }
+                        self.metrics
+                            .below_position
+                            .with_label_values(&[&partition.to_string()])
+                            .inc_by(events as u64);
+                    }
                     for (at, verdict) in range.zip(outcome.verdicts) {
                         verdicts[at] = Some(verdict);
                     }

@@ -5,7 +5,7 @@
 //! (`kafka_positions`): what the Redis side needs to apply every event exactly once without a
 //! mark per event (see `super`).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use anyhow::Context;
 use chrono::{DateTime, DurationRound, NaiveDateTime, TimeDelta, Utc};
@@ -81,6 +81,12 @@ pub struct MysqlOutcome {
     pub suppressed: Vec<(String, String)>,
     /// One per event written, in order.
     pub verdicts: Vec<Verdict>,
+    /// Events stored now from messages below their partition's position: MySQL had
+    /// processed those offsets, yet did not hold these events. Offsets restarted (the topic
+    /// was re-created, or its log truncated) or the event's row was deleted (retention of a
+    /// late event). Redis takes such a message for one it applied and will not count it.
+    /// Per partition.
+    pub below_position: BTreeMap<i32, usize>,
     /// Where the transaction's time went, step by step (`STEPS`).
     pub steps: [std::time::Duration; STEPS.len()],
 }
@@ -176,7 +182,8 @@ impl MysqlStore {
         let mut tx = self.pool.begin().await.map_err(classify)?;
         let all: Vec<&Event> = events.iter().map(|s| s.event).collect();
         let suppressed = suppressed_people(&mut tx, &all).await.map_err(classify)?;
-        let stored = if look_up || processed_before(&mut tx, events).await.map_err(classify)? {
+        let positions = positions_of(&mut tx, events).await.map_err(classify)?;
+        let stored = if look_up || processed_before(&positions, events) {
             stored_origins(&mut tx, events).await.map_err(classify)?
         } else {
             StoredOrigins::new()
@@ -199,6 +206,13 @@ impl MysqlStore {
                     Some(Some(_)) => Verdict::Duplicate,
                     None if seen.insert((project, event_id)) => {
                         fresh.push(*s);
+                        let position = positions.get(&(s.source.topic, s.source.partition));
+                        if position.is_some_and(|next| s.source.offset < *next) {
+                            *outcome
+                                .below_position
+                                .entry(s.source.partition)
+                                .or_default() += 1;
+                        }
                         Verdict::Inserted
                     }
                     None => Verdict::Duplicate,
@@ -361,26 +375,34 @@ async fn stored_origins(
 
 /// Whether MySQL processed a message of `events` before (a redelivery): one of them is below
 /// its partition's position in `kafka_positions`.
-async fn processed_before(
+/// Whether MySQL has processed any of the batch's messages: one of them is below its
+/// partition's position.
+fn processed_before(positions: &BTreeMap<(&str, i32), i64>, events: &[Sourced<'_>]) -> bool {
+    events.iter().any(|s| {
+        positions
+            .get(&(s.source.topic, s.source.partition))
+            .is_some_and(|next| s.source.offset < *next)
+    })
+}
+
+/// The positions in `kafka_positions` of the batch's partitions (those MySQL has any for).
+async fn positions_of<'e>(
     tx: &mut Transaction<'_, MySql>,
-    events: &[Sourced<'_>],
-) -> Result<bool, sqlx::Error> {
-    let mut first: BTreeMap<(&str, i32), i64> = BTreeMap::new();
-    for s in events {
-        let f = first
-            .entry((s.source.topic, s.source.partition))
-            .or_insert(s.source.offset);
-        *f = (*f).min(s.source.offset);
-    }
+    events: &[Sourced<'e>],
+) -> Result<BTreeMap<(&'e str, i32), i64>, sqlx::Error> {
+    let first: BTreeSet<(&'e str, i32)> = events
+        .iter()
+        .map(|s| (s.source.topic, s.source.partition))
+        .collect();
     if first.is_empty() {
-        return Ok(false);
+        return Ok(BTreeMap::new());
     }
     let mut q = QueryBuilder::<MySql>::new(
         "SELECT topic, kafka_partition, next_offset FROM kafka_positions \
          WHERE (topic, kafka_partition) IN (",
     );
     let mut list = q.separated(", ");
-    for (topic, partition) in first.keys() {
+    for (topic, partition) in &first {
         list.push("(")
             .push_bind_unseparated(*topic)
             .push_unseparated(", ")
@@ -389,11 +411,15 @@ async fn processed_before(
     }
     q.push(")");
     let positions: Vec<StoredPosition> = q.build_query_as().fetch_all(&mut **tx).await?;
-    Ok(positions.iter().any(|p| {
-        first
-            .get(&(p.topic.as_str(), p.kafka_partition))
-            .is_some_and(|offset| *offset < p.next_offset)
-    }))
+    Ok(first
+        .into_iter()
+        .filter_map(|(topic, partition)| {
+            positions
+                .iter()
+                .find(|p| p.topic.as_str() == topic && p.kafka_partition == partition)
+                .map(|p| ((topic, partition), p.next_offset))
+        })
+        .collect())
 }
 
 /// Moves each partition's position in `kafka_positions` to the message after the last one of

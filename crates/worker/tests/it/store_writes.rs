@@ -305,3 +305,54 @@ async fn mysql_says_which_message_counts_each_event() {
     assert_eq!(next, 201);
     target.cleanup().await;
 }
+
+/// Offsets that restart below a partition's stored position (the topic re-created under the
+/// same name): MySQL stores the new events and says they came from below the position, which
+/// the consumer reports as an error and a metric. A redelivery below it is not reported.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_from_below_the_stored_position_are_reported() {
+    let now = Utc::now();
+    let target = WorkerTarget::create().await;
+    let (mysql, _) = stores(&target).await;
+    let raw = varied(10, now);
+    let events = validated(&raw, now);
+    let batch: Vec<Sourced<'_>> = events
+        .iter()
+        .zip(0..)
+        .map(|(event, offset)| Sourced {
+            event,
+            source: at(1, offset),
+        })
+        .collect();
+    let first = mysql.write(&batch).await.unwrap();
+    assert_eq!(first.inserted, 10);
+    assert!(
+        first.below_position.is_empty(),
+        "{:?}",
+        first.below_position
+    );
+
+    let redelivered = mysql.write(&batch[..4]).await.unwrap();
+    assert!(
+        redelivered.below_position.is_empty(),
+        "a redelivery is not news"
+    );
+
+    // The same offsets again, carrying new events: offsets restarted.
+    let restarted_raw: Vec<Value> = (0..3)
+        .map(|i| json!({"event_id": format!("after-{i}"), "event_type": "click", "user_id": "u9"}))
+        .collect();
+    let restarted = validated(&restarted_raw, now);
+    let batch: Vec<Sourced<'_>> = restarted
+        .iter()
+        .zip(0..)
+        .map(|(event, offset)| Sourced {
+            event,
+            source: at(1, offset),
+        })
+        .collect();
+    let after = mysql.write(&batch).await.unwrap();
+    assert_eq!(after.inserted, 3);
+    assert_eq!(after.below_position.get(&1), Some(&3));
+    assert_eq!(after.below_position.len(), 1);
+}
