@@ -1,15 +1,14 @@
 //! How a person is named where they must not be: the SHA-256 of their distinct id, in hex.
 //! The suppression list and the erasure audit hold only this; the worker computes it for
-//! each event to drop a suppressed person's events, and the stats API to suppress and audit.
+//! each person of a batch to drop a suppressed person's events, and the stats API to suppress and audit.
 
 use sha2::{Digest, Sha256};
 
 /// The lower-case hex SHA-256 of a distinct id (64 characters).
 pub fn person_digest(distinct_id: &str) -> String {
-    Sha256::digest(distinct_id.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    // The digest formats itself as lower-case hex: one string, not one per byte (the worker
+    // computes this for every person of every batch).
+    format!("{:x}", Sha256::digest(distinct_id.as_bytes()))
 }
 
 #[cfg(test)]
