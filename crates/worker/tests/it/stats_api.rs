@@ -5,7 +5,9 @@ use crate::support;
 
 use std::time::Duration;
 
-use crate::stats_support::{get_with, ingest, ok, pipeline_with_keys, send, wait_applied};
+use crate::stats_support::{
+    get_with, ingest, ok, pipeline_with_keys, query_value, send, wait_applied,
+};
 use crate::support::TestPipeline;
 use serde_json::json;
 
@@ -760,8 +762,8 @@ async fn unique_user_estimates_are_within_their_error_and_say_so() {
     let from = (this_hour - Span::hours(1)).to_rfc3339();
     let path = format!(
         "/api/v1/projects/default/unique-users?from={}&to={}",
-        urlencode(&from),
-        urlencode(&now.to_rfc3339())
+        query_value(&from),
+        query_value(&now.to_rfc3339())
     );
     let hourly = ok(&p, &path).await;
     assert_eq!(hourly["exact"], false, "{hourly}");
@@ -798,7 +800,7 @@ async fn unique_user_estimates_are_within_their_error_and_say_so() {
     let (status, body) = p
         .get(&format!(
             "/api/v1/projects/default/unique-users?from={}",
-            urlencode(&old)
+            query_value(&old)
         ))
         .await;
     assert_eq!(
@@ -806,8 +808,4 @@ async fn unique_user_estimates_are_within_their_error_and_say_so() {
         (400, Some("from")),
         "{body}"
     );
-}
-
-fn urlencode(raw: &str) -> String {
-    raw.replace('+', "%2B").replace(':', "%3A")
 }

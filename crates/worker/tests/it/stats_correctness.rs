@@ -21,7 +21,7 @@ use crate::correctness_support::dataset::{
     self, date, utc, Event, Transition, KOLKATA, NEW_YORK, PARIS, SPAN_FROM, SPAN_TO,
 };
 use crate::correctness_support::expected::{self, midnight, Bucket, Local, Until};
-use crate::stats_support::{ingest, ok, send, wait_applied};
+use crate::stats_support::{ingest, ok, query_value, send, wait_applied};
 use crate::support::{
     spawn_ingest, spawn_worker_with, worker_settings, TestPipeline, WorkerTarget,
 };
@@ -631,13 +631,7 @@ async fn sessions_and_filters(p: &TestPipeline, events: &[Event]) {
     let filter = "$page_path==/pricing|/blog";
     let counts = ok(
         p,
-        &format!(
-            "/api/v1/counts?{span}&filter={}",
-            filter
-                .replace('$', "%24")
-                .replace('|', "%7C")
-                .replace('=', "%3D")
-        ),
+        &format!("/api/v1/counts?{span}&filter={}", query_value(filter)),
     )
     .await;
     let mut by_type: BTreeMap<String, i64> = BTreeMap::new();

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use chrono::{DateTime, Duration, SecondsFormat, Utc};
 use serde_json::{json, Value};
 
-use crate::stats_support::{ingest, ok, wait_applied};
+use crate::stats_support::{ingest, ok, query_value, wait_applied};
 use crate::support::TestPipeline;
 
 /// One event as sent, with what the filters look at.
@@ -78,18 +78,6 @@ fn not_free_on_a_or_b(e: &Sent) -> bool {
     e.plan != Some("free") && matches!(e.path, "/a" | "/b")
 }
 
-fn enc(raw: &str) -> String {
-    raw.replace('%', "%25")
-        .replace('|', "%7C")
-        .replace(';', "%3B")
-        .replace('=', "%3D")
-        .replace('!', "%21")
-        .replace('/', "%2F")
-        .replace('$', "%24")
-        .replace(':', "%3A")
-        .replace('+', "%2B")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn filters_count_only_the_matching_events_on_every_endpoint() {
     let p = TestPipeline::start().await;
@@ -100,14 +88,18 @@ async fn filters_count_only_the_matching_events_on_every_endpoint() {
     wait_applied(&p, bodies.len() as u64).await;
     let range = format!(
         "from={}&to={}",
-        enc(&(start - Duration::minutes(5)).to_rfc3339()),
-        enc(&Utc::now().to_rfc3339())
+        query_value(&(start - Duration::minutes(5)).to_rfc3339()),
+        query_value(&Utc::now().to_rfc3339())
     );
     let base = "/api/v1/projects/default";
 
     // counts
     let filter = "plan==pro|team";
-    let counts = ok(&p, &format!("{base}/counts?{range}&filter={}", enc(filter))).await;
+    let counts = ok(
+        &p,
+        &format!("{base}/counts?{range}&filter={}", query_value(filter)),
+    )
+    .await;
     let mut expected: BTreeMap<&str, i64> = BTreeMap::new();
     for e in sent.iter().filter(|e| pro_or_team(e)) {
         *expected.entry(e.event_type).or_default() += 1;
@@ -122,7 +114,7 @@ async fn filters_count_only_the_matching_events_on_every_endpoint() {
     let filter = "plan!=free;$page_path==/a|/b";
     let summary = ok(
         &p,
-        &format!("{base}/summary?{range}&filter={}", enc(filter)),
+        &format!("{base}/summary?{range}&filter={}", query_value(filter)),
     )
     .await;
     let matching: Vec<&Sent> = sent.iter().filter(|e| not_free_on_a_or_b(e)).collect();
@@ -144,7 +136,7 @@ async fn filters_count_only_the_matching_events_on_every_endpoint() {
         &p,
         &format!(
             "{base}/timeseries?bucket=minute&{range}&filter={}",
-            enc(filter)
+            query_value(filter)
         ),
     )
     .await;
@@ -160,7 +152,7 @@ async fn filters_count_only_the_matching_events_on_every_endpoint() {
     let filter = "plan==pro|team";
     let hot = ok(
         &p,
-        &format!("{base}/pages/hot?{range}&filter={}", enc(filter)),
+        &format!("{base}/pages/hot?{range}&filter={}", query_value(filter)),
     )
     .await;
     let mut views: BTreeMap<&str, i64> = BTreeMap::new();
@@ -191,7 +183,7 @@ async fn filters_count_only_the_matching_events_on_every_endpoint() {
         &p,
         &format!(
             "{base}/breakdown?event_type=click&by=$page_path&{range}&filter={}",
-            enc(filter)
+            query_value(filter)
         ),
     )
     .await;
@@ -221,7 +213,7 @@ async fn filters_count_only_the_matching_events_on_every_endpoint() {
         &p,
         &format!(
             "{base}/conversion?start_event=page_view&end_event=purchase&{range}&filter={}",
-            enc(filter)
+            query_value(filter)
         ),
     )
     .await;
@@ -248,12 +240,18 @@ async fn filters_count_only_the_matching_events_on_every_endpoint() {
     // refusals name the field
     for (path, field) in [
         (
-            format!("{base}/counts?filter={}", enc("$nope==1")),
+            format!("{base}/counts?filter={}", query_value("$nope==1")),
             "filter",
         ),
-        (format!("{base}/counts?filter={}", enc("plan")), "filter"),
         (
-            format!("{base}/pages/hot?source=redis&filter={}", enc("plan==pro")),
+            format!("{base}/counts?filter={}", query_value("plan")),
+            "filter",
+        ),
+        (
+            format!(
+                "{base}/pages/hot?source=redis&filter={}",
+                query_value("plan==pro")
+            ),
             "source",
         ),
     ] {

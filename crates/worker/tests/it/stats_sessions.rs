@@ -3,10 +3,10 @@
 
 use std::collections::BTreeMap;
 
-use chrono::{DateTime, Duration, SecondsFormat, Utc};
+use chrono::{Duration, Utc};
 use serde_json::{json, Value};
 
-use crate::stats_support::{ingest, ok, wait_applied};
+use crate::stats_support::{ingest, ok, query_time, query_value, wait_applied};
 use crate::support::TestPipeline;
 
 /// One event: its session, type, page (page views only) and time from the base.
@@ -73,11 +73,6 @@ fn expected(from_offset: i64) -> Value {
     })
 }
 
-fn at(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Millis, true)
-        .replace(':', "%3A")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn session_figures_agree_with_the_sessions_sent() {
     let p = TestPipeline::start().await;
@@ -99,7 +94,7 @@ async fn session_figures_agree_with_the_sessions_sent() {
     wait_applied(&p, events.len() as u64).await;
 
     let from = base - Duration::minutes(1);
-    let range = format!("from={}&to={}", at(from), at(Utc::now()));
+    let range = format!("from={}&to={}", query_time(from), query_time(Utc::now()));
     let want = expected(-60);
     assert_eq!(want["sessions"], 5, "the data set: s1, s2, s3, s4, s6");
     let sessions = ok(&p, &format!("/api/v1/projects/default/sessions?{range}")).await;
@@ -113,7 +108,10 @@ async fn session_figures_agree_with_the_sessions_sent() {
     assert_eq!(dashboard["sessions"], want, "{dashboard}");
     let filtered = ok(
         &p,
-        &format!("/api/v1/projects/default/summary?{range}&filter=%24event_type%3D%3Dclick"),
+        &format!(
+            "/api/v1/projects/default/summary?{range}&filter={}",
+            query_value("$event_type==click")
+        ),
     )
     .await;
     assert_eq!(filtered["sessions"], Value::Null, "{filtered}");
@@ -122,8 +120,8 @@ async fn session_figures_agree_with_the_sessions_sent() {
         &p,
         &format!(
             "/api/v1/projects/default/sessions?from={}&to={}",
-            at(base - Duration::days(3)),
-            at(base - Duration::days(2))
+            query_time(base - Duration::days(3)),
+            query_time(base - Duration::days(2))
         ),
     )
     .await;

@@ -94,6 +94,16 @@ pub async fn send(
     )
 }
 
+/// A query-string value, encoded (`+` of a time zone, `$`, `|`, `=` of a filter, ...).
+pub fn query_value(raw: &str) -> String {
+    form_urlencoded::byte_serialize(raw.as_bytes()).collect()
+}
+
+/// A time as a query-string value, RFC 3339 with milliseconds.
+pub fn query_time(t: chrono::DateTime<chrono::Utc>) -> String {
+    query_value(&t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+}
+
 /// Posts events to the gateway in batches of at most 400.
 pub async fn ingest(pipeline: &TestPipeline, events: &[serde_json::Value]) {
     for chunk in events.chunks(400) {
