@@ -93,48 +93,12 @@ pub async fn session_figures(
     .bind(to)
     .fetch_one(db)
     .await?;
-    let median_ms: Option<i64> = if totals.sessions == 0 {
-        None
-    } else {
-        // The lower median for an even count: a duration some session really had.
-        sqlx::query_scalar(
-            "SELECT CAST(TIMESTAMPDIFF(MICROSECOND, started_at, last_seen) DIV 1000 AS SIGNED) AS ms \
-             FROM sessions WHERE project = ? AND started_at >= ? AND started_at < ? \
-             ORDER BY ms LIMIT 1 OFFSET ?",
-        )
-        .bind(project)
-        .bind(from)
-        .bind(to)
-        .bind((totals.sessions - 1) / 2)
-        .fetch_optional(db)
-        .await?
-    };
-    let paths = match totals.last_seen {
-        // The sessions' page views lie between the range's start and their last event.
-        Some(last_seen) => {
-            sqlx::query_as::<_, PathRow>(
-                "SELECT page_path, COUNT(*) AS views, CAST(SUM(first = 1) AS SIGNED) AS entries, \
-                 CAST(SUM(last = 1) AS SIGNED) AS exits FROM ( \
-                   SELECT e.page_path, \
-                     ROW_NUMBER() OVER (PARTITION BY e.session_id ORDER BY e.event_time, e.id) AS first, \
-                     ROW_NUMBER() OVER (PARTITION BY e.session_id ORDER BY e.event_time DESC, e.id DESC) AS last \
-                   FROM user_events e FORCE INDEX (ix_user_events_type_time) \
-                   JOIN sessions s ON s.project = e.project AND s.session_id = e.session_id \
-                   WHERE e.project = ? AND e.event_type = 'page_view' \
-                   AND e.event_time >= ? AND e.event_time <= ? \
-                   AND s.started_at >= ? AND s.started_at < ? \
-                 ) v GROUP BY page_path",
-            )
-            .bind(project)
-            .bind(from)
-            .bind(last_seen)
-            .bind(from)
-            .bind(to)
-            .fetch_all(db)
-            .await?
-        }
-        None => Vec::new(),
-    };
+    // Both read after the totals (the median's offset, the page views' last time), and
+    // neither needs the other: at once.
+    let (median_ms, paths) = tokio::try_join!(
+        median_ms(db, project, range, totals.sessions),
+        page_paths(db, project, range, totals.last_seen),
+    )?;
     let page_views = paths.iter().map(|p| p.views).sum();
     let top = |count: fn(&PathRow) -> i64| {
         let mut listed: Vec<PageSessions> = paths
@@ -170,6 +134,65 @@ pub async fn session_figures(
         entry_pages: top(|p| p.entries),
         exit_pages: top(|p| p.exits),
     })
+}
+
+/// The lower median of the durations of the `sessions` sessions started in `range`, in
+/// milliseconds (a duration some session really had); `None` without sessions.
+async fn median_ms(
+    db: &MySqlPool,
+    project: &str,
+    range: TimeRange,
+    sessions: i64,
+) -> Result<Option<i64>, ApiError> {
+    if sessions == 0 {
+        return Ok(None);
+    }
+    Ok(sqlx::query_scalar(
+        "SELECT CAST(TIMESTAMPDIFF(MICROSECOND, started_at, last_seen) DIV 1000 AS SIGNED) AS ms \
+         FROM sessions WHERE project = ? AND started_at >= ? AND started_at < ? \
+         ORDER BY ms LIMIT 1 OFFSET ?",
+    )
+    .bind(project)
+    .bind(range.from_naive())
+    .bind(range.to_naive())
+    .bind((sessions - 1) / 2)
+    .fetch_optional(db)
+    .await?)
+}
+
+/// Per page path, the page views of the sessions started in `range`, and how many entered and
+/// left on it. Their page views lie between the range's start and the sessions' last event
+/// (`last_seen`; `None` without sessions).
+async fn page_paths(
+    db: &MySqlPool,
+    project: &str,
+    range: TimeRange,
+    last_seen: Option<NaiveDateTime>,
+) -> Result<Vec<PathRow>, ApiError> {
+    let Some(last_seen) = last_seen else {
+        return Ok(Vec::new());
+    };
+    let (from, to) = (range.from_naive(), range.to_naive());
+    Ok(sqlx::query_as::<_, PathRow>(
+        "SELECT page_path, COUNT(*) AS views, CAST(SUM(first = 1) AS SIGNED) AS entries, \
+         CAST(SUM(last = 1) AS SIGNED) AS exits FROM ( \
+           SELECT e.page_path, \
+             ROW_NUMBER() OVER (PARTITION BY e.session_id ORDER BY e.event_time, e.id) AS first, \
+             ROW_NUMBER() OVER (PARTITION BY e.session_id ORDER BY e.event_time DESC, e.id DESC) AS last \
+           FROM user_events e FORCE INDEX (ix_user_events_type_time) \
+           JOIN sessions s ON s.project = e.project AND s.session_id = e.session_id \
+           WHERE e.project = ? AND e.event_type = 'page_view' \
+           AND e.event_time >= ? AND e.event_time <= ? \
+           AND s.started_at >= ? AND s.started_at < ? \
+         ) v GROUP BY page_path",
+    )
+    .bind(project)
+    .bind(from)
+    .bind(last_seen)
+    .bind(from)
+    .bind(to)
+    .fetch_all(db)
+    .await?)
 }
 
 #[derive(Debug, Deserialize)]

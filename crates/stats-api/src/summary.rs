@@ -192,13 +192,21 @@ pub async fn summary(
     };
     let filter = Filter::parse(query.filter.as_deref())?;
     let as_of = state.as_of(&project).await?;
-    let current = figures(state.db(), project.as_str(), range, &filter).await?;
-    // Session figures describe sessions, not events: not under a filter.
-    let session_figures = if filter.is_empty() {
-        Some(session_figures(state.db(), project.as_str(), range, PAGES_DEFAULT).await?)
-    } else {
-        None
+    // Session figures describe sessions, not events: not under a filter. Read beside the
+    // event figures, which they do not depend on.
+    let sessions = async {
+        if filter.is_empty() {
+            session_figures(state.db(), project.as_str(), range, PAGES_DEFAULT)
+                .await
+                .map(Some)
+        } else {
+            Ok(None)
+        }
     };
+    let (current, session_figures) = tokio::try_join!(
+        figures(state.db(), project.as_str(), range, &filter),
+        sessions
+    )?;
     let previous = if compare {
         let prev = range.previous();
         Some(json!({
