@@ -12,15 +12,15 @@
 use crate::support;
 
 use std::panic::AssertUnwindSafe;
-use std::sync::Arc;
 use std::time::Duration;
 
-use crate::support::{counts, spawn_ingest, spawn_worker_with, worker_settings, WorkerTarget};
+use crate::support::{
+    counts, direct, spawn_ingest, spawn_worker_with, worker_settings, WorkerTarget,
+};
 use chrono::{TimeDelta, Utc};
 use futures::FutureExt;
-use insightflow_model::{parse_batch, ClientInfo, Limits, ProjectId, RawBody, RequestClock};
 use insightflow_worker::metrics::WorkerMetrics;
-use insightflow_worker::store::mysql::{MysqlStore, Source, Sourced};
+use insightflow_worker::store::mysql::MysqlStore;
 use insightflow_worker::store::redis::RedisStore;
 use insightflow_worker::{keys, rebuild, retention, Role};
 use serde_json::{json, Value};
@@ -352,30 +352,8 @@ async fn write_old_events(mysql: &MysqlStore, n: usize) {
                 "timestamp": (now - TimeDelta::days(100)).to_rfc3339()})
         })
         .collect();
-    let body = json!({ "events": events }).to_string();
-    let limits = Limits::default();
-    let raw = RawBody::parse(&body, &limits).unwrap();
-    let clock = RequestClock::new(now, None, limits.max_future_seconds);
-    let outcome = parse_batch(
-        &raw,
-        &ProjectId::parse("default").unwrap(),
-        &clock,
-        &limits,
-        |_| Arc::new(ClientInfo::default()),
-    );
-    let accepted: Vec<Sourced<'_>> = outcome
-        .accepted
-        .iter()
-        .zip(0..)
-        .map(|(event, offset)| Sourced {
-            event,
-            source: Source {
-                topic: "written-directly",
-                partition: 0,
-                offset,
-            },
-        })
-        .collect();
+    let events = direct::validated(&events, now);
+    let accepted = direct::sourced(&events, "written-directly", 0);
     assert_eq!(mysql.write(&accepted).await.unwrap().inserted, n);
 }
 

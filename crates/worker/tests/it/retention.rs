@@ -4,15 +4,13 @@
 // A test panics to fail: unwrapping in its helpers is how it reports.
 #![allow(clippy::unwrap_used)]
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use crate::support::{worker_settings, WorkerTarget};
+use crate::support::{direct, worker_settings, WorkerTarget};
 use chrono::{TimeDelta, Utc};
-use insightflow_model::{parse_batch, ClientInfo, Limits, ProjectId, RawBody, RequestClock};
 use insightflow_worker::metrics::WorkerMetrics;
 use insightflow_worker::retention;
-use insightflow_worker::store::mysql::{MysqlStore, Source, Sourced};
+use insightflow_worker::store::mysql::MysqlStore;
 use insightflow_worker::store::redis::RedisStore;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -37,30 +35,8 @@ async fn old_raw_events_are_deleted_once_per_interval_and_recent_ones_kept() {
                 "user_id": format!("u{}", i % 7), "timestamp": (now - age).to_rfc3339()})
         })
         .collect();
-    let body = serde_json::json!({ "events": events }).to_string();
-    let limits = Limits::default();
-    let raw = RawBody::parse(&body, &limits).unwrap();
-    let clock = RequestClock::new(now, None, limits.max_future_seconds);
-    let outcome = parse_batch(
-        &raw,
-        &ProjectId::parse("default").unwrap(),
-        &clock,
-        &limits,
-        |_| Arc::new(ClientInfo::default()),
-    );
-    let accepted: Vec<Sourced<'_>> = outcome
-        .accepted
-        .iter()
-        .zip(0..)
-        .map(|(event, offset)| Sourced {
-            event,
-            source: Source {
-                topic: "written-directly",
-                partition: 0,
-                offset,
-            },
-        })
-        .collect();
+    let events = direct::validated(&events, now);
+    let accepted = direct::sourced(&events, "written-directly", 0);
     assert_eq!(mysql.write(&accepted).await.unwrap().inserted, 50);
 
     let mut retention_settings = settings.retention.clone();

@@ -6,35 +6,17 @@
 // A test panics to fail: unwrapping in its helpers is how it reports.
 #![allow(clippy::unwrap_used)]
 
-use std::sync::Arc;
-
+use crate::support::direct::{sourced, validated};
 use crate::support::state::{assert_same, snapshot};
 use crate::support::{worker_settings, WorkerTarget};
 use chrono::{DateTime, TimeDelta, Utc};
-use insightflow_model::{parse_batch, ClientInfo, Event, Limits, ProjectId, RawBody, RequestClock};
+use insightflow_model::Event;
 use insightflow_store::keys::{self, Keys};
 use insightflow_worker::store::mysql::{MysqlStore, Source, Sourced, Verdict};
 use insightflow_worker::store::redis::{AggregateInput, Applicable, Position, RedisStore};
 use serde_json::{json, Value};
 
 const TOPIC: &str = "store-writes";
-
-/// Validated events, as the gateway would have published them.
-fn validated(raw: &[Value], now: DateTime<Utc>) -> Vec<Event> {
-    let body = json!({ "events": raw }).to_string();
-    let limits = Limits::default();
-    let parsed = RawBody::parse(&body, &limits).unwrap();
-    let clock = RequestClock::new(now, None, limits.max_future_seconds);
-    let outcome = parse_batch(
-        &parsed,
-        &ProjectId::parse("default").unwrap(),
-        &clock,
-        &limits,
-        |_| Arc::new(ClientInfo::default()),
-    );
-    assert!(outcome.rejected.is_empty(), "{:?}", outcome.rejected);
-    outcome.accepted
-}
 
 /// `n` events of 4 users in 3 sessions, page views of 5 paths among clicks, times spread over
 /// the last three hours and out of order (so buckets, first-wins and greatest-time fields
@@ -242,14 +224,7 @@ async fn mysql_says_which_message_counts_each_event() {
     // A client's retry of e0 (another request) in the same Kafka batch.
     let mut events = validated(&raw, now);
     events.extend(validated(&raw[..1], now));
-    let batch: Vec<Sourced<'_>> = events
-        .iter()
-        .zip(0..)
-        .map(|(event, offset)| Sourced {
-            event,
-            source: at(3, offset),
-        })
-        .collect();
+    let batch = sourced(&events, TOPIC, 3);
     let first = mysql.write(&batch).await.unwrap();
     use Verdict::{Duplicate, Inserted, StoredByThisMessage, StoredWithoutOrigin};
     assert_eq!(
@@ -316,14 +291,7 @@ async fn events_from_below_the_stored_position_are_reported() {
     let (mysql, _) = stores(&target).await;
     let raw = varied(10, now);
     let events = validated(&raw, now);
-    let batch: Vec<Sourced<'_>> = events
-        .iter()
-        .zip(0..)
-        .map(|(event, offset)| Sourced {
-            event,
-            source: at(1, offset),
-        })
-        .collect();
+    let batch = sourced(&events, TOPIC, 1);
     let first = mysql.write(&batch).await.unwrap();
     assert_eq!(first.inserted, 10);
     assert!(
@@ -343,14 +311,7 @@ async fn events_from_below_the_stored_position_are_reported() {
         .map(|i| json!({"event_id": format!("after-{i}"), "event_type": "click", "user_id": "u9"}))
         .collect();
     let restarted = validated(&restarted_raw, now);
-    let batch: Vec<Sourced<'_>> = restarted
-        .iter()
-        .zip(0..)
-        .map(|(event, offset)| Sourced {
-            event,
-            source: at(1, offset),
-        })
-        .collect();
+    let batch = sourced(&restarted, TOPIC, 1);
     let after = mysql.write(&batch).await.unwrap();
     assert_eq!(after.inserted, 3);
     assert_eq!(after.below_position.get(&1), Some(&3));

@@ -5,6 +5,7 @@
 //! A test that cannot reach a service fails and says how to start it; it never skips.
 
 pub mod counts;
+pub mod direct;
 pub mod kafka;
 pub mod process;
 pub mod proxy;
