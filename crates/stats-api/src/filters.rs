@@ -16,7 +16,9 @@
 use sqlx::{MySql, QueryBuilder};
 
 use super::error::ApiError;
+use super::limits::Heavy;
 use super::property::property_path;
+use super::ApiState;
 
 /// The event columns a dimension may name (`$` + the column).
 pub const COLUMNS: &[&str] = &[
@@ -159,6 +161,16 @@ impl Filter {
 
     pub fn is_empty(&self) -> bool {
         self.clauses.is_empty()
+    }
+
+    /// A turn as a heavy query when the filter makes an endpoint that reads rollups or Redis
+    /// rankings read raw events instead; `None` without a filter.
+    pub async fn turn(&self, state: &ApiState) -> Result<Option<Heavy>, ApiError> {
+        if self.is_empty() {
+            Ok(None)
+        } else {
+            Heavy::acquire(state).await.map(Some)
+        }
     }
 
     /// The filter as sent; `None` when there is none.

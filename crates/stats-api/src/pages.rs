@@ -235,11 +235,7 @@ pub async fn hot_pages(
     let hours = hour_range(range);
     let filter = Filter::parse(query.filter.as_deref())?;
     // Filtered hot pages scan raw events instead of reading rankings: they take turns.
-    let _turn = if filter.is_empty() {
-        None
-    } else {
-        Some(Heavy::acquire(&state).await?)
-    };
+    let _turn = filter.turn(&state).await?;
     let as_of = state.as_of(&project).await?;
     let (pages, source, generation) =
         top_pages(&state, &project, hours, limit, source, &filter).await?;

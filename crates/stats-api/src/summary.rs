@@ -277,11 +277,7 @@ pub async fn counts(
     let types = params::event_types("types", query.types.as_deref())?;
     let filter = Filter::parse(query.filter.as_deref())?;
     // Filtered counts scan raw events instead of reading rollups: they take turns.
-    let _turn = if filter.is_empty() {
-        None
-    } else {
-        Some(Heavy::acquire(&state).await?)
-    };
+    let _turn = filter.turn(&state).await?;
     let as_of = state.as_of(&project).await?;
     let counts = counts_by_type(state.db(), project.as_str(), range, &types, &filter).await?;
     Ok(Answer::about(&project, as_of)
