@@ -24,6 +24,7 @@ use super::envelope::Answer;
 use super::error::ApiError;
 use super::limits::Heavy;
 use super::params::{self, RangeParams, TimeRange};
+use super::sessions::ratio;
 use super::ApiState;
 use insightflow_store::DbText;
 
@@ -230,7 +231,7 @@ pub fn cohorts(
             let users = members.len();
             let rates = returned
                 .iter()
-                .map(|n| (*n as f64 / users as f64 * 10_000.0).round() / 10_000.0)
+                .map(|n| ratio(*n as i64, users as i64, 4))
                 .collect();
             Cohort {
                 start,

@@ -66,7 +66,9 @@ struct PathRow {
     exits: i64,
 }
 
-fn ratio(n: i64, d: i64, places: i32) -> f64 {
+/// `n / d` rounded to `places` decimals, 0 when `d` is 0: how a share is written in an answer
+/// (bounce rate, pages per session, retention rates).
+pub(crate) fn ratio(n: i64, d: i64, places: i32) -> f64 {
     if d == 0 {
         return 0.0;
     }
