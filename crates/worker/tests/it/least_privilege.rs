@@ -64,18 +64,8 @@ impl Names {
     fn new() -> Self {
         let id = || uuid::Uuid::new_v4().simple().to_string();
         let run = &id()[..12];
-        let server = support::mysql_server();
-        let host = server
-            .trim_start_matches("mysql://")
-            .rsplit('@')
-            .next()
-            .unwrap_or("127.0.0.1:3306")
-            .split('/')
-            .next()
-            .unwrap_or("127.0.0.1:3306")
-            .to_owned();
         Self {
-            server: host,
+            server: support::mysql_host(),
             database: format!("iflp{run}"),
             other_database: format!("iflpother{run}"),
             worker: format!("lpw{run}"),

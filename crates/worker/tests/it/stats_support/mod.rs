@@ -3,11 +3,7 @@
 
 use std::time::Duration;
 
-use insightflow_worker::Role;
-
-use crate::support::{
-    spawn_ingest, spawn_worker_with, worker_settings, TestPipeline, WorkerTarget,
-};
+use crate::support::{worker_settings, TestPipeline, WorkerTarget};
 
 /// A pipeline whose stats API requires `keys` ("token=project|..." pairs).
 pub async fn pipeline_with_keys(keys: &[&str], per_second: u32, burst: u32) -> TestPipeline {
@@ -16,17 +12,7 @@ pub async fn pipeline_with_keys(keys: &[&str], per_second: u32, burst: u32) -> T
     settings.stats.api_keys = keys.iter().map(|k| (*k).to_owned()).collect();
     settings.stats.rate_limit_per_second = per_second;
     settings.stats.rate_limit_burst = burst;
-    let worker = spawn_worker_with(settings, Role::All).await;
-    let ingest = spawn_ingest(&target.topic).await;
-    TestPipeline {
-        ingest,
-        worker,
-        target,
-        http: reqwest::Client::builder()
-            .timeout(Duration::from_secs(20))
-            .build()
-            .expect("http client"),
-    }
+    TestPipeline::start_with(target, settings).await
 }
 
 pub struct Answer {

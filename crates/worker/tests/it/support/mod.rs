@@ -53,11 +53,9 @@ pub fn init_logs() {
         .try_init();
 }
 
-/// Panics with instructions when a service does not accept connections.
-pub fn require_services() {
-    init_logs();
-    let mysql = mysql_server();
-    let mysql_host = mysql
+/// `host:port` of the MySQL server the tests use (from `TEST_MYSQL_URL`).
+pub fn mysql_host() -> String {
+    mysql_server()
         .trim_start_matches("mysql://")
         .rsplit('@')
         .next()
@@ -65,7 +63,13 @@ pub fn require_services() {
         .split('/')
         .next()
         .unwrap_or("127.0.0.1:3306")
-        .to_owned();
+        .to_owned()
+}
+
+/// Panics with instructions when a service does not accept connections.
+pub fn require_services() {
+    init_logs();
+    let mysql_host = mysql_host();
     let redis = redis_url();
     let redis_host = redis
         .trim_start_matches("redis://")
@@ -351,7 +355,13 @@ pub struct TestPipeline {
 impl TestPipeline {
     pub async fn start() -> Self {
         let target = WorkerTarget::create().await;
-        let worker = spawn_worker(&target).await;
+        let settings = worker_settings(&target);
+        Self::start_with(target, settings).await
+    }
+
+    /// A gateway and a worker (`Role::All`, with `settings`) on `target`.
+    pub async fn start_with(target: WorkerTarget, settings: WorkerSettings) -> Self {
+        let worker = spawn_worker_with(settings, Role::All).await;
         let ingest = spawn_ingest(&target.topic).await;
         Self {
             ingest,
