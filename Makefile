@@ -18,6 +18,7 @@ run: ## build, migrate and start ingest (:8080) and worker (:8081) in the backgr
 
 down: ## stop ingest, worker and the local Kafka (keeps data; MariaDB/Redis stay up)
 	scripts/down.sh
+	scripts/redis-cluster.sh stop
 
 test: deps ## fmt check, clippy, tests (Rust, browser), compose and deploy validation (what CI runs)
 	@echo "==> cargo fmt --check"

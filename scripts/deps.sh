@@ -37,6 +37,8 @@ else
   wait_for 30 redis redis_ping || { show_log /var/log/redis/ci.log; die "redis did not answer PING"; }
   log "redis: started on $REDIS_HOST:$REDIS_PORT"
 fi
+# The local Redis Cluster the tests also run against (three masters, 7001-7003).
+"$REPO/scripts/redis-cluster.sh" start
 
 # --- MariaDB -----------------------------------------------------------------
 MYSQL_HOST=127.0.0.1
