@@ -1,6 +1,8 @@
 //! Who sent a request: client IP (honouring X-Forwarded-For only from trusted proxies) and the
 //! parsed user agent, cached because browsers repeat the same few strings endlessly.
 
+use crate::bots::BotRules;
+use crate::geo::{GeoDb, Location};
 use crate::privacy::IpPolicy;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
@@ -20,12 +22,26 @@ struct Agent {
     browser_version: Option<String>,
     os: Option<String>,
     device_type: Option<String>,
+    /// A crawler by the parser, or a bot by the pattern list ([`BotRules`]).
+    bot: bool,
+}
+
+/// What the request's address says of its sender, learned before the address is minimised.
+#[derive(Debug, Clone, Default)]
+struct Origin {
+    /// The address as events carry it (`privacy.ip`).
+    ip: Option<String>,
+    location: Location,
+    /// In `bots.ignore_ips`.
+    bot: bool,
 }
 
 pub struct ClientResolver {
     agents: Cache<String, Arc<Agent>>,
     trusted_proxies: Vec<IpNet>,
     ip_policy: IpPolicy,
+    bots: BotRules,
+    geo: Option<Arc<GeoDb>>,
 }
 
 impl ClientResolver {
@@ -34,7 +50,19 @@ impl ClientResolver {
             agents: Cache::new(cache_capacity),
             trusted_proxies,
             ip_policy: IpPolicy::Full,
+            bots: BotRules::default(),
+            geo: None,
         }
+    }
+
+    /// Which senders are bots (`bots.*`).
+    pub fn with_bots(self, bots: BotRules) -> Self {
+        Self { bots, ..self }
+    }
+
+    /// Where client addresses are (`geo.database`); without one, events carry no location.
+    pub fn with_geo(self, geo: Option<Arc<GeoDb>>) -> Self {
+        Self { geo, ..self }
     }
 
     /// How much of the client IP the events carry (`privacy.ip`).
@@ -44,42 +72,54 @@ impl ClientResolver {
 
     /// The request's sender, shared by all of its events.
     pub fn for_request(&self, req: &HttpRequest) -> Arc<ClientInfo> {
-        let user_agent = req
-            .headers()
-            .get(header::USER_AGENT)
-            .and_then(|v| v.to_str().ok())
-            .map(|ua| columns::USER_AGENT.cut(ua));
-        let ip = self.client_ip(req).and_then(|ip| self.ip_policy.stored(ip));
-        Arc::new(self.describe(ip, user_agent))
+        let origin = self.origin(self.client_ip(req));
+        Arc::new(self.describe(origin, request_agent(req)))
+    }
+
+    /// Location and the IP rule read off the full address, then the address as stored.
+    fn origin(&self, ip: Option<IpAddr>) -> Origin {
+        let Some(ip) = ip else {
+            return Origin::default();
+        };
+        Origin {
+            ip: self.ip_policy.stored(ip),
+            location: self
+                .geo
+                .as_ref()
+                .map(|geo| geo.locate(ip))
+                .unwrap_or_default(),
+            bot: self.bots.is_ignored_ip(ip),
+        }
     }
 
     /// The senders of one request's events, each described once per request.
     pub fn for_events(&self, req: &HttpRequest) -> RequestClients<'_> {
+        let origin = self.origin(self.client_ip(req));
         RequestClients {
             resolver: self,
-            request: self.for_request(req),
+            request: Arc::new(self.describe(origin.clone(), request_agent(req))),
+            origin,
             by_agent: Vec::new(),
         }
     }
 
-    /// A sender described by another user agent (an event's `context.user_agent`), same IP.
-    pub fn with_user_agent(&self, base: &ClientInfo, user_agent: &str) -> Arc<ClientInfo> {
-        Arc::new(self.describe(base.ip.clone(), Some(columns::USER_AGENT.cut(user_agent))))
-    }
-
     /// `user_agent` comes cut to its column: what is parsed and cached is what is stored,
     /// and the cache's keys stay bounded.
-    fn describe(&self, ip: Option<String>, user_agent: Option<&str>) -> ClientInfo {
+    fn describe(&self, origin: Origin, user_agent: Option<&str>) -> ClientInfo {
         let agent = user_agent.map(|ua| self.agent(ua)).unwrap_or_default();
         // The parser copies versions and names out of the user agent, as long as it has
         // them: fitted to their columns here, by the model's rule.
         ClientInfo {
-            ip,
+            ip: origin.ip,
             user_agent: user_agent.map(str::to_owned),
             browser: agent.browser.clone(),
             browser_version: agent.browser_version.clone(),
             os: agent.os.clone(),
             device_type: agent.device_type.clone(),
+            country: origin.location.country,
+            region: origin.location.region,
+            city: origin.location.city,
+            bot: agent.bot || origin.bot,
         }
         .stored()
     }
@@ -88,7 +128,9 @@ impl ClientResolver {
         if let Some(agent) = self.agents.get(user_agent) {
             return agent;
         }
-        let agent = Arc::new(parse_agent(user_agent));
+        let mut parsed = parse_agent(user_agent);
+        parsed.bot |= self.bots.is_bot_agent(user_agent);
+        let agent = Arc::new(parsed);
         self.agents.insert(user_agent.to_owned(), agent.clone());
         agent
     }
@@ -154,6 +196,8 @@ const AGENTS_PER_REQUEST: usize = 16;
 pub struct RequestClients<'r> {
     resolver: &'r ClientResolver,
     request: Arc<ClientInfo>,
+    /// The request's address: the same for every sender it forwards.
+    origin: Origin,
     by_agent: Vec<(String, Arc<ClientInfo>)>,
 }
 
@@ -171,13 +215,24 @@ impl RequestClients<'_> {
         if let Some((_, client)) = self.by_agent.iter().find(|(ua, _)| ua == user_agent) {
             return Arc::clone(client);
         }
-        let client = self.resolver.with_user_agent(&self.request, user_agent);
+        let client = Arc::new(
+            self.resolver
+                .describe(self.origin.clone(), Some(user_agent)),
+        );
         if self.by_agent.len() < AGENTS_PER_REQUEST {
             self.by_agent
                 .push((user_agent.to_owned(), Arc::clone(&client)));
         }
         client
     }
+}
+
+/// The request's `User-Agent`, cut to its column.
+fn request_agent(req: &HttpRequest) -> Option<&str> {
+    req.headers()
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .map(|ua| columns::USER_AGENT.cut(ua))
 }
 
 /// One X-Forwarded-For element as an address: `192.0.2.1`, `2001:db8::1`, `192.0.2.1:4711`,
@@ -225,6 +280,7 @@ fn parse_agent(user_agent: &str) -> Agent {
         browser_version: known(parsed.version),
         os: known(parsed.os),
         device_type: Some(device_type.to_owned()),
+        bot: device_type == "bot",
     }
 }
 

@@ -5,6 +5,7 @@ pub mod auth;
 pub mod body;
 pub mod client;
 pub mod error;
+pub mod bots;
 pub mod geo;
 pub mod metrics;
 pub mod openapi;

@@ -6,7 +6,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use insightflow_model::{headers, Event, PayloadWriter};
+use insightflow_model::{headers, Event, PayloadWriter, SCHEMA_VERSION_TEXT};
 use insightflow_runtime::kafka::BrokerProbe;
 use rdkafka::client::ClientContext;
 use rdkafka::error::KafkaError;
@@ -218,9 +218,3 @@ impl EventProducer {
         }
     }
 }
-
-const SCHEMA_VERSION_TEXT: &str = {
-    // Keep the header in step with the payload's schema_version.
-    assert!(insightflow_model::SCHEMA_VERSION == 1);
-    "1"
-};

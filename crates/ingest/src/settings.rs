@@ -22,7 +22,34 @@ pub struct Settings {
     pub auth: AuthSettings,
     #[serde(default)]
     pub privacy: PrivacySettings,
+    pub bots: BotSettings,
+    pub geo: GeoSettings,
     pub log: LogSettings,
+}
+
+/// Senders whose events are flagged as a bot's (`crate::bots`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct BotSettings {
+    /// Regex patterns added to the maintained bot list, matched case-insensitively.
+    pub user_agents: Vec<String>,
+    /// Addresses and CIDR networks whose requests are a bot's.
+    #[serde(deserialize_with = "networks")]
+    pub ignore_ips: Vec<IpNet>,
+}
+
+/// Where client IPs are located (`crate::geo`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct GeoSettings {
+    /// A MaxMind-format database (GeoIP2/GeoLite2 City or Country); empty: no location.
+    pub database: String,
+}
+
+impl GeoSettings {
+    pub fn database(&self) -> Option<&std::path::Path> {
+        Some(self.database.trim())
+            .filter(|p| !p.is_empty())
+            .map(std::path::Path::new)
+    }
 }
 
 /// Where the gateway's settings come from; every list setting with the example an error shows.
@@ -36,6 +63,8 @@ const SOURCES: Sources<'static> = Sources {
             "https://shop.example,https://www.shop.example",
         ),
         ("auth.write_keys", "wk_live_1=shop,wk_live_2=blog"),
+        ("bots.user_agents", "acme-uptime,^loadtest/"),
+        ("bots.ignore_ips", "203.0.113.0/24,198.51.100.7"),
     ],
 };
 
@@ -66,6 +95,11 @@ impl Settings {
             );
         }
         self.auth.key_list()?;
+        for pattern in &self.bots.user_agents {
+            regex::Regex::new(&pattern.to_ascii_lowercase()).map_err(|e| {
+                anyhow!("bots.user_agents: {pattern:?} is not a regular expression: {e}")
+            })?;
+        }
         if self.auth.write_keys.is_empty() && !self.auth.allow_open {
             bail!(
                 "the gateway has no write keys and would accept anyone's events: set \

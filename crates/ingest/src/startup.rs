@@ -19,7 +19,9 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::WriteKeys;
+use crate::bots::BotRules;
 use crate::client::ClientResolver;
+use crate::geo::GeoDb;
 use crate::metrics::IngestMetrics;
 use crate::producer::EventProducer;
 use crate::rate_limit::RateLimits;
@@ -101,6 +103,10 @@ impl Application {
         let default_project = ProjectId::parse(settings.auth.default_project.clone())
             .context("auth.default_project is not a valid project name")?;
         let rate_limits = Arc::new(RateLimits::new(&settings.rate_limit)?);
+        let geo = match settings.geo.database() {
+            Some(path) => Some(Arc::new(GeoDb::open(path)?)),
+            None => None,
+        };
         let rate_limit_housekeeping = tokio::spawn(
             rate_limits
                 .clone()
@@ -111,7 +117,12 @@ impl Application {
             producer: producer.clone(),
             keys: WriteKeys::new(settings.auth.key_list()?, default_project),
             clients: ClientResolver::new(settings.http.trusted_proxies.clone(), 10_000)
-                .with_ip_policy(settings.privacy.ip),
+                .with_ip_policy(settings.privacy.ip)
+                .with_bots(BotRules::new(
+                    &settings.bots.user_agents,
+                    settings.bots.ignore_ips.clone(),
+                ))
+                .with_geo(geo),
             privacy: settings.privacy.clone(),
             limits: settings.limits.clone(),
             metrics: ingest_metrics,

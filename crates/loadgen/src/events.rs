@@ -226,6 +226,7 @@ pub fn validated_events(
                 browser_version: Some((*version).to_owned()),
                 os: Some((*os).to_owned()),
                 device_type: Some((*device).to_owned()),
+                ..ClientInfo::default()
             })
         })
         .collect();

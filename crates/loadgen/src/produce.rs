@@ -141,7 +141,7 @@ impl Prepared {
         OwnedHeaders::new_with_capacity(4)
             .insert(Header {
                 key: headers::SCHEMA_VERSION,
-                value: Some("1"),
+                value: Some(insightflow_model::SCHEMA_VERSION_TEXT),
             })
             .insert(Header {
                 key: headers::EVENT_ID,

@@ -31,6 +31,10 @@
 
 use std::borrow::Cow;
 
+use serde::de::Error as _;
+use serde::ser::SerializeMap;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
 /// The longest UTM value, click id or domain kept (characters); longer ones are cut.
 pub const MAX_VALUE_CHARS: usize = 255;
 
@@ -64,6 +68,11 @@ impl Channel {
         Channel::Referral,
         Channel::OtherCampaign,
     ];
+
+    /// The channel named `name` ([`Self::as_str`]).
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|c| c.as_str() == name)
+    }
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -109,6 +118,19 @@ pub struct ClickId {
     pub value: String,
 }
 
+impl ClickId {
+    /// The known click-id parameter named `kind`.
+    pub fn known_kind(kind: &str) -> Option<&'static str> {
+        PAID_SEARCH_IDS
+            .iter()
+            .chain(&PAID_SOCIAL_IDS)
+            .chain(&DISPLAY_IDS)
+            .chain(std::iter::once(&FBCLID))
+            .find(|k| **k == kind)
+            .copied()
+    }
+}
+
 /// Where the visit came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Acquisition {
@@ -118,6 +140,92 @@ pub struct Acquisition {
     /// The referrer's host, lower case, without `www.`.
     pub referrer_domain: Option<String>,
     pub channel: Channel,
+}
+
+/// The wire form of an [`Acquisition`] in the Kafka payload (flat, named as the columns):
+/// `{"channel": .., "utm_source": .., "utm_medium": .., "utm_campaign": .., "utm_term": ..,
+/// "utm_content": .., "click_id_type": .., "click_id": .., "referrer_domain": ..}`, absent
+/// values left out. [`crate::PayloadWriter`] writes the same bytes.
+#[derive(Deserialize)]
+struct AcquisitionWire {
+    channel: String,
+    #[serde(default)]
+    utm_source: Option<String>,
+    #[serde(default)]
+    utm_medium: Option<String>,
+    #[serde(default)]
+    utm_campaign: Option<String>,
+    #[serde(default)]
+    utm_term: Option<String>,
+    #[serde(default)]
+    utm_content: Option<String>,
+    #[serde(default)]
+    click_id_type: Option<String>,
+    #[serde(default)]
+    click_id: Option<String>,
+    #[serde(default)]
+    referrer_domain: Option<String>,
+}
+
+impl<'de> Deserialize<'de> for Acquisition {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let w = AcquisitionWire::deserialize(deserializer)?;
+        let channel = Channel::parse(&w.channel)
+            .ok_or_else(|| D::Error::custom(format!("unknown channel {:?}", w.channel)))?;
+        let click_id = match (w.click_id_type, w.click_id) {
+            (Some(kind), Some(value)) => Some(ClickId {
+                kind: ClickId::known_kind(&kind).ok_or_else(|| {
+                    D::Error::custom(format!("unknown click id type {kind:?}"))
+                })?,
+                value: clip(&value),
+            }),
+            _ => None,
+        };
+        let clipped = |v: Option<String>| v.map(|v| clip(&v));
+        Ok(Self {
+            campaign: Campaign {
+                source: clipped(w.utm_source),
+                medium: clipped(w.utm_medium),
+                name: clipped(w.utm_campaign),
+                term: clipped(w.utm_term),
+                content: clipped(w.utm_content),
+            },
+            click_id,
+            referrer_domain: clipped(w.referrer_domain),
+            channel,
+        })
+    }
+}
+
+impl Serialize for Acquisition {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let fields = self.fields();
+        let mut map = serializer.serialize_map(None)?;
+        for (name, value) in fields {
+            if let Some(v) = value {
+                map.serialize_entry(name, v)?;
+            }
+        }
+        map.end()
+    }
+}
+
+impl Acquisition {
+    /// The wire fields in order, each named as its column (`channel` always present).
+    pub fn fields(&self) -> [(&'static str, Option<&str>); 9] {
+        let c = &self.campaign;
+        [
+            ("channel", Some(self.channel.as_str())),
+            ("utm_source", c.source.as_deref()),
+            ("utm_medium", c.medium.as_deref()),
+            ("utm_campaign", c.name.as_deref()),
+            ("utm_term", c.term.as_deref()),
+            ("utm_content", c.content.as_deref()),
+            ("click_id_type", self.click_id.as_ref().map(|c| c.kind)),
+            ("click_id", self.click_id.as_ref().map(|c| c.value.as_str())),
+            ("referrer_domain", self.referrer_domain.as_deref()),
+        ]
+    }
 }
 
 const PAID_SEARCH_IDS: [&str; 5] = ["gclid", "gbraid", "wbraid", "msclkid", "yclid"];

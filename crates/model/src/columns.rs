@@ -75,11 +75,26 @@ pub const OS: Column = Column::varchar("os", 64, Overflow::Cut);
 pub const DEVICE_TYPE: Column = Column::varchar("device_type", 16, Overflow::Cut);
 /// 45 characters hold any textual IPv6 address, IPv4-mapped ones included.
 pub const IP: Column = Column::varchar("ip", 45, Overflow::Drop);
+/// Acquisition ([`crate::acquisition`]): values are clipped to 255 characters there.
+pub const UTM_SOURCE: Column = Column::varchar("utm_source", 255, Overflow::Cut);
+pub const UTM_MEDIUM: Column = Column::varchar("utm_medium", 255, Overflow::Cut);
+pub const UTM_CAMPAIGN: Column = Column::varchar("utm_campaign", 255, Overflow::Cut);
+pub const UTM_TERM: Column = Column::varchar("utm_term", 255, Overflow::Cut);
+pub const UTM_CONTENT: Column = Column::varchar("utm_content", 255, Overflow::Cut);
+pub const CLICK_ID_TYPE: Column = Column::varchar("click_id_type", 16, Overflow::Refuse);
+pub const CLICK_ID: Column = Column::varchar("click_id", 255, Overflow::Cut);
+pub const REFERRER_DOMAIN: Column = Column::varchar("referrer_domain", 255, Overflow::Cut);
+pub const CHANNEL: Column = Column::varchar("channel", 24, Overflow::Refuse);
+/// ISO 3166-1 alpha-2; a cut code would name another country.
+pub const COUNTRY: Column = Column::varchar("country", 2, Overflow::Drop);
+/// ISO 3166-2 subdivision code without the country (`IDF`).
+pub const REGION: Column = Column::varchar("region", 8, Overflow::Drop);
+pub const CITY: Column = Column::varchar("city", 128, Overflow::Cut);
 /// Written from [`crate::TimestampSource::as_str`]; a test checks every variant fits.
 pub const TIMESTAMP_SOURCE: Column = Column::varchar("timestamp_source", 24, Overflow::Refuse);
 
 /// Every string column of `user_events`, for the test that compares them with the migration.
-pub const ALL: [Column; 24] = [
+pub const ALL: [Column; 36] = [
     PROJECT,
     EVENT_ID,
     EVENT_TYPE,
@@ -104,6 +119,18 @@ pub const ALL: [Column; 24] = [
     DEVICE_TYPE,
     IP,
     TIMESTAMP_SOURCE,
+    UTM_SOURCE,
+    UTM_MEDIUM,
+    UTM_CAMPAIGN,
+    UTM_TERM,
+    UTM_CONTENT,
+    CLICK_ID_TYPE,
+    CLICK_ID,
+    REFERRER_DOMAIN,
+    CHANNEL,
+    COUNTRY,
+    REGION,
+    CITY,
 ];
 
 impl Column {
@@ -215,7 +242,7 @@ mod tests {
 
     /// The migrations, in the order sqlx applies them. A test below checks that this is every
     /// file of `migrations/`, so a later `ALTER TABLE` cannot go unread.
-    const MIGRATIONS: [(&str, &str); 4] = [
+    const MIGRATIONS: [(&str, &str); 5] = [
         (
             "20261122000001_initial.sql",
             include_str!("../../../migrations/20261122000001_initial.sql"),
@@ -231,6 +258,10 @@ mod tests {
         (
             "20261129110000_event_origin.sql",
             include_str!("../../../migrations/20261129110000_event_origin.sql"),
+        ),
+        (
+            "20261129120000_acquisition_geo_bots.sql",
+            include_str!("../../../migrations/20261129120000_acquisition_geo_bots.sql"),
         ),
     ];
 

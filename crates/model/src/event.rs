@@ -6,13 +6,14 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use uuid::Uuid;
 
+use crate::acquisition::{self, Acquisition, Campaign};
 use crate::columns::{self, Column};
-use crate::raw::{IdText, RawContext, RawElement, RawEvent, RawPage, Text};
+use crate::raw::{IdText, RawCampaign, RawContext, RawElement, RawEvent, RawPage, Text};
 use crate::stored_json::refused_by_mysql;
 use crate::time::stored_time;
 use crate::{
     AnonymousId, EventId, EventType, FieldError, Limits, ProjectId, RequestClock, SessionId,
-    TimestampSource, UserId, SCHEMA_VERSION,
+    TimestampSource, UserId, READABLE_SCHEMA_VERSIONS, SCHEMA_VERSION,
 };
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -128,6 +129,18 @@ pub struct ClientInfo {
     /// `desktop`, `mobile`, `tablet`, `bot` or `other`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub device_type: Option<String>,
+    /// Where the client IP is, from the gateway's geo database (none without one): ISO
+    /// 3166-1 alpha-2 country, ISO 3166-2 subdivision code without the country, city name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub country: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub city: Option<String>,
+    /// A bot by its user agent or its IP (the gateway's rules): stored, flagged, and left out
+    /// of every aggregate.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub bot: bool,
 }
 
 impl ClientInfo {
@@ -146,6 +159,10 @@ impl ClientInfo {
             browser_version: fitted(self.browser_version, columns::BROWSER_VERSION),
             os: fitted(self.os, columns::OS),
             device_type: fitted(self.device_type, columns::DEVICE_TYPE),
+            country: fitted(self.country, columns::COUNTRY),
+            region: fitted(self.region, columns::REGION),
+            city: fitted(self.city, columns::CITY),
+            bot: self.bot,
         }
     }
 
@@ -157,6 +174,9 @@ impl ClientInfo {
             (&self.browser_version, columns::BROWSER_VERSION),
             (&self.os, columns::OS),
             (&self.device_type, columns::DEVICE_TYPE),
+            (&self.country, columns::COUNTRY),
+            (&self.region, columns::REGION),
+            (&self.city, columns::CITY),
         ]
         .iter()
         .all(|(value, column)| value.as_deref().is_none_or(|v| column.fits(v)))
@@ -213,6 +233,10 @@ pub struct Event {
     pub(crate) user_properties: Option<Box<RawValue>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) context: Option<Context>,
+    /// Where the visit came from ([`crate::acquisition`]); none for an event with no page
+    /// URL, referrer or campaign.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) acquisition: Option<Acquisition>,
     pub(crate) client: Arc<ClientInfo>,
 }
 
@@ -247,6 +271,8 @@ struct EventWire {
     #[serde(default)]
     context: Option<Context>,
     #[serde(default)]
+    acquisition: Option<Acquisition>,
+    #[serde(default)]
     client: Arc<ClientInfo>,
 }
 
@@ -254,11 +280,11 @@ impl TryFrom<EventWire> for Event {
     type Error = FieldError;
 
     fn try_from(w: EventWire) -> Result<Self, FieldError> {
-        if w.schema_version != SCHEMA_VERSION {
+        if !READABLE_SCHEMA_VERSIONS.contains(&w.schema_version) {
             return Err(FieldError::new(
                 "schema_version",
                 format!(
-                    "unknown schema version {} (this build reads {SCHEMA_VERSION})",
+                    "unknown schema version {} (this build reads {READABLE_SCHEMA_VERSIONS:?})",
                     w.schema_version
                 ),
             ));
@@ -272,11 +298,20 @@ impl TryFrom<EventWire> for Event {
                 check_object(v.get(), field, usize::MAX)?;
             }
         }
+        let page = w.page.map(Page::stored).transpose()?;
+        let (acquisition, client) = if w.schema_version == 1 {
+            // Upgraded as the gateway would have written it (`SCHEMA_VERSION`).
+            let mut client = Arc::unwrap_or_clone(w.client);
+            client.bot = client.device_type.as_deref() == Some("bot");
+            (of_page(page.as_ref(), None), Arc::new(client))
+        } else {
+            (w.acquisition, w.client)
+        };
         // A payload written before these rules (or by another producer) is fitted the same
         // way, and one that cannot be stored is poison, dead-lettered by the worker, instead
         // of failing every insert of its batch.
         Ok(Self {
-            schema_version: w.schema_version,
+            schema_version: SCHEMA_VERSION,
             event_id: w.event_id,
             project: w.project,
             event_type: w.event_type,
@@ -291,12 +326,13 @@ impl TryFrom<EventWire> for Event {
                 .map(|t| stored_time(t, "client_timestamp"))
                 .transpose()?,
             received_at: stored_time(w.received_at, "received_at")?,
-            page: w.page.map(Page::stored).transpose()?,
+            page,
             element: w.element.map(Element::stored).transpose()?,
             properties: w.properties,
             user_properties: w.user_properties,
             context: w.context,
-            client: ClientInfo::shared_stored(w.client),
+            acquisition,
+            client: ClientInfo::shared_stored(client),
         })
     }
 }
@@ -493,10 +529,31 @@ fn context(raw: RawContext<'_>, limits: &Limits) -> Result<Option<Context>, Fiel
     Ok((context != Context::default()).then_some(context))
 }
 
+/// Segment's `context.campaign` as owned strings (empty values are none).
+fn campaign(raw: RawCampaign<'_>) -> Campaign {
+    let owned = |t: Option<Text<'_>>| t.filter(|t| !t.0.is_empty()).map(|t| t.0.into_owned());
+    Campaign {
+        source: owned(raw.source),
+        medium: owned(raw.medium),
+        name: owned(raw.name),
+        term: owned(raw.term),
+        content: owned(raw.content),
+    }
+}
+
+/// The acquisition of an event with this page and campaign; none when it has no page URL,
+/// referrer or campaign to read one from.
+fn of_page(page: Option<&Page>, campaign: Option<&Campaign>) -> Option<Acquisition> {
+    let url = page.and_then(|p| p.url.as_deref());
+    let referrer = page.and_then(|p| p.referrer.as_deref());
+    (url.is_some() || referrer.is_some() || campaign.is_some())
+        .then(|| acquisition::acquisition(url, referrer, campaign))
+}
+
 impl Event {
     /// Validates a client event and enriches it with what the gateway knows.
     pub fn from_raw(
-        raw: RawEvent<'_>,
+        mut raw: RawEvent<'_>,
         project: &ProjectId,
         clock: &RequestClock,
         client: Arc<ClientInfo>,
@@ -526,6 +583,13 @@ impl Event {
                 check_object(v.get(), field, limits.max_properties_depth)?;
             }
         }
+        let page = raw.page.map(|p| page(p, limits)).transpose()?.flatten();
+        let campaign = raw
+            .context
+            .as_mut()
+            .and_then(|c| c.campaign.take())
+            .map(campaign);
+        let acquisition = of_page(page.as_ref(), campaign.as_ref());
         Ok(Self {
             schema_version: SCHEMA_VERSION,
             event_id,
@@ -543,7 +607,7 @@ impl Event {
             timestamp_source,
             client_timestamp,
             received_at: clock.received_at,
-            page: raw.page.map(|p| page(p, limits)).transpose()?.flatten(),
+            page,
             element: raw
                 .element
                 .map(|e| element(e, limits))
@@ -556,6 +620,7 @@ impl Event {
                 .map(|c| context(c, limits))
                 .transpose()?
                 .flatten(),
+            acquisition,
             client: ClientInfo::shared_stored(client),
         })
     }
@@ -617,6 +682,14 @@ impl Event {
     pub fn received_at(&self) -> DateTime<Utc> {
         self.received_at
     }
+    /// Where the visit came from; none without a page URL, referrer or campaign.
+    pub fn acquisition(&self) -> Option<&Acquisition> {
+        self.acquisition.as_ref()
+    }
+    /// A bot's event (the gateway's rules): stored, and left out of every aggregate.
+    pub fn is_bot(&self) -> bool {
+        self.client.bot
+    }
     pub fn page(&self) -> Option<&Page> {
         self.page.as_ref()
     }
@@ -663,5 +736,47 @@ mod tests {
         assert_eq!(json_depth(r#"{"a":1}"#), 1);
         assert_eq!(json_depth(r#"{"a":{"b":[1,{"c":2}]}}"#), 4);
         assert_eq!(json_depth(r#"{"a":"{{{[[[\"}"}"#), 1);
+    }
+
+    /// A version 1 payload (published before acquisition, location and the bot flag) reads
+    /// as the gateway would write it now: acquisition from its page, bot from device_type.
+    #[test]
+    fn version_1_payloads_are_upgraded_on_read() {
+        let v1 = r#"{"schema_version":1,"event_id":"e1","project":"p","event_type":"page_view",
+            "user_id":"u","timestamp":"2026-03-04T05:06:07.000Z","timestamp_source":"client",
+            "received_at":"2026-03-04T05:06:07.000Z",
+            "page":{"url":"https://shop.example/?utm_source=google&utm_medium=cpc","referrer":"https://www.google.com/"},
+            "client":{"device_type":"bot","user_agent":"Googlebot/2.1"}}"#;
+        let event: Event = serde_json::from_str(v1).unwrap();
+        assert_eq!(event.schema_version(), SCHEMA_VERSION);
+        let acquisition = event.acquisition().expect("derived from the page");
+        assert_eq!(acquisition.channel.as_str(), "paid_search");
+        assert_eq!(acquisition.campaign.source.as_deref(), Some("google"));
+        assert_eq!(acquisition.referrer_domain.as_deref(), Some("google.com"));
+        assert!(event.is_bot());
+        assert_eq!(event.client().country, None);
+
+        let unknown = v1.replace(r#""schema_version":1"#, r#""schema_version":9"#);
+        let err = serde_json::from_str::<Event>(&unknown).unwrap_err();
+        assert!(err.to_string().contains("unknown schema version 9"), "{err}");
+    }
+
+    /// A version 2 payload keeps what the gateway wrote: its acquisition is not derived again.
+    #[test]
+    fn version_2_acquisition_is_read_as_written() {
+        let v2 = r#"{"schema_version":2,"event_id":"e1","project":"p","event_type":"page_view",
+            "user_id":"u","timestamp":"2026-03-04T05:06:07.000Z","timestamp_source":"client",
+            "received_at":"2026-03-04T05:06:07.000Z",
+            "page":{"url":"https://shop.example/?utm_source=google&utm_medium=cpc"},
+            "acquisition":{"channel":"email","utm_source":"news","click_id_type":"gclid","click_id":"x"},
+            "client":{"country":"FR","bot":true}}"#;
+        let event: Event = serde_json::from_str(v2).unwrap();
+        let acquisition = event.acquisition().unwrap();
+        assert_eq!(acquisition.channel.as_str(), "email");
+        assert_eq!(acquisition.click_id.as_ref().map(|c| c.kind), Some("gclid"));
+        assert!(event.is_bot());
+        assert_eq!(event.client().country.as_deref(), Some("FR"));
+        let bad = v2.replace(r#""channel":"email""#, r#""channel":"telepathy""#);
+        assert!(serde_json::from_str::<Event>(&bad).is_err());
     }
 }

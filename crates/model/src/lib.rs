@@ -27,14 +27,27 @@ pub use event_type::EventType;
 pub use ids::{AnonymousId, EventId, ProjectId, SessionId, UserId};
 pub use limits::Limits;
 pub use payload::PayloadWriter;
-pub use raw::{IdText, RawContext, RawElement, RawEvent, RawLibrary, RawPage, RawScreen, Text};
+pub use raw::{IdText, RawCampaign, RawContext, RawElement, RawEvent, RawLibrary, RawPage, RawScreen, Text};
 pub use time::{
     parse_timestamp, stored_time, RequestClock, TimestampSource, EARLIEST_TIME, LATEST_TIME,
 };
 
 /// Version of the [`Event`] JSON layout on the Kafka topic. It travels in every message (field
 /// `schema_version` and header `schema-version`); the worker dead-letters versions it does not know.
-pub const SCHEMA_VERSION: u16 = 1;
+///
+/// Version 2 added the event's `acquisition` and the sender's location and bot flag
+/// (`client.country`, `region`, `city`, `bot`). The worker still reads version 1 (messages
+/// published before an upgrade): their acquisition is derived from their page as the gateway
+/// would have (without Segment's `context.campaign`, which version 1 did not carry), their
+/// bot flag from `device_type == "bot"`, and they have no location.
+pub const SCHEMA_VERSION: u16 = 2;
+/// [`SCHEMA_VERSION`] as the `schema-version` header's text.
+pub const SCHEMA_VERSION_TEXT: &str = {
+    assert!(SCHEMA_VERSION == 2, "keep the header text in step with SCHEMA_VERSION");
+    "2"
+};
+/// The older versions the worker still reads ([`SCHEMA_VERSION`]).
+pub const READABLE_SCHEMA_VERSIONS: [u16; 2] = [1, SCHEMA_VERSION];
 
 /// Kafka header names set on every message.
 pub mod headers {

@@ -58,6 +58,7 @@ impl PayloadWriter {
             properties,
             user_properties,
             context,
+            acquisition,
             client,
         } = event;
         out.reserve(512);
@@ -94,6 +95,14 @@ impl PayloadWriter {
         if let Some(context) = context {
             object.key("context");
             write_context(object.out, context);
+        }
+        if let Some(acquisition) = acquisition {
+            object.key("acquisition");
+            let mut a = Object::start(object.out);
+            for (name, value) in acquisition.fields() {
+                a.str(name, value);
+            }
+            a.end();
         }
         object.key("client");
         self.write_client(client, object.out);
@@ -248,6 +257,10 @@ fn write_client(out: &mut Vec<u8>, client: &ClientInfo) {
         browser_version,
         os,
         device_type,
+        country,
+        region,
+        city,
+        bot,
     } = client;
     let mut o = Object::start(out);
     o.str("ip", ip.as_deref());
@@ -256,6 +269,13 @@ fn write_client(out: &mut Vec<u8>, client: &ClientInfo) {
     o.str("browser_version", browser_version.as_deref());
     o.str("os", os.as_deref());
     o.str("device_type", device_type.as_deref());
+    o.str("country", country.as_deref());
+    o.str("region", region.as_deref());
+    o.str("city", city.as_deref());
+    if *bot {
+        o.key("bot");
+        o.out.extend_from_slice(b"true");
+    }
     o.end();
 }
 
@@ -508,8 +528,17 @@ mod tests {
             browser_version: Some("124.0".to_owned()),
             os: Some("Linux".to_owned()),
             device_type: Some("desktop".to_owned()),
+            country: Some("FR".to_owned()),
+            region: Some("IDF".to_owned()),
+            city: Some("Saint-Denis \"93\"".to_owned()),
+            bot: false,
         });
         let out = parse_batch(&raw, &project, &clock, &limits, |agent| match agent {
+            Some("Googlebot/2.1") => Arc::new(ClientInfo {
+                device_type: Some("bot".to_owned()),
+                bot: true,
+                ..ClientInfo::default()
+            }),
             Some(_) => Arc::default(),
             None => full.clone(),
         });
@@ -548,10 +577,22 @@ mod tests {
              "context":{"library":{"name":"sdk","version":"1.0"},"screen":{"width":1920,"height":1080},
                         "locale":"de-DE","timezone":"Europe/Berlin","user_agent":"Other/1.0"}},
             {"event_type":"x","user_id":"u3","timestamp":1767225600123,"context":{"screen":{"width":0}}},
-            {"event_type":"y","user_id":"u4","element":{"x":0,"y":1000000},"context":{"library":{"version":"2"}}}
+            {"event_type":"y","user_id":"u4","element":{"x":0,"y":1000000},"context":{"library":{"version":"2"}}},
+            {"event_type":"page_view","user_id":"u5","page":{"url":"https://shop.example/?utm_source=News%22letter&utm_medium=email&gclid=abc","referrer":"https://www.google.com/"}},
+            {"event_type":"page_view","user_id":"u6","page":{"referrer":"https://t.co/x"},
+             "context":{"user_agent":"Googlebot/2.1","campaign":{"source":"twitter","name":"launch","term":""}}}
         ]}"##;
         let events = events(body);
-        assert_eq!(events.len(), 4);
+        assert_eq!(events.len(), 6);
+        let paid = events[4].acquisition().expect("a page URL");
+        assert_eq!(paid.channel.as_str(), "paid_search");
+        assert_eq!(paid.campaign.source.as_deref(), Some("News\"letter"));
+        let social = events[5].acquisition().expect("a referrer");
+        assert_eq!(social.channel.as_str(), "organic_social");
+        assert_eq!(social.campaign.name.as_deref(), Some("launch"));
+        assert_eq!(social.campaign.term, None);
+        assert!(events[5].is_bot() && !events[4].is_bot());
+        assert!(events[0].acquisition().is_none());
         assert_same_as_serde(&events);
         // The same sender twice, from the writer's memory the second time.
         assert_same_as_serde(&[events[0].clone(), events[2].clone(), events[0].clone()]);

@@ -182,6 +182,25 @@ pub struct RawContext<'a> {
     /// `User-Agent` is used.
     #[serde(borrow, default)]
     pub user_agent: Option<Text<'a>>,
+    /// UTM fields the SDK read itself (Segment's `context.campaign`); the page URL's own
+    /// `utm_*` parameters win over them ([`crate::acquisition`]).
+    #[serde(borrow, default)]
+    pub campaign: Option<RawCampaign<'a>>,
+}
+
+/// Segment's `context.campaign`: `name` is the campaign (`utm_campaign`).
+#[derive(Debug, Default, Deserialize)]
+pub struct RawCampaign<'a> {
+    #[serde(borrow, default)]
+    pub source: Option<Text<'a>>,
+    #[serde(borrow, default)]
+    pub medium: Option<Text<'a>>,
+    #[serde(borrow, default)]
+    pub name: Option<Text<'a>>,
+    #[serde(borrow, default)]
+    pub term: Option<Text<'a>>,
+    #[serde(borrow, default)]
+    pub content: Option<Text<'a>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

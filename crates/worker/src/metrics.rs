@@ -24,6 +24,7 @@ pub struct WorkerMetrics {
     pub below_position: IntCounterVec,
     pub refused_splits: IntCounter,
     pub suppressed_events: IntCounter,
+    pub bot_events: IntCounter,
     pub buffered_messages: IntGauge,
     pub redis_rebuilds: IntCounter,
     pub redis_rebuilt_events: IntCounter,
@@ -138,6 +139,10 @@ impl WorkerMetrics {
                 "worker_suppressed_events_total",
                 "Events of erased or opted-out people, dropped before either store",
             )?,
+            bot_events: IntCounter::new(
+                "worker_bot_events_total",
+                "Bots' events stored (flagged is_bot) and left out of every aggregate",
+            )?,
             refused_splits: IntCounter::new(
                 "worker_mysql_refused_splits_total",
                 "Writes MySQL refused as data that were split in halves to isolate the refused events",
@@ -170,6 +175,7 @@ impl WorkerMetrics {
         registry.register(Box::new(m.redis_rebuilt_events.clone()))?;
         registry.register(Box::new(m.refused_splits.clone()))?;
         registry.register(Box::new(m.suppressed_events.clone()))?;
+        registry.register(Box::new(m.bot_events.clone()))?;
         registry.register(Box::new(m.buffered_messages.clone()))?;
         registry.register(Box::new(m.offset_gaps.clone()))?;
         registry.register(Box::new(m.below_position.clone()))?;

@@ -8,7 +8,9 @@ use serde_json::value::RawValue;
 
 use super::object::object;
 use super::{read_naming_field, EventShape};
-use crate::raw::{IdText, RawContext, RawEvent, RawLibrary, RawPage, RawScreen, Text};
+use crate::raw::{
+    IdText, RawCampaign, RawContext, RawEvent, RawLibrary, RawPage, RawScreen, Text,
+};
 use crate::{EventType, FieldError};
 
 /// A Segment call type. The single-call endpoints imply one (`/v1/track`, `/v1/t`); in a
@@ -89,6 +91,8 @@ struct Context<'a> {
     screen: Option<RawScreen>,
     #[serde(borrow, default)]
     traits: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    campaign: Option<RawCampaign<'a>>,
 }
 
 /// `context.page`, and the page fields of a page call's `properties`.
@@ -245,6 +249,7 @@ impl EventShape for Segment {
             locale: context.locale,
             timezone: context.timezone,
             user_agent: context.user_agent,
+            campaign: context.campaign,
         };
         Ok(RawEvent {
             event_id: m.message_id,

@@ -416,6 +416,7 @@ impl EventConsumer {
                     self.metrics
                         .suppressed_events
                         .inc_by(outcome.suppressed.len() as u64);
+                    self.metrics.bot_events.inc_by(outcome.bots as u64);
                     // Every written partition gets its series (at 0 most of the time), so the
                     // alert sees the first increment.
                     let partitions: BTreeSet<i32> =
@@ -581,13 +582,13 @@ struct Written {
 }
 
 impl Written {
-    /// The events this batch's messages count in Redis.
+    /// The events this batch's messages count in Redis (never a bot's).
     fn counted(&self) -> Vec<Applicable<'_>> {
         self.events
             .iter()
             .zip(&self.verdicts)
             .filter_map(|((event, at), verdict)| {
-                let verdict = (*verdict)?;
+                let verdict = (*verdict).filter(|_| !event.is_bot())?;
                 verdict.counts_in_redis().then(|| Applicable {
                     input: AggregateInput::of_event(event),
                     source: source_of(&self.batch[*at]),

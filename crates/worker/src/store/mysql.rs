@@ -16,7 +16,7 @@ use super::{stored_path, DbText, StoreError};
 use insightflow_store::mysql::{self, redact, MysqlSettings};
 use insightflow_store::person::person_digest;
 
-/// Rows per multi-row statement (MySQL allows 65,535 placeholders; user_events has 35 columns).
+/// Rows per multi-row statement (MySQL allows 65,535 placeholders; user_events has 47 columns).
 const ROWS_PER_STATEMENT: usize = 500;
 /// A batch that loses an insert race or a deadlock is retried this many times at once before
 /// the error goes back to the caller's backoff.
@@ -81,6 +81,8 @@ pub struct MysqlOutcome {
     pub suppressed: Vec<(String, String)>,
     /// One per event written, in order.
     pub verdicts: Vec<Verdict>,
+    /// Bots' events inserted by this batch: stored flagged, counted in no aggregate.
+    pub bots: usize,
     /// Events stored now from messages below their partition's position: MySQL had
     /// processed those offsets, yet did not hold these events. Offsets restarted (the topic
     /// was re-created, or its log truncated) or the event's row was deleted (retention of a
@@ -221,12 +223,18 @@ impl MysqlStore {
             outcome.verdicts.push(verdict);
         }
         outcome.inserted = fresh.len();
+        outcome.bots = fresh.iter().filter(|s| s.event.is_bot()).count();
         outcome.duplicates = events.len() - fresh.len() - outcome.suppressed.len();
         clock.lap(&mut outcome.steps[0]);
         if !fresh.is_empty() {
             insert_events(&mut tx, &fresh).await?;
             clock.lap(&mut outcome.steps[1]);
-            let fresh: Vec<&Event> = fresh.iter().map(|s| s.event).collect();
+            // A bot's event is stored (flagged) and counts nowhere else.
+            let fresh: Vec<&Event> = fresh
+                .iter()
+                .map(|s| s.event)
+                .filter(|e| !e.is_bot())
+                .collect();
             let opened_sessions = upsert_sessions(&mut tx, &fresh).await.map_err(classify)?;
             clock.lap(&mut outcome.steps[2]);
             upsert_users(&mut tx, &fresh, &opened_sessions)
@@ -461,13 +469,18 @@ async fn insert_events(
              distinct_id, session_id, page_url, page_path, page_title, referrer, element_tag, element_id, \
              element_classes, element_text, element_selector, click_x, click_y, properties, user_properties, \
              context, user_agent, browser, browser_version, os, device_type, ip, event_time, client_time, \
-             timestamp_source, received_at, kafka_partition, kafka_offset) ",
+             timestamp_source, received_at, kafka_partition, kafka_offset, utm_source, utm_medium, \
+             utm_campaign, utm_term, utm_content, click_id_type, click_id, referrer_domain, channel, \
+             country, region, city, is_bot) ",
         );
         q.push_values(chunk, |mut row, s| {
             let e = s.event;
             let page = e.page();
             let element = e.element();
             let client = e.client();
+            let acquisition = e.acquisition();
+            let campaign = acquisition.map(|a| &a.campaign);
+            let click_id = acquisition.and_then(|a| a.click_id.as_ref());
             row.push_bind(e.project().as_str())
                 .push_bind(e.event_id().as_str())
                 .push_bind(e.event_type().as_str())
@@ -501,7 +514,20 @@ async fn insert_events(
                 .push_bind(e.timestamp_source().as_str())
                 .push_bind(naive(e.received_at()))
                 .push_bind(s.source.partition)
-                .push_bind(s.source.offset);
+                .push_bind(s.source.offset)
+                .push_bind(campaign.and_then(|c| c.source.as_deref()))
+                .push_bind(campaign.and_then(|c| c.medium.as_deref()))
+                .push_bind(campaign.and_then(|c| c.name.as_deref()))
+                .push_bind(campaign.and_then(|c| c.term.as_deref()))
+                .push_bind(campaign.and_then(|c| c.content.as_deref()))
+                .push_bind(click_id.map(|c| c.kind))
+                .push_bind(click_id.map(|c| c.value.as_str()))
+                .push_bind(acquisition.and_then(|a| a.referrer_domain.as_deref()))
+                .push_bind(acquisition.map(|a| a.channel.as_str()))
+                .push_bind(client.country.as_deref())
+                .push_bind(client.region.as_deref())
+                .push_bind(client.city.as_deref())
+                .push_bind(e.is_bot());
         });
         let result = q.build().execute(&mut **tx).await.map_err(classify)?;
         if result.rows_affected() != chunk.len() as u64 {
