@@ -9,8 +9,10 @@
 //! `user_events` for people, sessions, funnels, breakdowns and heatmaps). Both are written
 //! from the same events exactly once, MySQL first, so every figure is exact and `as_of`
 //! (read before the query) is a lower bound of what the answer includes. Exact only while
-//! Redis is whole: answers with Redis figures read the generation marker in the same round
-//! trip (`ApiState::redis_read`) and say `"exact": false` while Redis is lost or rebuilding.
+//! Redis is whole: answers with Redis figures read the project's generation marker in the
+//! same round trip (`ApiState::redis_read`) and say `"exact": false` while Redis is lost or
+//! rebuilding. Each read touches one project's keys, which share a hash slot: the same
+//! pipelines run on one Redis and on Redis Cluster.
 
 pub mod auth;
 pub mod buckets;
@@ -47,10 +49,9 @@ use std::time::Duration;
 use actix_web::middleware::from_fn;
 use actix_web::{web, HttpResponse};
 use deadpool_redis::redis::{self, FromRedisValue};
-use deadpool_redis::Pool;
 use insightflow_store::keys::{self, marker, Keys};
 use insightflow_store::mysql::MysqlSettings;
-use insightflow_store::redis::{RedisPool, RedisSettings};
+use insightflow_store::redis::{Pool, Pooled, RedisPool, RedisSettings};
 use prometheus::Registry;
 use sqlx::MySqlPool;
 use tokio_util::sync::CancellationToken;
@@ -123,7 +124,7 @@ impl ApiState {
         Keys::new(self.redis.prefix(), project.as_str())
     }
 
-    pub async fn redis_conn(&self) -> Result<deadpool_redis::Connection, ApiError> {
+    pub async fn redis_conn(&self) -> Result<Pooled, ApiError> {
         Ok(self.redis.pool().get().await?)
     }
 
@@ -131,14 +132,16 @@ impl ApiState {
         &self.mysql
     }
 
-    /// Runs a read of Redis figures with the generation marker appended to the same pipeline
-    /// (one round trip, so the marker describes the figures read), and returns the figures
-    /// as `T` and whether Redis was whole when they were read.
+    /// Runs a read of the project's Redis figures with its generation marker appended to the
+    /// same pipeline (one round trip, so the marker describes the figures read), and returns
+    /// the figures as `T` and whether Redis was whole when they were read. `pipe` reads only
+    /// keys of `project` (one slot on a cluster).
     pub async fn redis_read<T: FromRedisValue>(
         &self,
+        project: &Project,
         pipe: redis::Pipeline,
     ) -> Result<(T, RedisGeneration), ApiError> {
-        let (replies, generation) = self.redis_replies(pipe).await?;
+        let (replies, generation) = self.redis_replies(project, pipe).await?;
         Ok((
             redis::from_redis_value(redis::Value::Array(replies))?,
             generation,
@@ -152,32 +155,58 @@ impl ApiState {
         project: &Project,
         mut pipe: redis::Pipeline,
     ) -> Result<(T, AsOf, RedisGeneration), ApiError> {
-        pipe.hgetall(self.keys(project).meta())
-            .hgetall(keys::positions(self.redis.prefix()));
-        let (mut replies, generation) = self.redis_replies(pipe).await?;
+        let keys = self.keys(project);
+        pipe.hgetall(keys.meta()).hgetall(keys.positions());
+        let (mut replies, generation) = self.redis_replies(project, pipe).await?;
         let positions: stats::Meta = redis::from_redis_value(last_reply(&mut replies)?)?;
         let meta: stats::Meta = redis::from_redis_value(last_reply(&mut replies)?)?;
         let figures = redis::from_redis_value(redis::Value::Array(replies))?;
         Ok((figures, AsOf::from_parts(&meta, positions), generation))
     }
 
-    /// The pipeline's replies, with the generation marker appended to it and read off them.
+    /// The pipeline's replies, with the project's generation marker appended to it and read
+    /// off them.
     async fn redis_replies(
         &self,
+        project: &Project,
         mut pipe: redis::Pipeline,
     ) -> Result<(Vec<redis::Value>, RedisGeneration), ApiError> {
-        pipe.get(keys::generation(self.redis.prefix()));
+        pipe.get(self.keys(project).generation());
         let mut conn = self.redis_conn().await?;
         let mut replies: Vec<redis::Value> = pipe.query_async(&mut *conn).await?;
         let marker: Option<String> = redis::from_redis_value(last_reply(&mut replies)?)?;
-        Ok((replies, RedisGeneration::of_marker(marker.as_deref())))
+        let generation = match marker {
+            Some(marker) => RedisGeneration::of_marker(Some(&marker)),
+            None => self.unmarked(&mut conn, project).await?,
+        };
+        Ok((replies, generation))
+    }
+
+    /// A project without a marker: new to Redis (nothing of it to lose) while the deployment
+    /// is whole and the project unregistered; otherwise lost (or being rebuilt).
+    async fn unmarked(
+        &self,
+        conn: &mut Pooled,
+        project: &Project,
+    ) -> Result<RedisGeneration, ApiError> {
+        let prefix = self.redis.prefix();
+        let (deployment, registered): (Option<String>, bool) = redis::pipe()
+            .get(keys::generation(prefix))
+            .hexists(keys::projects(prefix), project.as_str())
+            .query_async(&mut **conn)
+            .await?;
+        Ok(match (deployment.as_deref(), registered) {
+            (Some(marker::READY), false) => RedisGeneration::Ready,
+            (Some(marker::READY), true) | (None, _) => RedisGeneration::Lost,
+            (Some(_), _) => RedisGeneration::Rebuilding,
+        })
     }
 
     /// Freshness of the project's data, read before a MySQL query so the answer includes at
     /// least everything it names.
     pub async fn as_of(&self, project: &Project) -> Result<AsOf, ApiError> {
         let mut conn = self.redis_conn().await?;
-        stats::as_of(&mut conn, self.redis.prefix(), &self.keys(project)).await
+        stats::as_of(&mut conn, &self.keys(project)).await
     }
 }
 

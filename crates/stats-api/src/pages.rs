@@ -149,7 +149,7 @@ pub async fn top_pages(
                 .arg(&names)
                 .arg("WITHSCORES");
             let ((scored,), read_generation): ((Vec<(String, f64)>,), _) =
-                state.redis_read(pipe).await?;
+                state.redis_read(project, pipe).await?;
             generation = read_generation;
             scored
                 .into_iter()

@@ -10,7 +10,7 @@ use super::auth::Project;
 use super::envelope::Answer;
 use super::error::ApiError;
 use super::ApiState;
-use insightflow_store::keys::{self, Keys};
+use insightflow_store::keys::Keys;
 
 #[derive(Debug, Deserialize)]
 pub struct ProjectQuery {
@@ -31,13 +31,12 @@ pub struct AsOf {
 }
 
 pub async fn as_of(
-    conn: &mut deadpool_redis::Connection,
-    prefix: &str,
+    conn: &mut insightflow_store::redis::Pooled,
     keys: &Keys,
 ) -> Result<AsOf, ApiError> {
     let (meta, positions): (BTreeMap<String, i64>, BTreeMap<String, i64>) = redis::pipe()
         .hgetall(keys.meta())
-        .hgetall(keys::positions(prefix))
+        .hgetall(keys.positions())
         .query_async(&mut **conn)
         .await?;
     Ok(AsOf::from_parts(&meta, positions))

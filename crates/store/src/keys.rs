@@ -2,8 +2,13 @@
 //! (`crates/worker/src/store/aggregates.rs` builds its commands with them), and the stats API
 //! reads them through the same functions.
 //!
-//! Every key is `{prefix}:{project}:{name}`. Time buckets are UTC and numbered from the epoch
-//! (minute = unix seconds / 60, hour = / 3600, day = / 86400) so the script can compute them.
+//! Every key of a project is `{prefix}:{<project>}:{name}`: the braces make the project the
+//! key's hash tag, so on Redis Cluster all of a project's keys (its aggregates, its generation
+//! marker and its positions) live in one slot, and one script call or pipeline may touch them
+//! all. The deployment's own keys (the deployment-wide marker, the project registry, the
+//! rebuild lock) share the tag `{.all}`, which no project id can be (`[a-z0-9_-]`).
+//! Time buckets are UTC and numbered from the epoch (minute = unix seconds / 60, hour = /
+//! 3600, day = / 86400) so the script can compute them.
 
 pub struct Keys {
     base: String,
@@ -12,7 +17,7 @@ pub struct Keys {
 impl Keys {
     pub fn new(prefix: &str, project: &str) -> Self {
         Self {
-            base: format!("{prefix}:{project}:"),
+            base: format!("{prefix}:{{{project}}}:"),
         }
     }
 
@@ -78,22 +83,45 @@ impl Keys {
     pub fn meta(&self) -> String {
         self.key(format_args!("meta"))
     }
+    /// Hash of the project's position per partition (`topic/partition` -> next offset): every
+    /// message of the project in the partition below it has been applied, none at or past it.
+    /// Moved in the same script as the project's aggregates; a chunk with a message below it
+    /// is not applied. Per project (a project's messages of a partition are still in offset
+    /// order), so that the script touches one slot.
+    pub fn positions(&self) -> String {
+        self.key(format_args!("positions"))
+    }
+    /// The project's generation marker (no TTL): `ready` when Redis holds every event of the
+    /// project MySQL holds; `clearing:<token>` while the rebuild holding that lock token
+    /// replays it. Missing: the project is new (see `projects`) or its node lost its data.
+    /// The aggregate script reads it, the stats API reads it beside the figures.
+    pub fn generation(&self) -> String {
+        self.key(format_args!("generation"))
+    }
 }
 
-/// Hash of the consumer's position per partition (`topic/partition` -> next offset): every
-/// message of the partition below it has been applied, none at or past it. Moved in the same
-/// script as the aggregates, by every chunk; a chunk with a message below it is not applied.
-/// Global, not per project.
-pub fn positions(prefix: &str) -> String {
-    format!("{prefix}:positions")
-}
+/// The tag of the deployment's own keys (not a valid project id).
+const ALL: &str = "{.all}";
 
-/// The generation marker (no TTL): `ready` when Redis holds every event MySQL holds,
-/// `rebuilding` while a rebuild replays MySQL into it, `clearing` while `worker rebuild-redis`
-/// deletes the old aggregates. Missing means Redis lost its data: the aggregate script then
-/// writes nothing and the stats API stops calling Redis figures exact (see the worker's
-/// `rebuild.rs`). Its values are in `marker`.
+/// The deployment-wide generation marker (no TTL): `ready` when Redis holds every event MySQL
+/// holds, `clearing` while a rebuild clears and replays. Missing means Redis (or, on a
+/// cluster, the node holding it) lost its data: the guard rebuilds (see the worker's
+/// `rebuild.rs`). New projects are registered only while it says `ready`. Its values are in
+/// `marker`.
 pub fn generation(prefix: &str) -> String {
+    format!("{prefix}:{ALL}:generation")
+}
+
+/// Hash of the projects Redis holds aggregates of (project -> when it was registered, ms),
+/// beside `generation` in one slot: a project's marker that is missing although the project
+/// is registered was lost with its node, not never written.
+pub fn projects(prefix: &str) -> String {
+    format!("{prefix}:{ALL}:projects")
+}
+
+/// The marker of versions before hash-tagged keys (`{prefix}:generation`): present, it says
+/// Redis holds aggregates under the old key names, which a rebuild deletes.
+pub fn legacy_generation(prefix: &str) -> String {
     format!("{prefix}:generation")
 }
 
@@ -101,14 +129,19 @@ pub fn generation(prefix: &str) -> String {
 pub mod marker {
     /// Redis holds every event MySQL holds.
     pub const READY: &str = "ready";
+    /// A project's marker while the rebuild holding the lock `token` replays it.
+    pub fn clearing_by(token: &str) -> String {
+        format!("{CLEARING}:{token}")
+    }
     /// Old aggregates are being deleted or the MySQL snapshot is being replayed; the
     /// consumer waits. (`rebuilding`, left by an earlier version, is replayed again.)
     pub const CLEARING: &str = "clearing";
 }
 
-/// The lock held by the one worker that rebuilds Redis from MySQL.
+/// The lock held by the one worker that rebuilds Redis from MySQL (beside `generation`: the
+/// rebuild sets the marker only while it holds the lock, in one script).
 pub fn rebuild_lock(prefix: &str) -> String {
-    format!("{prefix}:rebuild-lock")
+    format!("{prefix}:{ALL}:rebuild-lock")
 }
 
 /// The lock the retention job holds while it runs.
@@ -123,10 +156,16 @@ mod tests {
     #[test]
     fn keys_carry_prefix_and_project() {
         let keys = Keys::new("if", "shop");
-        assert_eq!(keys.events_minute(29_000_000), "if:shop:events:m:29000000");
-        assert_eq!(keys.session("s1"), "if:shop:session:s1");
-        assert_eq!(positions("if"), "if:positions");
-        assert_eq!(generation("if"), "if:generation");
-        assert_eq!(rebuild_lock("if"), "if:rebuild-lock");
+        assert_eq!(
+            keys.events_minute(29_000_000),
+            "if:{shop}:events:m:29000000"
+        );
+        assert_eq!(keys.session("s1"), "if:{shop}:session:s1");
+        assert_eq!(keys.positions(), "if:{shop}:positions");
+        assert_eq!(keys.generation(), "if:{shop}:generation");
+        assert_eq!(generation("if"), "if:{.all}:generation");
+        assert_eq!(projects("if"), "if:{.all}:projects");
+        assert_eq!(rebuild_lock("if"), "if:{.all}:rebuild-lock");
+        assert_eq!(marker::clearing_by("t1"), "clearing:t1");
     }
 }

@@ -17,6 +17,13 @@
 //! being replayed; the consumer waits); `rebuilding` (left by an earlier version: cleared and
 //! replayed again). A rebuilder that dies leaves `clearing` and lets its lock expire: the next
 //! guard to take the lock clears and replays again.
+//!
+//! Each project has its own marker too, in its hash slot (`keys::Keys::generation`), because
+//! on Redis Cluster the script can read no other: a node that lost its data lost the markers
+//! of its projects, and the guard finds a registered project (`keys::projects`) without one.
+//! The rebuild is then the same: every project's marker says `clearing:<lock token>` before
+//! its keys are deleted, each replayed project is marked `ready` by the holder of that token,
+//! the deployment's marker last.
 
 use std::time::{Duration, Instant};
 
@@ -31,6 +38,7 @@ use crate::store::lock::RedisLock;
 use crate::store::mysql::{stored_positions, MysqlStore};
 use crate::store::redis::{AggregateInput, Position, RedisStore};
 use insightflow_store::keys;
+use insightflow_store::redis::Pooled;
 use insightflow_store::DbText;
 
 /// Marker values (see the module comment), shared with the stats API.
@@ -41,6 +49,15 @@ const CHECK_EVERY: Duration = Duration::from_secs(1);
 const LOCK_TTL: Duration = Duration::from_secs(60);
 const ROWS_PER_READ: u32 = 5000;
 const KEYS_PER_SCAN: usize = 10_000;
+/// Markers read per MGET by the guard's check of the registered projects.
+const MARKERS_PER_READ: usize = 1000;
+/// A registered project's marker is created by the chunk that registered it, right after; one
+/// still missing after this long was lost (or its registering worker died in between).
+const REGISTRATION_GRACE_MS: i64 = 10_000;
+
+/// Marks a project `ready` if this rebuild (its lock token) replayed it, or nobody wrote it.
+const MARK_PROJECT: &str = "local g = redis.call('GET', KEYS[1]) \
+     if g and g ~= ARGV[1] then return 0 end redis.call('SET', KEYS[1], ARGV[2]) return 1";
 
 /// Sets the marker only while the caller still holds the lock: a rebuild that outlived its
 /// lock (or its Redis) must not declare the new Redis ready.
@@ -66,8 +83,6 @@ pub enum Check {
     Whole,
     /// Another worker holds the rebuild lock.
     Busy,
-    /// No marker, but consumer positions: aggregates written before the marker existed.
-    MarkedReady,
     Rebuilt(Rebuilt),
 }
 
@@ -103,10 +118,10 @@ pub async fn check_once(
         .arg(keys::generation(redis.prefix()))
         .query_async(&mut *conn)
         .await?;
-    drop(conn);
-    if marker.as_deref() == Some(READY) {
+    if marker.as_deref() == Some(READY) && lost_projects(&mut conn, redis).await?.is_empty() {
         return Ok(Check::Whole);
     }
+    drop(conn);
     let Some(lock) = RebuildLock::acquire(redis).await? else {
         return Ok(Check::Busy);
     };
@@ -125,22 +140,49 @@ async fn repair(
     let started = Instant::now();
     // Read again under the lock: another worker may have finished in between.
     let mut conn = redis.pool().get().await?;
-    let (marker, has_positions): (Option<String>, bool) = redis::pipe()
-        .get(keys::generation(redis.prefix()))
-        .exists(keys::positions(redis.prefix()))
+    let prefix = redis.prefix();
+    let (marker, has_registry): (Option<String>, bool) = redis::pipe()
+        .get(keys::generation(prefix))
+        .exists(keys::projects(prefix))
         .query_async(&mut *conn)
         .await?;
+    // The old layout's marker is in another slot: read apart.
+    let has_legacy: bool = redis::cmd("EXISTS")
+        .arg(keys::legacy_generation(prefix))
+        .query_async(&mut *conn)
+        .await?;
+    let lost = lost_projects(&mut conn, redis).await?;
     drop(conn);
     let deleted_keys = match marker.as_deref() {
-        Some(READY) => return Ok(Check::Whole),
-        // The script refuses to write without the marker, so positions without a marker were
-        // written by a version before it: an upgrade, not a loss.
-        None if has_positions => {
-            lock.mark(READY).await?;
-            tracing::info!(
-                "Redis holds aggregates from before the generation marker; marked them ready"
+        Some(READY) if lost.is_empty() => return Ok(Check::Whole),
+        Some(READY) => {
+            tracing::warn!(
+                projects = ?lost,
+                "Redis lost the aggregates of some projects (a node restarted empty?): \
+                 clearing and rebuilding"
             );
-            return Ok(Check::MarkedReady);
+            lock.mark(CLEARING).await?;
+            clear(lock, redis).await?
+        }
+        // Aggregates under the key names of versions before hash tags: an upgrade. They are
+        // deleted and rebuilt under the new names.
+        None if has_legacy => {
+            tracing::warn!(
+                "Redis holds aggregates under the key names of an earlier version: clearing \
+                 and rebuilding them"
+            );
+            lock.mark(CLEARING).await?;
+            clear(lock, redis).await?
+        }
+        // On a cluster the other nodes may still hold aggregates (only the marker's node lost
+        // its data), and so may one Redis whose registry survived: clear them.
+        None if redis.pool().is_cluster() || has_registry => {
+            tracing::warn!(
+                "the Redis generation marker is missing (its node lost its data): clearing \
+                 and rebuilding the aggregates from MySQL"
+            );
+            lock.mark(CLEARING).await?;
+            clear(lock, redis).await?
         }
         None => {
             tracing::warn!(
@@ -201,31 +243,74 @@ pub async fn rebuild_now(
     outcome
 }
 
-/// Deletes every key under `{prefix}:` but the marker and the locks (SCAN + UNLINK, in
-/// batches, so Redis is never blocked for long). Returns how many were deleted.
+/// The registered projects whose marker is missing (lost with their node), but those
+/// registered a moment ago (their marker is being created).
+async fn lost_projects(conn: &mut Pooled, redis: &RedisStore) -> anyhow::Result<Vec<String>> {
+    let registered: Vec<(String, i64)> = redis::cmd("HGETALL")
+        .arg(keys::projects(redis.prefix()))
+        .query_async(&mut **conn)
+        .await
+        .context("read the registered projects")?;
+    let settled = chrono::Utc::now().timestamp_millis() - REGISTRATION_GRACE_MS;
+    let mut lost = Vec::new();
+    for chunk in registered.chunks(MARKERS_PER_READ) {
+        // One MGET, split by slot on a cluster.
+        let markers: Vec<Option<String>> = redis::cmd("MGET")
+            .arg(
+                chunk
+                    .iter()
+                    .map(|(project, _)| keys::Keys::new(redis.prefix(), project).generation())
+                    .collect::<Vec<_>>(),
+            )
+            .query_async(&mut **conn)
+            .await
+            .context("read the projects' markers")?;
+        for ((project, at), marker) in chunk.iter().zip(markers) {
+            if marker.is_none() && *at < settled {
+                lost.push(project.clone());
+            }
+        }
+    }
+    Ok(lost)
+}
+
+/// Deletes every key under `{prefix}:` but the deployment's marker, the registry and the
+/// locks (SCAN + UNLINK, in batches, so Redis is never blocked for long), on every node of a
+/// cluster. First every project's marker is set to `clearing:<token>`, so that no consumer
+/// writes a key this deletes (the deployment's marker alone stops none on a cluster). Returns
+/// how many keys were deleted.
 async fn clear(lock: &RebuildLock<'_>, redis: &RedisStore) -> anyhow::Result<u64> {
     let prefix = redis.prefix();
     let keep = [
         keys::generation(prefix),
+        keys::projects(prefix),
         keys::rebuild_lock(prefix),
         keys::retention_lock(prefix),
     ];
-    let pattern = format!("{}:*", glob_escape(prefix));
+    let clearing = keys::marker::clearing_by(lock.token());
     let mut conn = redis.pool().get().await?;
-    let mut cursor: u64 = 0;
+    let mut markers = Scan::new(
+        &mut conn,
+        format!("{}:{{*}}:generation", glob_escape(prefix)),
+    )
+    .await?;
+    while let Some(batch) = markers.next(&mut conn).await? {
+        for key in batch.iter().filter(|k| !keep.contains(k)) {
+            redis::cmd("SET")
+                .arg(key)
+                .arg(&clearing)
+                .query_async::<()>(&mut *conn)
+                .await
+                .context("hold a project's consumers")?;
+        }
+        lock.renew().await?;
+    }
+    let mut everything = Scan::new(&mut conn, format!("{}:*", glob_escape(prefix))).await?;
     let mut deleted = 0;
-    loop {
-        let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(&pattern)
-            .arg("COUNT")
-            .arg(KEYS_PER_SCAN)
-            .query_async(&mut *conn)
-            .await
-            .context("SCAN the aggregates")?;
+    while let Some(batch) = everything.next(&mut conn).await? {
         let doomed: Vec<String> = batch.into_iter().filter(|k| !keep.contains(k)).collect();
         if !doomed.is_empty() {
+            // Split by slot on a cluster (one UNLINK per slot).
             let n: u64 = redis::cmd("UNLINK")
                 .arg(&doomed)
                 .query_async(&mut *conn)
@@ -234,10 +319,53 @@ async fn clear(lock: &RebuildLock<'_>, redis: &RedisStore) -> anyhow::Result<u64
             deleted += n;
         }
         lock.renew().await?;
+    }
+    Ok(deleted)
+}
+
+/// A SCAN of the keys matching a pattern on every node that holds keys (each master of a
+/// cluster, or the one Redis), a batch at a time.
+struct Scan {
+    nodes: Vec<Option<(String, u16)>>,
+    node: usize,
+    cursor: u64,
+    pattern: String,
+}
+
+impl Scan {
+    async fn new(conn: &mut Pooled, pattern: String) -> anyhow::Result<Self> {
+        let nodes = match conn.masters().await.context("list the cluster's masters")? {
+            Some(masters) => masters.into_iter().map(Some).collect(),
+            None => vec![None],
+        };
+        Ok(Self {
+            nodes,
+            node: 0,
+            cursor: 0,
+            pattern,
+        })
+    }
+
+    /// The next batch (maybe empty), or `None` when every node was walked.
+    async fn next(&mut self, conn: &mut Pooled) -> anyhow::Result<Option<Vec<String>>> {
+        let Some(node) = self.nodes.get(self.node) else {
+            return Ok(None);
+        };
+        let mut cmd = redis::cmd("SCAN");
+        cmd.arg(self.cursor)
+            .arg("MATCH")
+            .arg(&self.pattern)
+            .arg("COUNT")
+            .arg(KEYS_PER_SCAN);
+        let (next, batch): (u64, Vec<String>) = conn
+            .on_node(node.as_ref(), cmd)
+            .await
+            .context("SCAN the aggregates")?;
         if next == 0 {
-            return Ok(deleted);
+            self.node += 1;
         }
-        cursor = next;
+        self.cursor = next;
+        Ok(Some(batch))
     }
 }
 
@@ -278,6 +406,7 @@ async fn replay(
         .context("open the rebuild's snapshot")?;
     let mut after: u64 = 0;
     let (mut replayed, mut applied) = (0_u64, 0_u64);
+    let mut projects = std::collections::BTreeSet::new();
     loop {
         if shutdown.is_cancelled() {
             anyhow::bail!(
@@ -300,8 +429,9 @@ async fn replay(
             .iter()
             .map(|row| (row.input(), row.kafka_partition.is_none()))
             .collect();
+        projects.extend(rows.iter().map(|row| row.project.as_str().to_string()));
         let new = redis
-            .apply_during_rebuild(&inputs)
+            .apply_during_rebuild(&inputs, lock.token())
             .await
             .context("apply replayed events to Redis")?;
         replayed += rows.len() as u64;
@@ -312,7 +442,17 @@ async fn replay(
             break;
         }
     }
-    restore_all_time_totals(&mut snapshot, redis).await?;
+    projects.extend(restore_all_time_totals(&mut snapshot, redis).await?);
+    // And those registered whose events are all gone: marked ready, with nothing to count.
+    let mut conn = redis.pool().get().await?;
+    let registered: Vec<String> = redis::cmd("HKEYS")
+        .arg(keys::projects(redis.prefix()))
+        .query_async(&mut *conn)
+        .await
+        .context("read the registered projects")?;
+    drop(conn);
+    projects.extend(registered);
+    let projects: Vec<String> = projects.into_iter().collect();
     // Redis now holds exactly the snapshot's events: the positions MySQL had reached in it.
     let positions: Vec<Position> = stored_positions(&mut snapshot)
         .await
@@ -325,10 +465,11 @@ async fn replay(
         })
         .collect();
     redis
-        .set_positions(&positions)
+        .set_positions(&projects, &positions)
         .await
         .context("set the partitions' positions")?;
     snapshot.commit().await.ok();
+    lock.mark_projects(&projects).await?;
     lock.mark(READY).await?;
     metrics.redis_rebuilds.inc();
     let rebuilt = Rebuilt {
@@ -349,10 +490,11 @@ async fn replay(
 
 /// Sets every project's all-time counters from the rollups of the same snapshot: they count
 /// every event ever stored, also those retention has since deleted from `user_events`.
+/// Returns the projects the rollups name.
 async fn restore_all_time_totals(
     snapshot: &mut sqlx::Transaction<'_, sqlx::MySql>,
     redis: &RedisStore,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Vec<String>> {
     let types = all_time(
         snapshot,
         "SELECT project, event_type AS member, CAST(SUM(events) AS SIGNED) AS total \
@@ -367,39 +509,47 @@ async fn restore_all_time_totals(
     )
     .await
     .context("read the page-view rollups")?;
-    let mut pipe = redis::pipe();
-    let mut projects = std::collections::BTreeSet::new();
-    for row in types.iter().chain(&pages) {
-        projects.insert(row.project.as_str());
-    }
-    for project in &projects {
-        let keys = keys::Keys::new(redis.prefix(), project);
-        pipe.del(keys.events_total()).ignore();
-        pipe.del(keys.pages_total()).ignore();
-    }
+    let mut by_project: std::collections::BTreeMap<&str, (Vec<&AllTimeTotal>, Vec<&AllTimeTotal>)> =
+        std::collections::BTreeMap::new();
     for row in &types {
-        let keys = keys::Keys::new(redis.prefix(), row.project.as_str());
-        pipe.hset(keys.events_total(), row.member.as_str(), row.total)
-            .ignore();
+        by_project
+            .entry(row.project.as_str())
+            .or_default()
+            .0
+            .push(row);
     }
     for row in &pages {
-        let keys = keys::Keys::new(redis.prefix(), row.project.as_str());
-        pipe.zadd(keys.pages_total(), row.member.as_str(), row.total)
-            .ignore();
+        by_project
+            .entry(row.project.as_str())
+            .or_default()
+            .1
+            .push(row);
     }
     let keep = isize::try_from(redis.hot_pages_total_max()).unwrap_or(isize::MAX);
-    for project in &projects {
-        // The same trim as the script's: the least viewed beyond the kept number go.
+    let mut conn = redis.pool().get().await?;
+    // One transaction per project: its keys share a slot, as a cluster requires.
+    for (project, (types, pages)) in &by_project {
         let keys = keys::Keys::new(redis.prefix(), project);
+        let mut pipe = redis::pipe();
+        pipe.del(keys.events_total()).ignore();
+        pipe.del(keys.pages_total()).ignore();
+        for row in types {
+            pipe.hset(keys.events_total(), row.member.as_str(), row.total)
+                .ignore();
+        }
+        for row in pages {
+            pipe.zadd(keys.pages_total(), row.member.as_str(), row.total)
+                .ignore();
+        }
+        // The same trim as the script's: the least viewed beyond the kept number go.
         pipe.zremrangebyrank(keys.pages_total(), 0, -keep - 1)
             .ignore();
+        pipe.atomic()
+            .query_async::<()>(&mut *conn)
+            .await
+            .context("write the all-time totals")?;
     }
-    let mut conn = redis.pool().get().await?;
-    pipe.atomic()
-        .query_async::<()>(&mut *conn)
-        .await
-        .context("write the all-time totals")?;
-    Ok(())
+    Ok(by_project.keys().map(|p| p.to_string()).collect())
 }
 
 /// One all-time total of a rollup: an event type's events or a page's views in a project.
@@ -477,6 +627,43 @@ impl<'a> RebuildLock<'a> {
             "lost the rebuild lock (it expired, or Redis restarted) before marking Redis {value}"
         );
         Ok(())
+    }
+
+    fn token(&self) -> &str {
+        self.0.token()
+    }
+
+    /// Marks each project `ready`, registered, if this lock's rebuild replayed it or nothing
+    /// wrote it (a project marked by another token means this lock was lost meanwhile).
+    async fn mark_projects(&self, projects: &[String]) -> anyhow::Result<()> {
+        let redis = self.0.redis();
+        let mut conn = redis.pool().get().await?;
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        for chunk in projects.chunks(MARKERS_PER_READ) {
+            let fields: Vec<(&str, i64)> = chunk.iter().map(|p| (p.as_str(), now_ms)).collect();
+            redis::cmd("HSET")
+                .arg(keys::projects(redis.prefix()))
+                .arg(&fields)
+                .query_async::<()>(&mut *conn)
+                .await
+                .context("register the rebuilt projects")?;
+        }
+        let clearing = keys::marker::clearing_by(self.token());
+        let script = redis::Script::new(MARK_PROJECT);
+        for project in projects {
+            let marked: i64 = script
+                .key(keys::Keys::new(redis.prefix(), project).generation())
+                .arg(&clearing)
+                .arg(READY)
+                .invoke_async(&mut *conn)
+                .await?;
+            anyhow::ensure!(
+                marked == 1,
+                "lost the rebuild lock (another rebuild holds project {project}) before marking \
+                 Redis ready"
+            );
+        }
+        self.renew().await
     }
 
     async fn release(self) {

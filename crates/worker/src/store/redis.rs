@@ -11,12 +11,26 @@
 //!
 //! So a chunk costs Redis one guard per partition (`HGET`) instead of one dedupe mark per
 //! event (`SET NX EX`), and Redis remembers nothing per event.
+//!
+//! Chunks hold one project's events, and the positions are kept per project: a script call
+//! touches only keys of the project's hash slot, which Redis Cluster requires. A project's
+//! messages of a partition are still applied in offset order, so its own position per
+//! partition guards it as the partition's position did. A batch with events of several
+//! projects is applied project by project; a crash in between leaves some projects applied
+//! and their positions moved, and the redelivered batch applies the others only.
+//!
+//! A project is applied only while its generation marker says `ready`. The first chunk of a
+//! project Redis holds nothing of finds no marker: it registers the project in
+//! `keys::projects` (only while the deployment's marker says `ready`, in the same slot), and
+//! the one worker whose registration is new creates the marker with its chunk. A registered
+//! project without a marker was lost with its node: the chunk waits for the rebuild.
+
+use std::collections::BTreeMap;
 
 use deadpool_redis::redis::{self, Script, Value};
-use deadpool_redis::Pool;
 use insightflow_model::{Event, EventType};
 use insightflow_store::keys::{self, Keys};
-use insightflow_store::redis::{RedisPool, RedisSettings};
+use insightflow_store::redis::{Pool, Pooled, RedisPool, RedisSettings};
 
 use super::aggregates::{self, Commands, Window};
 use super::mysql::Source;
@@ -29,6 +43,12 @@ const EVENTS_PER_SCRIPT: usize = 1000;
 /// Tries of a chunk whose guard failed: each try drops the messages another writer applied,
 /// and only a writer that keeps overtaking this one (a rebalance in a loop) fails it more.
 const GUARD_TRIES: usize = 8;
+
+/// Registers a project Redis holds nothing of, while the deployment's marker says `ready`
+/// (a rebuild registers what it replays itself). 1: newly registered, 0: registered before,
+/// -1: Redis is not ready.
+const REGISTER: &str = "if redis.call('GET', KEYS[1]) ~= 'ready' then return -1 end \
+     return redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[2])";
 
 #[derive(Clone)]
 pub struct RedisStore {
@@ -85,6 +105,14 @@ impl RedisStore {
         self.redis.pool()
     }
 
+    /// The script's lock-free writer name for a rebuild holding `token` (see `aggregate.lua`).
+    fn writer_token(writer: Writer<'_>) -> (&'static str, &str) {
+        match writer {
+            Writer::Consumer => ("consumer", ""),
+            Writer::Rebuild(token) => ("rebuild", token),
+        }
+    }
+
     pub fn prefix(&self) -> &str {
         self.redis.prefix()
     }
@@ -108,31 +136,35 @@ impl RedisStore {
     ) -> Result<usize, StoreError> {
         let mut conn = self.connection().await?;
         let unmarked = self.without_legacy_marks(&mut conn, events).await?;
-        let events: Vec<&Applicable<'_>> = events
-            .iter()
-            .zip(&unmarked)
-            .filter(|(_, keep)| **keep)
-            .map(|(e, _)| e)
-            .collect();
+        // Per project, each in batch order (so each partition's messages in offset order).
+        let mut projects: BTreeMap<&str, Vec<&Applicable<'_>>> = BTreeMap::new();
+        for (e, keep) in events.iter().zip(&unmarked) {
+            if *keep {
+                projects.entry(e.input.project).or_default().push(e);
+            }
+        }
         let mut applied = 0;
-        let chunks: Vec<&[&Applicable<'_>]> = if events.is_empty() {
-            vec![&[]]
-        } else {
-            events.chunks(EVENTS_PER_SCRIPT).collect()
-        };
-        let last = chunks.len() - 1;
-        for (n, chunk) in chunks.into_iter().enumerate() {
-            // The batch's positions go with its last chunk: only then is every event in.
-            let batch_positions = if n == last { positions } else { &[] };
-            applied += self.apply_chunk(&mut conn, chunk, batch_positions).await?;
+        for (project, events) in projects {
+            let chunks: Vec<&[&Applicable<'_>]> = events.chunks(EVENTS_PER_SCRIPT).collect();
+            let last = chunks.len() - 1;
+            for (n, chunk) in chunks.into_iter().enumerate() {
+                // The batch's positions go with the project's last chunk: only then is every
+                // event of the project in.
+                let batch_positions = if n == last { positions } else { &[] };
+                applied += self
+                    .apply_chunk(&mut conn, project, chunk, batch_positions)
+                    .await?;
+            }
         }
         Ok(applied)
     }
 
-    /// One chunk, retried without the messages another writer applied meanwhile.
+    /// One chunk of one project, retried without the messages another writer applied
+    /// meanwhile.
     async fn apply_chunk(
         &self,
-        conn: &mut deadpool_redis::Connection,
+        conn: &mut Pooled,
+        project: &str,
         chunk: &[&Applicable<'_>],
         batch_positions: &[Position],
     ) -> Result<usize, StoreError> {
@@ -167,11 +199,30 @@ impl RedisStore {
                     .map(|p| (Position::field(&p.topic, p.partition), p.next_offset)),
             );
             let inputs: Vec<AggregateInput<'_>> = chunk.iter().map(|e| e.input).collect();
-            match self
-                .invoke(conn, &inputs, "consumer", &guards, &advances, None)
-                .await?
-            {
+            let mut outcome = self
+                .invoke(
+                    conn,
+                    project,
+                    &inputs,
+                    Writer::Consumer,
+                    &guards,
+                    &advances,
+                    None,
+                )
+                .await?;
+            if outcome == Outcome::Unregistered && self.register(conn, project).await? {
+                outcome = self
+                    .invoke_new(conn, project, &inputs, &guards, &advances)
+                    .await?;
+            }
+            match outcome {
                 Outcome::Applied => return Ok(chunk.len()),
+                Outcome::Unregistered => {
+                    return Err(StoreError::Transient(anyhow::anyhow!(
+                        "Redis holds no generation marker for project {project} although it \
+                         is registered (its node lost its data?); waiting for the rebuild"
+                    )))
+                }
                 Outcome::Overtaken(positions) => {
                     // Applied by another writer (or by us before a crash): drop those messages.
                     tracing::debug!(
@@ -198,7 +249,7 @@ impl RedisStore {
     /// Nothing sets those marks any more but a rebuild, which holds the consumer meanwhile.
     async fn without_legacy_marks(
         &self,
-        conn: &mut deadpool_redis::Connection,
+        conn: &mut Pooled,
         events: &[Applicable<'_>],
     ) -> Result<Vec<bool>, StoreError> {
         let mut keep = vec![true; events.len()];
@@ -208,53 +259,84 @@ impl RedisStore {
         if checked.is_empty() {
             return Ok(keep);
         }
-        let mut pipe = redis::pipe();
-        for &i in &checked {
-            let e = &events[i].input;
-            pipe.exists(Keys::new(self.prefix(), e.project).applied_mark(e.event_id));
+        // One pipeline per project: on a cluster a pipeline stays in one slot.
+        let mut by_project: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+        for i in checked {
+            by_project
+                .entry(events[i].input.project)
+                .or_default()
+                .push(i);
         }
-        let marked: Vec<bool> = pipe
-            .query_async(&mut **conn)
-            .await
-            .map_err(|e| transient(e, "cannot read legacy dedupe marks"))?;
-        for (i, marked) in checked.into_iter().zip(marked) {
-            keep[i] = !marked;
+        for (project, checked) in by_project {
+            let keys = Keys::new(self.prefix(), project);
+            let mut pipe = redis::pipe();
+            for &i in &checked {
+                pipe.exists(keys.applied_mark(events[i].input.event_id));
+            }
+            let marked: Vec<bool> = pipe
+                .query_async(&mut **conn)
+                .await
+                .map_err(|e| transient(e, "cannot read legacy dedupe marks"))?;
+            for (i, marked) in checked.into_iter().zip(marked) {
+                keep[i] = !marked;
+            }
         }
         Ok(keep)
     }
 
-    /// Applies replayed rows during a rebuild (the consumer is held): no guards. Rows stored
-    /// without origin get their legacy dedupe mark back, so the consumer skips them if their
-    /// message comes again. Returns how many were applied.
+    /// Applies replayed rows during a rebuild (the consumer is held), project by project: no
+    /// guards; each project's marker becomes `clearing:<token>` (`token`: the rebuild lock's).
+    /// Rows stored without origin get their legacy dedupe mark back, so the consumer skips
+    /// them if their message comes again. Returns how many were applied.
     pub async fn apply_during_rebuild(
         &self,
         rows: &[(AggregateInput<'_>, bool)],
+        token: &str,
     ) -> Result<usize, StoreError> {
         let mut conn = self.connection().await?;
-        for chunk in rows.chunks(EVENTS_PER_SCRIPT) {
-            let inputs: Vec<AggregateInput<'_>> = chunk.iter().map(|(e, _)| *e).collect();
-            let marks: Vec<&AggregateInput<'_>> = chunk
-                .iter()
-                .filter(|(_, without_origin)| *without_origin)
-                .map(|(e, _)| e)
-                .collect();
-            match self
-                .invoke(&mut conn, &inputs, "rebuild", &[], &[], Some(&marks))
-                .await?
-            {
-                Outcome::Applied => {}
-                Outcome::Overtaken(_) => {
-                    return Err(StoreError::Transient(anyhow::anyhow!(
-                        "a rebuild's chunk has no guards to fail"
-                    )))
+        let mut projects: BTreeMap<&str, Vec<&(AggregateInput<'_>, bool)>> = BTreeMap::new();
+        for row in rows {
+            projects.entry(row.0.project).or_default().push(row);
+        }
+        for (project, rows) in projects {
+            for chunk in rows.chunks(EVENTS_PER_SCRIPT) {
+                let inputs: Vec<AggregateInput<'_>> = chunk.iter().map(|(e, _)| *e).collect();
+                let marks: Vec<&AggregateInput<'_>> = chunk
+                    .iter()
+                    .filter(|(_, without_origin)| *without_origin)
+                    .map(|(e, _)| e)
+                    .collect();
+                match self
+                    .invoke(
+                        &mut conn,
+                        project,
+                        &inputs,
+                        Writer::Rebuild(token),
+                        &[],
+                        &[],
+                        Some(&marks),
+                    )
+                    .await?
+                {
+                    Outcome::Applied => {}
+                    Outcome::Overtaken(_) | Outcome::Unregistered => {
+                        return Err(StoreError::Transient(anyhow::anyhow!(
+                            "a rebuild's chunk of project {project} was refused"
+                        )))
+                    }
                 }
             }
         }
         Ok(rows.len())
     }
 
-    /// Sets the partitions' positions (a rebuild, from the snapshot it replayed).
-    pub async fn set_positions(&self, positions: &[Position]) -> Result<(), StoreError> {
+    /// Sets the partitions' positions of each of `projects` (a rebuild, from the snapshot it
+    /// replayed: every message below them that the snapshot holds is applied).
+    pub async fn set_positions(
+        &self,
+        projects: &[String],
+        positions: &[Position],
+    ) -> Result<(), StoreError> {
         if positions.is_empty() {
             return Ok(());
         }
@@ -263,29 +345,104 @@ impl RedisStore {
             .iter()
             .map(|p| (Position::field(&p.topic, p.partition), p.next_offset))
             .collect();
-        redis::cmd("HSET")
-            .arg(keys::positions(self.prefix()))
-            .arg(&fields)
-            .query_async::<()>(&mut *conn)
-            .await
-            .map_err(|e| transient(e, "cannot set the positions"))
+        for project in projects {
+            redis::cmd("HSET")
+                .arg(Keys::new(self.prefix(), project).positions())
+                .arg(&fields)
+                .query_async::<()>(&mut *conn)
+                .await
+                .map_err(|e| transient(e, "cannot set the positions"))?;
+        }
+        Ok(())
     }
 
-    async fn connection(&self) -> Result<deadpool_redis::Connection, StoreError> {
+    /// Registers `project` as held by Redis: true when this call registered it (so its chunk
+    /// may create the project's marker), false when it was registered before. Fails while
+    /// Redis is not ready (a rebuild registers what it replays).
+    async fn register(&self, conn: &mut Pooled, project: &str) -> Result<bool, StoreError> {
+        let registered: i64 = Script::new(REGISTER)
+            .key(keys::generation(self.prefix()))
+            .key(keys::projects(self.prefix()))
+            .arg(project)
+            .arg(chrono::Utc::now().timestamp_millis())
+            .invoke_async(&mut **conn)
+            .await
+            .map_err(|e| transient(e, "cannot register a project"))?;
+        match registered {
+            1 => Ok(true),
+            0 => Ok(false),
+            _ => Err(StoreError::Transient(anyhow::anyhow!(
+                "Redis lost its aggregates or is being rebuilt; waiting for the rebuild"
+            ))),
+        }
+    }
+
+    /// `invoke` for the chunk that registered its project: it creates the project's marker.
+    async fn invoke_new(
+        &self,
+        conn: &mut Pooled,
+        project: &str,
+        events: &[AggregateInput<'_>],
+        guards: &[(String, i64)],
+        advances: &[(String, i64)],
+    ) -> Result<Outcome, StoreError> {
+        self.invoke_script(
+            conn,
+            project,
+            events,
+            Writer::Consumer,
+            true,
+            guards,
+            advances,
+            None,
+        )
+        .await
+    }
+
+    async fn connection(&self) -> Result<Pooled, StoreError> {
         self.pool().get().await.map_err(|e| {
             StoreError::Transient(anyhow::Error::new(e).context("no Redis connection"))
         })
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn invoke(
         &self,
-        conn: &mut deadpool_redis::Connection,
+        conn: &mut Pooled,
+        project: &str,
         events: &[AggregateInput<'_>],
-        writer: &str,
+        writer: Writer<'_>,
         guards: &[(String, i64)],
         advances: &[(String, i64)],
         legacy_marks: Option<&[&AggregateInput<'_>]>,
     ) -> Result<Outcome, StoreError> {
+        self.invoke_script(
+            conn,
+            project,
+            events,
+            writer,
+            false,
+            guards,
+            advances,
+            legacy_marks,
+        )
+        .await
+    }
+
+    /// One call of `aggregate.lua` for `events`, all of `project`.
+    #[allow(clippy::too_many_arguments)]
+    async fn invoke_script(
+        &self,
+        conn: &mut Pooled,
+        project: &str,
+        events: &[AggregateInput<'_>],
+        writer: Writer<'_>,
+        new_project: bool,
+        guards: &[(String, i64)],
+        advances: &[(String, i64)],
+        legacy_marks: Option<&[&AggregateInput<'_>]>,
+    ) -> Result<Outcome, StoreError> {
+        debug_assert!(events.iter().all(|e| e.project == project));
         let window = Window {
             prefix: self.prefix(),
             now_ms: chrono::Utc::now().timestamp_millis(),
@@ -301,10 +458,15 @@ impl RedisStore {
                 self.aggregates.dedupe_ttl_seconds,
             );
         }
+        let keys = Keys::new(self.prefix(), project);
+        let (writer, token) = Self::writer_token(writer);
         let mut invocation = self.script.prepare_invoke();
         invocation
-            .arg(self.prefix())
+            .key(keys.generation())
+            .key(keys.positions())
             .arg(writer)
+            .arg(token)
+            .arg(if new_project { "1" } else { "0" })
             .arg(guards.len())
             .arg(guards)
             .arg(advances.len())
@@ -316,8 +478,10 @@ impl RedisStore {
             .map_err(|e| transient(e, "aggregate script failed"))?;
         match reply {
             Value::Int(n) if n >= 0 => Ok(Outcome::Applied),
-            // The script wrote nothing: the generation marker is gone (Redis restarted empty)
-            // or Redis is being cleared or rebuilt. Retrying with backoff waits for the rebuild.
+            // No marker: a project new to Redis, or lost with its node (`register` tells).
+            Value::Int(-2) => Ok(Outcome::Unregistered),
+            // The script wrote nothing: Redis is being cleared or rebuilt. Retrying with
+            // backoff waits for the rebuild.
             Value::Int(_) => Err(StoreError::Transient(anyhow::anyhow!(
                 "Redis lost its aggregates; waiting for the rebuild"
             ))),
@@ -346,10 +510,20 @@ fn transient(e: redis::RedisError, context: &'static str) -> StoreError {
     StoreError::Transient(anyhow::Error::new(e).context(context))
 }
 
+#[derive(Debug, PartialEq, Eq)]
 enum Outcome {
     Applied,
     /// A guard failed: the positions (field, next offset) another writer got to.
     Overtaken(Vec<(String, i64)>),
+    /// The project has no generation marker (new to Redis, or lost): nothing was written.
+    Unregistered,
+}
+
+/// Who calls the script: the consumer, or the rebuild holding the lock with this token.
+#[derive(Debug, Clone, Copy)]
+pub enum Writer<'a> {
+    Consumer,
+    Rebuild(&'a str),
 }
 
 /// One event as the aggregates count it: the consumer builds it from a Kafka event, a

@@ -1,5 +1,7 @@
 //! Every acknowledged event ends up in MySQL and in every Redis aggregate exactly once,
 //! whatever happens to the worker: replays, crashes, two instances, failing stores, poison.
+//! The replay, crash and two-instance tests run against one Redis and against the local
+//! Redis Cluster (`cluster::`, `scripts/redis-cluster.sh`).
 
 // A test panics to fail: unwrapping in its helpers is how it reports.
 #![allow(clippy::unwrap_used)]
@@ -15,15 +17,179 @@ use crate::support::process::WorkerProcess;
 use crate::support::proxy::TcpProxy;
 use crate::support::state::{assert_same, snapshot};
 use crate::support::{
-    eventually, spawn_ingest, spawn_worker, spawn_worker_with, worker_settings, WorkerTarget,
+    eventually, spawn_ingest, spawn_worker, spawn_worker_with, worker_settings, RedisKind,
+    WorkerTarget,
 };
 use insightflow_worker::Role;
 use serde_json::{json, Value};
 
+/// The suites' tests on the local Redis Cluster.
+mod cluster {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn replaying_the_topic_from_the_beginning_changes_nothing() {
+        replaying_changes_nothing(RedisKind::Cluster).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_worker_killed_between_writes_and_commit_converges_to_the_uninterrupted_state() {
+        killed_worker_converges(RedisKind::Cluster).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_workers_in_one_group_share_the_partitions_and_process_each_event_once() {
+        two_workers_process_each_event_once(RedisKind::Cluster).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_batch_of_several_projects_stopped_halfway_is_completed_once() {
+        several_projects_stopped_halfway(RedisKind::Cluster).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_of_several_projects_stopped_halfway_is_completed_once() {
+    several_projects_stopped_halfway(RedisKind::Single).await;
+}
+
+/// A batch holds events of several projects, which Redis applies project by project (one
+/// slot per script call): a worker that stopped after some projects' calls leaves those
+/// applied, and the redelivered batch applies the others only, each event once.
+async fn several_projects_stopped_halfway(redis: RedisKind) {
+    use insightflow_store::keys::{self, Keys};
+    use insightflow_worker::store::mysql::Source;
+    use insightflow_worker::store::redis::{AggregateInput, Applicable, Position, RedisStore};
+
+    const PROJECTS: [&str; 3] = ["shop", "blog", "docs"];
+    let target = WorkerTarget::create_on(redis).await;
+    let settings = worker_settings(&target);
+    let store = RedisStore::connect(&settings.redis, &settings.aggregates)
+        .await
+        .unwrap();
+    // What the guard sets once Redis is known to be whole.
+    let mut conn = target.redis().await;
+    let _: () = redis::cmd("SET")
+        .arg(keys::generation(&target.redis_prefix))
+        .arg(keys::marker::READY)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    let ids: Vec<(String, String)> = (0..300)
+        .map(|i| (format!("e{i}"), format!("u{}", i % 7)))
+        .collect();
+    // Message i: project i % 3, partition i % 2, offsets in order within each partition.
+    let batch: Vec<Applicable<'_>> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, (event_id, user))| Applicable {
+            input: AggregateInput::new(
+                PROJECTS[i % 3],
+                event_id,
+                user,
+                "click",
+                now_ms - i64::try_from(i).unwrap() * 1000,
+                None,
+                None,
+            ),
+            source: Source {
+                topic: "several",
+                partition: i32::try_from(i % 2).unwrap(),
+                offset: i64::try_from(i / 2).unwrap(),
+            },
+            needs_mark_check: false,
+        })
+        .collect();
+    let positions = [
+        Position {
+            topic: "several".into(),
+            partition: 0,
+            next_offset: 150,
+        },
+        Position {
+            topic: "several".into(),
+            partition: 1,
+            next_offset: 150,
+        },
+    ];
+    let clicks = |project: &'static str| {
+        let keys = Keys::new(&target.redis_prefix, project);
+        let target = target.clone();
+        async move {
+            let mut conn = target.redis().await;
+            let n: Option<i64> = redis::cmd("HGET")
+                .arg(keys.events_total())
+                .arg("click")
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            n.unwrap_or(0)
+        }
+    };
+
+    // The first worker stopped after the script calls of "shop".
+    let shop: Vec<Applicable<'_>> = batch
+        .iter()
+        .filter(|e| e.input.project == "shop")
+        .copied()
+        .collect();
+    assert_eq!(store.apply(&shop, &positions).await.unwrap(), 100);
+    assert_eq!(
+        (
+            clicks("shop").await,
+            clicks("blog").await,
+            clicks("docs").await
+        ),
+        (100, 0, 0)
+    );
+    // Redelivered whole: the other projects only.
+    assert_eq!(store.apply(&batch, &positions).await.unwrap(), 200);
+    // And again: nothing.
+    assert_eq!(store.apply(&batch, &positions).await.unwrap(), 0);
+    for project in PROJECTS {
+        let sent = batch.iter().filter(|e| e.input.project == project).count();
+        assert_eq!(
+            clicks(project).await,
+            i64::try_from(sent).unwrap(),
+            "{project}"
+        );
+        let marker: Option<String> = redis::cmd("GET")
+            .arg(Keys::new(&target.redis_prefix, project).generation())
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(marker.as_deref(), Some("ready"), "{project}'s marker");
+        let at: std::collections::BTreeMap<String, i64> = redis::cmd("HGETALL")
+            .arg(Keys::new(&target.redis_prefix, project).positions())
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(
+            at,
+            [("several/0".to_owned(), 150), ("several/1".to_owned(), 150)].into(),
+            "{project}'s positions"
+        );
+    }
+    let registered: Vec<String> = redis::cmd("HKEYS")
+        .arg(keys::projects(&target.redis_prefix))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let mut registered = registered;
+    registered.sort();
+    assert_eq!(registered, ["blog", "docs", "shop"]);
+    target.cleanup().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replaying_the_topic_from_the_beginning_changes_nothing() {
+    replaying_changes_nothing(RedisKind::Single).await;
+}
+
+async fn replaying_changes_nothing(redis: RedisKind) {
     let _serial = support::HEAVY.lock().await;
-    let target = WorkerTarget::create().await;
+    let target = WorkerTarget::create_on(redis).await;
     let ingest = spawn_ingest(&target.topic).await;
     send(&ingest, events(0, 600, 40)).await;
     let worker = spawn_worker(&target).await;
@@ -61,13 +227,17 @@ async fn replaying_the_topic_from_the_beginning_changes_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_killed_between_writes_and_commit_converges_to_the_uninterrupted_state() {
+    killed_worker_converges(RedisKind::Single).await;
+}
+
+async fn killed_worker_converges(redis: RedisKind) {
     let _serial = support::HEAVY.lock().await;
-    let target = WorkerTarget::create().await;
+    let target = WorkerTarget::create_on(redis).await;
     let ingest = spawn_ingest(&target.topic).await;
     send(&ingest, events(0, 2000, 120)).await;
 
     // Reference: an uninterrupted worker over the same topic, in its own database and prefix.
-    let mut reference = WorkerTarget::create().await;
+    let mut reference = WorkerTarget::create_on(redis).await;
     reference.topic = target.topic.clone();
     let worker = spawn_worker(&reference).await;
     wait_for_both(&reference, 2000).await;
@@ -105,8 +275,12 @@ async fn a_worker_killed_between_writes_and_commit_converges_to_the_uninterrupte
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_workers_in_one_group_share_the_partitions_and_process_each_event_once() {
+    two_workers_process_each_event_once(RedisKind::Single).await;
+}
+
+async fn two_workers_process_each_event_once(redis: RedisKind) {
     let _serial = support::HEAVY.lock().await;
-    let target = WorkerTarget::create().await;
+    let target = WorkerTarget::create_on(redis).await;
     let first = spawn_worker(&target).await;
     wait_for_partitions(&first.address).await;
     let second = spawn_worker(&target).await;

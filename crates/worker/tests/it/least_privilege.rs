@@ -231,6 +231,7 @@ fn worker_target(names: &Names) -> WorkerTarget {
         group_id: format!("{}_group", names.redis_prefix),
         database_url: names.worker_url(),
         redis_prefix: names.redis_prefix.clone(),
+        redis: support::RedisKind::Single,
     }
 }
 

@@ -66,7 +66,7 @@ async fn redis_naming(p: &TestPipeline, who: &str) -> Vec<String> {
         .filter(|k| k.contains(who))
         .collect();
     let online: Vec<String> = redis::cmd("ZRANGE")
-        .arg(format!("{}:default:online", p.target.redis_prefix))
+        .arg(insightflow_store::keys::Keys::new(&p.target.redis_prefix, "default").online())
         .arg(0)
         .arg(-1)
         .query_async(&mut redis)

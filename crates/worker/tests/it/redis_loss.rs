@@ -1,6 +1,8 @@
 //! Redis loss is detected and repaired from MySQL, never served as truth: a Redis that
 //! restarts empty makes the stats API say `"exact": false` until the worker has rebuilt it,
-//! and `worker rebuild-redis` rebuilds the aggregates from MySQL, idempotently.
+//! and `worker rebuild-redis` rebuilds the aggregates from MySQL, idempotently. On the local
+//! Redis Cluster too (`cluster::`): the rebuild walks every node, and a project whose node
+//! lost its keys is found by the guard and rebuilt.
 
 // A test panics to fail: unwrapping in its helpers is how it reports.
 #![allow(clippy::unwrap_used)]
@@ -12,7 +14,11 @@ use std::time::Duration;
 
 use crate::support::counts::{events, metric, mysql_count, send, wait_for_both, WAIT};
 use crate::support::state::{assert_same, snapshot};
-use crate::support::{eventually, spawn_ingest, spawn_worker_with, worker_settings, WorkerTarget};
+use crate::support::{
+    eventually, keys_with_prefix, spawn_ingest, spawn_worker_with, worker_settings, RedisKind,
+    WorkerTarget,
+};
+use insightflow_store::keys::{self, Keys};
 use insightflow_worker::metrics::WorkerMetrics;
 use insightflow_worker::rebuild;
 use insightflow_worker::store::mysql::MysqlStore;
@@ -103,11 +109,11 @@ impl Drop for PrivateRedis {
 
 /// The all-time counters by type of the default project in one Redis.
 async fn redis_counts(
-    conn: &mut redis::aio::MultiplexedConnection,
+    conn: &mut impl redis::aio::ConnectionLike,
     prefix: &str,
 ) -> BTreeMap<String, i64> {
     redis::cmd("HGETALL")
-        .arg(format!("{prefix}:default:events:total"))
+        .arg(Keys::new(prefix, "default").events_total())
         .query_async(conn)
         .await
         .unwrap()
@@ -214,7 +220,7 @@ async fn a_redis_that_restarts_empty_is_rebuilt_and_never_served_as_truth() {
     assert_eq!(rebuilt, sent_counts(&sent));
     assert_eq!(rebuilt, mysql_counts(&target).await);
     let marker: Option<String> = redis::cmd("GET")
-        .arg(format!("{prefix}:generation"))
+        .arg(keys::generation(&prefix))
         .query_async(&mut conn)
         .await
         .unwrap();
@@ -254,7 +260,14 @@ async fn a_redis_that_restarts_empty_is_rebuilt_and_never_served_as_truth() {
 
 /// `n` events sent through a gateway and a worker, both stopped once MySQL and Redis hold them.
 async fn stored_through_the_pipeline(n: usize) -> (WorkerTarget, WorkerSettings, Vec<Value>) {
-    let target = WorkerTarget::create().await;
+    stored_through_the_pipeline_on(RedisKind::Single, n).await
+}
+
+async fn stored_through_the_pipeline_on(
+    redis: RedisKind,
+    n: usize,
+) -> (WorkerTarget, WorkerSettings, Vec<Value>) {
+    let target = WorkerTarget::create_on(redis).await;
     let settings = worker_settings(&target);
     let ingest = spawn_ingest(&target.topic).await;
     let worker = spawn_worker_with(settings.clone(), Role::All).await;
@@ -276,32 +289,95 @@ async fn stores(settings: &WorkerSettings) -> (MysqlStore, RedisStore, WorkerMet
     (mysql, redis, metrics)
 }
 
+/// The rebuild and the guard on the local Redis Cluster.
+mod cluster {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn rebuild_redis_restores_mysql_counts_and_is_idempotent() {
+        rebuild_restores_mysql_counts(RedisKind::Cluster).await;
+    }
+
+    /// A node that restarts empty loses the keys of the projects in its slots, marker and
+    /// positions with them; the deployment's marker (on another node, or not) says nothing.
+    /// The guard finds the registered project without a marker and rebuilds.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_project_whose_node_lost_its_keys_is_rebuilt_and_never_served_as_truth() {
+        let (target, settings, mut sent) =
+            stored_through_the_pipeline_on(RedisKind::Cluster, 150).await;
+        let prefix = target.redis_prefix.clone();
+        let ingest = spawn_ingest(&target.topic).await;
+        let worker = spawn_worker_with(settings, Role::All).await;
+        assert_eq!(poll_until_exact(&worker.address, 150).await, 0);
+
+        // What the node's restart does to the project's slot: every key of it is gone.
+        let mut conn = target.redis().await;
+        let project_keys: Vec<String> = keys_with_prefix(&mut conn, &prefix)
+            .await
+            .into_iter()
+            .filter(|k| k.starts_with(&format!("{prefix}:{{default}}:")))
+            .collect();
+        assert!(!project_keys.is_empty());
+        let _: () = redis::cmd("DEL")
+            .arg(&project_keys)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+
+        // Until rebuilt, no answer says exact with a partial total; then MySQL's counts.
+        let inexact = poll_until_exact(&worker.address, 150).await;
+        eprintln!("{inexact} answers said \"exact\": false while the project was lost");
+        let rebuilt = redis_counts(&mut conn, &prefix).await;
+        assert_eq!(rebuilt, sent_counts(&sent));
+        assert_eq!(rebuilt, mysql_counts(&target).await);
+
+        // Consumption goes on, on top of the rebuilt counters, once each.
+        let more = events(150, 10, 11);
+        sent.extend(more.iter().cloned());
+        send(&ingest, more).await;
+        eventually(WAIT, "160 events in the cluster", || async {
+            let mut conn = target.redis().await;
+            let redis: i64 = redis_counts(&mut conn, &prefix).await.values().sum();
+            assert!(redis <= 160, "counted twice: {redis}");
+            (redis == 160).then_some(())
+        })
+        .await;
+        assert_eq!(redis_counts(&mut conn, &prefix).await, sent_counts(&sent));
+        worker.stop().await;
+        ingest.stop().await;
+        target.cleanup().await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rebuild_redis_restores_mysql_counts_and_is_idempotent() {
-    let (target, settings, sent) = stored_through_the_pipeline(120).await;
+    rebuild_restores_mysql_counts(RedisKind::Single).await;
+}
+
+async fn rebuild_restores_mysql_counts(redis: RedisKind) {
+    let (target, settings, sent) = stored_through_the_pipeline_on(redis, 120).await;
 
     // Aggregates that disagree with MySQL, and a stray key: a rebuild starts from nothing.
     let prefix = &target.redis_prefix;
+    let default = Keys::new(prefix, "default");
+    let stray_key = format!("{prefix}:{{default}}:stray");
     let mut conn = target.redis().await;
     let _: () = redis::pipe()
-        .hincr(format!("{prefix}:default:events:total"), "click", 1000)
-        .set(format!("{prefix}:default:stray"), "x")
+        .hincr(default.events_total(), "click", 1000)
+        .set(&stray_key, "x")
         .query_async(&mut conn)
         .await
         .unwrap();
 
-    // Every key under the prefix goes but the marker (and a lock the retention job holds).
-    let present: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{prefix}:*"))
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    let doomed = present
-        .iter()
-        .filter(|k| {
-            **k != format!("{prefix}:generation") && **k != format!("{prefix}:lock:retention")
-        })
-        .count();
+    // Every key under the prefix goes but the deployment's marker and registry (and a lock
+    // the retention job holds).
+    let present: Vec<String> = keys_with_prefix(&mut conn, prefix).await;
+    let kept = [
+        keys::generation(prefix),
+        keys::projects(prefix),
+        keys::retention_lock(prefix),
+    ];
+    let doomed = present.iter().filter(|k| !kept.contains(k)).count();
 
     let (mysql, redis, metrics) = stores(&settings).await;
     let first = rebuild::rebuild_now(&mysql, &redis, &metrics)
@@ -316,16 +392,19 @@ async fn rebuild_redis_restores_mysql_counts_and_is_idempotent() {
         mysql_counts(&target).await
     );
     let stray: bool = redis::cmd("EXISTS")
-        .arg(format!("{prefix}:default:stray"))
+        .arg(&stray_key)
         .query_async(&mut conn)
         .await
         .unwrap();
     assert!(!stray, "the rebuild deletes what MySQL does not explain");
     let after_first = snapshot(&target).await;
-    assert_eq!(
-        after_first.get("redis:generation"),
-        Some(&"ready".to_owned())
-    );
+    for marker in [":{.all}:generation", ":{default}:generation"] {
+        assert_eq!(
+            after_first.get(&format!("redis{marker}")),
+            Some(&"ready".to_owned()),
+            "{marker}"
+        );
+    }
 
     let second = rebuild::rebuild_now(&mysql, &redis, &metrics)
         .await

@@ -23,7 +23,7 @@ use crate::correctness_support::dataset::{
 use crate::correctness_support::expected::{self, midnight, Bucket, Local, Until};
 use crate::stats_support::{ingest, ok, query_value, send, wait_applied};
 use crate::support::{
-    spawn_ingest, spawn_worker_with, worker_settings, TestPipeline, WorkerTarget,
+    spawn_ingest, spawn_worker_with, worker_settings, RedisKind, TestPipeline, WorkerTarget,
 };
 
 const TYPES: [&str; 5] = ["page_view", "click", "product_view", "cart_add", "purchase"];
@@ -31,8 +31,8 @@ const TYPES: [&str; 5] = ["page_view", "click", "product_view", "cart_add", "pur
 /// A pipeline whose worker keeps raw events forever (`retention.raw_event_days = 0`, the
 /// documented setting): the data set is older than the default 90 days, and the retention
 /// job, which runs at start-up, would delete what it deletes while the events arrive.
-async fn start() -> TestPipeline {
-    let target = WorkerTarget::create().await;
+async fn start(redis: RedisKind) -> TestPipeline {
+    let target = WorkerTarget::create_on(redis).await;
     let mut settings = worker_settings(&target);
     settings.retention.raw_event_days = 0;
     let worker = spawn_worker_with(settings, Role::All).await;
@@ -50,7 +50,17 @@ async fn start() -> TestPipeline {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_figure_agrees_with_the_generated_input() {
-    let p = start().await;
+    every_figure_agrees(RedisKind::Single).await;
+}
+
+/// The same figures with the worker on the local Redis Cluster.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_figure_agrees_with_the_generated_input_on_a_redis_cluster() {
+    every_figure_agrees(RedisKind::Cluster).await;
+}
+
+async fn every_figure_agrees(redis: RedisKind) {
+    let p = start(redis).await;
     let now = Utc::now();
     let data = dataset::generate(now);
     let wire = |events: &[Event]| events.iter().map(Event::to_json).collect::<Vec<_>>();

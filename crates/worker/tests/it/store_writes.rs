@@ -177,7 +177,7 @@ async fn a_redelivered_batch_is_applied_from_each_partitions_position_on() {
     assert_eq!(events_total(&target).await, 200);
     let mut conn = target.redis().await;
     let positions: std::collections::BTreeMap<String, i64> = redis::cmd("HGETALL")
-        .arg(keys::positions(&target.redis_prefix))
+        .arg(Keys::new(&target.redis_prefix, "default").positions())
         .query_async(&mut conn)
         .await
         .unwrap();

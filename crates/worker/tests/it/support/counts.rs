@@ -81,7 +81,7 @@ pub async fn mysql_count(target: &WorkerTarget) -> i64 {
 pub async fn redis_total(target: &WorkerTarget) -> i64 {
     let mut redis = target.redis().await;
     let counts: std::collections::HashMap<String, i64> = redis::cmd("HGETALL")
-        .arg(format!("{}:default:events:total", target.redis_prefix))
+        .arg(insightflow_store::keys::Keys::new(&target.redis_prefix, "default").events_total())
         .query_async(&mut redis)
         .await
         .unwrap();

@@ -30,6 +30,8 @@ pub static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 pub const KAFKA: &str = "127.0.0.1:9092";
 pub const MYSQL_SERVER: &str = "mysql://root@127.0.0.1:3306";
 pub const REDIS: &str = "redis://127.0.0.1:6379/0";
+/// The local Redis Cluster of `scripts/redis-cluster.sh` (three masters).
+pub const REDIS_CLUSTER: &str = "127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003";
 
 fn env_or(name: &str, default: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| default.to_owned())
@@ -43,6 +45,47 @@ pub fn mysql_server() -> String {
 }
 pub fn redis_url() -> String {
     env_or("TEST_REDIS_URL", REDIS)
+}
+/// The cluster's nodes, `host:port` comma separated (`TEST_REDIS_CLUSTER`).
+pub fn redis_cluster_nodes() -> String {
+    env_or("TEST_REDIS_CLUSTER", REDIS_CLUSTER)
+}
+
+/// Which Redis a test's worker writes to: tests of the exactly-once and correctness suites run
+/// against both.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RedisKind {
+    Single,
+    Cluster,
+}
+
+impl RedisKind {
+    /// `redis.url` and `redis.cluster` for the worker's settings.
+    pub fn url(self) -> String {
+        match self {
+            Self::Single => redis_url(),
+            Self::Cluster => redis_cluster_nodes()
+                .split(',')
+                .map(|node| format!("redis://{}", node.trim()))
+                .collect::<Vec<_>>()
+                .join(","),
+        }
+    }
+
+    /// Panics with instructions when the cluster is not there.
+    fn require(self) {
+        if self == Self::Cluster {
+            let nodes = redis_cluster_nodes();
+            for node in nodes.split(',') {
+                assert!(
+                    reachable(node.trim()),
+                    "the Redis Cluster is not reachable at {node} (TEST_REDIS_CLUSTER={nodes}). \
+                     Start the local cluster with `scripts/redis-cluster.sh start` (make deps \
+                     does), or point TEST_REDIS_CLUSTER at a running one."
+                );
+            }
+        }
+    }
 }
 
 /// Logs of the apps under test, shown for failing tests; filtered with RUST_LOG.
@@ -189,30 +232,39 @@ pub async fn spawn_ingest(topic: &str) -> TestIngest {
 }
 
 /// Every key under `prefix:`, with SCAN: KEYS would block a Redis holding millions of keys
-/// (a benchmark's, say) for longer than the client waits.
-pub async fn keys_with_prefix(
-    redis: &mut redis::aio::MultiplexedConnection,
-    prefix: &str,
-) -> Vec<String> {
+/// (a benchmark's, say) for longer than the client waits. On a cluster, of every master.
+pub async fn keys_with_prefix(redis: &mut RedisConn, prefix: &str) -> Vec<String> {
+    let nodes: Vec<Option<(String, u16)>> = match redis.masters().await.expect("CLUSTER NODES") {
+        Some(masters) => masters.into_iter().map(Some).collect(),
+        None => vec![None],
+    };
     let mut keys = Vec::new();
-    let mut cursor: u64 = 0;
-    loop {
-        let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(format!("{prefix}:*"))
-            .arg("COUNT")
-            .arg(10_000)
-            .query_async(redis)
-            .await
-            .expect("SCAN the test keys");
-        keys.extend(batch);
-        if next == 0 {
-            return keys;
+    for node in &nodes {
+        let mut cursor: u64 = 0;
+        loop {
+            let mut scan = redis::cmd("SCAN");
+            scan.arg(cursor)
+                .arg("MATCH")
+                .arg(format!("{prefix}:*"))
+                .arg("COUNT")
+                .arg(10_000);
+            let (next, batch): (u64, Vec<String>) = redis
+                .on_node(node.as_ref(), scan)
+                .await
+                .expect("SCAN the test keys");
+            keys.extend(batch);
+            if next == 0 {
+                break;
+            }
+            cursor = next;
         }
-        cursor = next;
     }
+    keys
 }
+
+/// A connection to the test's Redis (one Redis or the cluster): commands, pipelines and
+/// scripts as on a `MultiplexedConnection`.
+pub type RedisConn = insightflow_store::redis::Pooled;
 
 /// What a test worker writes to: its own database, key prefix, topic and group.
 #[derive(Clone, Debug)]
@@ -221,18 +273,26 @@ pub struct WorkerTarget {
     pub group_id: String,
     pub database_url: String,
     pub redis_prefix: String,
+    pub redis: RedisKind,
 }
 
 impl WorkerTarget {
-    /// A fresh database (migrated) and unique names.
+    /// A fresh database (migrated) and unique names, on the single Redis.
     pub async fn create() -> Self {
+        Self::create_on(RedisKind::Single).await
+    }
+
+    /// A fresh database (migrated) and unique names, on `redis`.
+    pub async fn create_on(redis: RedisKind) -> Self {
         require_services();
+        redis.require();
         let database = unique("if_test");
         let target = Self {
             topic: unique("it_events"),
             group_id: unique("it_group"),
             database_url: format!("{}/{database}", mysql_server()),
             redis_prefix: unique("it"),
+            redis,
         };
         MysqlStore::migrate(&worker_settings(&target).mysql)
             .await
@@ -246,12 +306,15 @@ impl WorkerTarget {
             .expect("connect to the test database")
     }
 
-    pub async fn redis(&self) -> redis::aio::MultiplexedConnection {
-        redis::Client::open(redis_url())
-            .expect("redis url")
-            .get_multiplexed_async_connection()
+    pub async fn redis(&self) -> RedisConn {
+        let settings = worker_settings(self).redis;
+        insightflow_store::redis::RedisPool::connect(&settings, 1)
             .await
             .expect("connect to Redis")
+            .pool()
+            .get()
+            .await
+            .expect("a Redis connection")
     }
 
     /// Drops the database and the Redis keys.
@@ -289,7 +352,8 @@ pub fn worker_settings(target: &WorkerTarget) -> WorkerSettings {
     settings.kafka.session_timeout_ms = 15_000;
     settings.mysql.url = target.database_url.clone();
     settings.mysql.max_connections = 4;
-    settings.redis.url = redis_url();
+    settings.redis.url = target.redis.url();
+    settings.redis.cluster = target.redis == RedisKind::Cluster;
     settings.redis.key_prefix = target.redis_prefix.clone();
     settings.redis.pool_size = 4;
     settings.backoff.initial_ms = 100;

@@ -42,7 +42,11 @@ impl WorkerProcess {
             ("WORKER__KAFKA__SESSION_TIMEOUT_MS", "6000".to_owned()),
             ("WORKER__KAFKA__LAG_PROBE_INTERVAL_MS", "500".to_owned()),
             ("WORKER__MYSQL__URL", target.database_url.clone()),
-            ("WORKER__REDIS__URL", super::redis_url()),
+            ("WORKER__REDIS__URL", target.redis.url()),
+            (
+                "WORKER__REDIS__CLUSTER",
+                (target.redis == super::RedisKind::Cluster).to_string(),
+            ),
             ("WORKER__REDIS__KEY_PREFIX", target.redis_prefix.clone()),
             ("WORKER__HTTP__PORT", port.to_string()),
             ("WORKER__LOG__LEVEL", "warn".to_owned()),

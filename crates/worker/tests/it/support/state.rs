@@ -88,7 +88,12 @@ pub async fn snapshot(target: &WorkerTarget) -> Snapshot {
                     .query_async(&mut redis)
                     .await
                     .expect("HGETALL");
-                format!("{map:?}")
+                if key == insightflow_store::keys::projects(&target.redis_prefix) {
+                    // The registry's values are when each project was registered.
+                    format!("{:?}", map.keys().collect::<Vec<_>>())
+                } else {
+                    format!("{map:?}")
+                }
             }
             "set" => {
                 let mut members: Vec<String> = redis::cmd("SMEMBERS")
