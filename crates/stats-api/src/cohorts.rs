@@ -152,7 +152,7 @@ async fn starts(
         Some(event_type) => {
             sqlx::query_as::<_, Start>(
                 "SELECT distinct_id, MIN(event_time) AS first FROM user_events \
-                 WHERE project = ? AND event_type = ? AND event_time < ? \
+                 WHERE project = ? AND event_type = ? AND event_time < ? AND is_bot = 0 \
                  GROUP BY distinct_id HAVING MIN(event_time) >= ?",
             )
             .bind(project)
@@ -185,7 +185,8 @@ async fn activity(
     if let Some(event_type) = return_event {
         q.push(" AND event_type = ").push_bind(event_type);
     }
-    q.push(" AND event_time >= ").push_bind(from.naive_utc());
+    q.push(" AND is_bot = 0 AND event_time >= ")
+        .push_bind(from.naive_utc());
     let mut rows = q.build_query_as::<Active>().fetch(db);
     let mut active: HashMap<String, HashSet<NaiveDate>> = HashMap::new();
     // A person is active in the same quarter hour often: place each quarter once.

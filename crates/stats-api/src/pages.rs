@@ -62,6 +62,7 @@ pub struct HotPagesQuery {
     pub limit: Option<String>,
     pub source: Option<String>,
     pub filter: Option<String>,
+    pub include_bots: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -233,7 +234,7 @@ pub async fn hot_pages(
         }
     };
     let hours = hour_range(range);
-    let filter = Filter::parse(query.filter.as_deref())?;
+    let filter = Filter::parse(query.filter.as_deref(), query.include_bots.as_deref())?;
     // Filtered hot pages scan raw events instead of reading rankings: they take turns.
     let _turn = filter.turn(&state).await?;
     let as_of = state.as_of(&project).await?;
@@ -257,17 +258,24 @@ pub struct BreakdownQuery {
     pub range: RangeParams,
     pub limit: Option<String>,
     pub filter: Option<String>,
+    pub include_bots: Option<String>,
 }
 
 /// `GET /breakdown?event_type=purchase&by=currency&by2=$device_type&limit=10`: the top values
-/// of one or two properties for an event type over a range, with events and unique users.
+/// of one or two dimensions (properties or columns: `by=$channel`, `by2=$country`) over a
+/// range, of one event type or of all, with events and unique users.
 pub async fn breakdown(
     state: web::Data<ApiState>,
     project: Project,
     _turn: Heavy,
     query: web::Query<BreakdownQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let event_type = params::required_event_type("event_type", query.event_type.as_deref())?;
+    let event_type = query
+        .event_type
+        .as_deref()
+        .filter(|t| !t.trim().is_empty())
+        .map(|t| params::event_type("event_type", t))
+        .transpose()?;
     let by = params::required("by", query.by.as_deref())?;
     let first = Dimension::parse("by", by)?;
     let second = query
@@ -275,7 +283,7 @@ pub async fn breakdown(
         .as_deref()
         .map(|raw| Dimension::parse("by2", raw))
         .transpose()?;
-    let filter = Filter::parse(query.filter.as_deref())?;
+    let filter = Filter::parse(query.filter.as_deref(), query.include_bots.as_deref())?;
     let (range, _) = query.range.resolve(Duration::hours(24))?;
     let limit = params::limit("limit", query.limit.as_deref(), 10, 1000)?;
     let as_of = state.as_of(&project).await?;
@@ -293,10 +301,11 @@ pub async fn breakdown(
         }
     }
     q.push("COUNT(*) AS n, COUNT(DISTINCT distinct_id) AS u FROM user_events WHERE project = ")
-        .push_bind(project.as_str())
-        .push(" AND event_type = ")
-        .push_bind(&event_type)
-        .push(" AND event_time >= ")
+        .push_bind(project.as_str());
+    if let Some(event_type) = &event_type {
+        q.push(" AND event_type = ").push_bind(event_type);
+    }
+    q.push(" AND event_time >= ")
         .push_bind(range.from_naive())
         .push(" AND event_time < ")
         .push_bind(range.to_naive());
@@ -357,7 +366,7 @@ pub async fn heatmap(
     let as_of = state.as_of(&project).await?;
     let elements = sqlx::query_as::<_, ElementRow>(
         "SELECT element_selector, MIN(element_text) AS element_text, COUNT(*) AS clicks, \
-         COUNT(DISTINCT distinct_id) AS unique_users FROM user_events WHERE project = ? AND page_path = ? AND event_type = 'click' \
+         COUNT(DISTINCT distinct_id) AS unique_users FROM user_events WHERE project = ? AND page_path = ? AND event_type = 'click' AND is_bot = 0 \
          AND event_time >= ? AND event_time < ? \
          GROUP BY element_selector ORDER BY clicks DESC, element_selector LIMIT ?",
     )
@@ -369,7 +378,7 @@ pub async fn heatmap(
     .fetch_all(state.db());
     let grid = sqlx::query_as::<_, GridCell>(
         "SELECT CAST(FLOOR(click_x / ?) AS SIGNED) AS gx, CAST(FLOOR(click_y / ?) AS SIGNED) AS gy, \
-         COUNT(*) AS clicks FROM user_events WHERE project = ? AND page_path = ? AND event_type = 'click' \
+         COUNT(*) AS clicks FROM user_events WHERE project = ? AND page_path = ? AND event_type = 'click' AND is_bot = 0 \
          AND event_time >= ? AND event_time < ? AND click_x IS NOT NULL AND click_y IS NOT NULL \
          GROUP BY gx, gy ORDER BY gy, gx LIMIT 10000",
     )

@@ -73,6 +73,7 @@ pub struct SummaryQuery {
     pub compare: Option<String>,
     pub types: Option<String>,
     pub filter: Option<String>,
+    pub include_bots: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq, sqlx::FromRow)]
@@ -120,7 +121,7 @@ pub async fn figures(
     .fetch_one(db);
     let people = sqlx::query_scalar::<_, i64>(
         "SELECT COUNT(DISTINCT distinct_id) FROM user_events \
-         WHERE project = ? AND event_time >= ? AND event_time < ?",
+         WHERE project = ? AND event_time >= ? AND event_time < ? AND is_bot = 0",
     )
     .bind(project)
     .bind(from)
@@ -190,7 +191,7 @@ pub async fn summary(
             ))
         }
     };
-    let filter = Filter::parse(query.filter.as_deref())?;
+    let filter = Filter::parse(query.filter.as_deref(), query.include_bots.as_deref())?;
     let as_of = state.as_of(&project).await?;
     // Session figures describe sessions, not events: not under a filter. Read beside the
     // event figures, which they do not depend on.
@@ -259,7 +260,9 @@ pub async fn counts_by_type(
         }
         q.push(")");
     }
-    filter.push_sql(&mut q);
+    if !filter.is_empty() {
+        filter.push_sql(&mut q);
+    }
     q.push(" GROUP BY event_type");
     let rows: Vec<TypeCount> = q.build_query_as().fetch_all(db).await?;
     let mut counts: BTreeMap<String, i64> = types.iter().map(|t| (t.clone(), 0)).collect();
@@ -275,7 +278,7 @@ pub async fn counts(
 ) -> Result<HttpResponse, ApiError> {
     let (range, _) = query.range.resolve(Duration::hours(24))?;
     let types = params::event_types("types", query.types.as_deref())?;
-    let filter = Filter::parse(query.filter.as_deref())?;
+    let filter = Filter::parse(query.filter.as_deref(), query.include_bots.as_deref())?;
     // Filtered counts scan raw events instead of reading rollups: they take turns.
     let _turn = filter.turn(&state).await?;
     let as_of = state.as_of(&project).await?;

@@ -26,6 +26,7 @@ pub struct SeriesQuery {
     pub range: RangeParams,
     pub types: Option<String>,
     pub filter: Option<String>,
+    pub include_bots: Option<String>,
 }
 
 /// One rollup row: a minute or hour bucket's count of one type.
@@ -154,7 +155,7 @@ pub async fn timeseries(
     let unit = BucketUnit::parse(query.bucket.as_deref(), BucketUnit::Hour)?;
     let (range, tz) = query.range.resolve(unit.default_range())?;
     let types = params::event_types("types", query.types.as_deref())?;
-    let filter = Filter::parse(query.filter.as_deref())?;
+    let filter = Filter::parse(query.filter.as_deref(), query.include_bots.as_deref())?;
     let as_of = state.as_of(&project).await?;
     let (covered, buckets) = series(
         state.db(),

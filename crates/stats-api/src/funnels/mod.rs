@@ -85,6 +85,7 @@ pub struct AnalysisQuery {
     pub range: RangeParams,
     pub mode: Option<String>,
     pub filter: Option<String>,
+    pub include_bots: Option<String>,
 }
 
 /// `GET /funnels/{funnel}/analysis?from=&to=&mode=strict`: users per step, conversion from
@@ -104,7 +105,7 @@ pub async fn analysis(
     };
     let window_ms = i64::from(funnel.spec.window_seconds) * 1000;
     let horizon = range.to + Duration::milliseconds(window_ms);
-    let filter = Filter::parse(query.filter.as_deref())?;
+    let filter = Filter::parse(query.filter.as_deref(), query.include_bots.as_deref())?;
     let as_of = state.as_of(&project).await?;
     let users = load_hits(
         state.db(),
@@ -164,6 +165,7 @@ pub struct ConversionQuery {
     pub range: RangeParams,
     pub window_seconds: Option<String>,
     pub filter: Option<String>,
+    pub include_bots: Option<String>,
 }
 
 /// `GET /conversion?start_event=cart_add&end_event=purchase&from=&to=`: of the users who did
@@ -197,7 +199,7 @@ pub async fn conversion(
             value: None,
         },
     ];
-    let filter = Filter::parse(query.filter.as_deref())?;
+    let filter = Filter::parse(query.filter.as_deref(), query.include_bots.as_deref())?;
     let as_of = state.as_of(&project).await?;
     let users = load_hits(
         state.db(),

@@ -17,6 +17,7 @@ mod pipeline_fuzz;
 mod privacy;
 mod redis_loss;
 mod retention;
+mod stats_acquisition;
 mod stats_api;
 mod stats_correctness;
 mod stats_filters;
