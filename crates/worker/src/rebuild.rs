@@ -289,6 +289,13 @@ async fn clear(lock: &RebuildLock<'_>, redis: &RedisStore) -> anyhow::Result<u64
     ];
     let clearing = keys::marker::clearing_by(lock.token());
     let mut conn = redis.pool().get().await?;
+    // Workers of a version before hash tags write only while their marker is there: gone
+    // first, they stop writing keys this would have to delete again.
+    redis::cmd("DEL")
+        .arg(keys::legacy_generation(prefix))
+        .query_async::<()>(&mut *conn)
+        .await
+        .context("delete the earlier version's marker")?;
     let mut markers = Scan::new(
         &mut conn,
         format!("{}:{{*}}:generation", glob_escape(prefix)),

@@ -46,6 +46,144 @@ mod cluster {
     async fn a_batch_of_several_projects_stopped_halfway_is_completed_once() {
         several_projects_stopped_halfway(RedisKind::Cluster).await;
     }
+
+    /// A measurement, not a test (`scripts/bench-redis-cluster.sh` runs it): how many events
+    /// of one project the node holding its slot applies per second of its own time (the
+    /// aggregate script's `usec` in `INFO commandstats`), and per second of wall time through
+    /// one `RedisStore` (the client's share included). Checks only that each counted once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "a measurement: scripts/bench-redis-cluster.sh"]
+    async fn one_project_on_one_node_events_per_second() {
+        use insightflow_store::keys::{self, Keys};
+        use insightflow_worker::store::mysql::Source;
+        use insightflow_worker::store::redis::{AggregateInput, Applicable, RedisStore};
+
+        let n: usize = std::env::var("BENCH_EVENTS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(200_000);
+        let target = WorkerTarget::create_on(RedisKind::Cluster).await;
+        let settings = worker_settings(&target);
+        let store = RedisStore::connect(&settings.redis, &settings.aggregates)
+            .await
+            .unwrap();
+        let mut conn = target.redis().await;
+        let _: () = redis::cmd("SET")
+            .arg(keys::generation(&target.redis_prefix))
+            .arg(keys::marker::READY)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        // The node holding the project's slot.
+        let keys = Keys::new(&target.redis_prefix, "shop");
+        let slot: u16 = redis::cmd("CLUSTER")
+            .arg("KEYSLOT")
+            .arg(keys.events_total())
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let shards: String = redis::cmd("CLUSTER")
+            .arg("NODES")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let node = shards
+            .lines()
+            .find(|line| {
+                line.contains("master")
+                    && line.split_whitespace().skip(8).any(|range| {
+                        let (a, b) = range.split_once('-').unwrap_or((range, range));
+                        matches!((a.parse::<u16>(), b.parse::<u16>()), (Ok(a), Ok(b)) if a <= slot && slot <= b)
+                    })
+            })
+            .and_then(|line| line.split_whitespace().nth(1))
+            .and_then(|a| a.split('@').next())
+            .unwrap()
+            .to_owned();
+        let node_usec = |node: String| async move {
+            let mut direct = redis::Client::open(format!("redis://{node}"))
+                .unwrap()
+                .get_multiplexed_async_connection()
+                .await
+                .unwrap();
+            let stats: String = redis::cmd("INFO")
+                .arg("commandstats")
+                .query_async(&mut direct)
+                .await
+                .unwrap();
+            stats
+                .lines()
+                .filter(|l| l.starts_with("cmdstat_evalsha:") || l.starts_with("cmdstat_eval:"))
+                .filter_map(|l| {
+                    l.split("usec=")
+                        .nth(1)?
+                        .split(',')
+                        .next()?
+                        .parse::<u64>()
+                        .ok()
+                })
+                .sum::<u64>()
+        };
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        let ids: Vec<(String, String, String, String)> = (0..n)
+            .map(|i| {
+                (
+                    format!("e{i}"),
+                    format!("u{}", i % 5000),
+                    format!("/p{}", i % 200),
+                    format!("s{}", i % 2000),
+                )
+            })
+            .collect();
+        const TYPES: [&str; 4] = ["page_view", "click", "product_view", "purchase"];
+        let events: Vec<Applicable<'_>> = ids
+            .iter()
+            .enumerate()
+            .map(|(i, (event_id, user, path, session))| Applicable {
+                input: AggregateInput::new(
+                    "shop",
+                    event_id,
+                    user,
+                    TYPES[i % TYPES.len()],
+                    now_ms - i64::try_from(i % 600_000).unwrap(),
+                    Some(path),
+                    Some(session),
+                ),
+                source: Source {
+                    topic: "bench",
+                    partition: 0,
+                    offset: i64::try_from(i).unwrap(),
+                },
+                needs_mark_check: false,
+            })
+            .collect();
+        let before = node_usec(node.clone()).await;
+        let started = std::time::Instant::now();
+        let mut applied = 0;
+        // Batches of 1000 events, the consumer's default (`kafka.batch_max_events`).
+        for batch in events.chunks(1000) {
+            applied += store.apply(batch, &[]).await.unwrap();
+        }
+        let wall = started.elapsed();
+        let server_usec = node_usec(node.clone()).await - before;
+        assert_eq!(applied, n);
+        let total: Option<i64> = redis::cmd("HGET")
+            .arg(keys.meta())
+            .arg("applied_events")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(total, Some(i64::try_from(n).unwrap()));
+        println!(
+            "one project on node {node}: {n} events; node script time {:.2} s = {:.0} events/s \
+             of the node's time; wall {:.2} s = {:.0} events/s through one RedisStore",
+            server_usec as f64 / 1e6,
+            n as f64 / (server_usec as f64 / 1e6),
+            wall.as_secs_f64(),
+            n as f64 / wall.as_secs_f64()
+        );
+        target.cleanup().await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

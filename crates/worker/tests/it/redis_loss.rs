@@ -354,6 +354,95 @@ async fn rebuild_redis_restores_mysql_counts_and_is_idempotent() {
     rebuild_restores_mysql_counts(RedisKind::Single).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aggregates_under_the_key_names_of_an_earlier_version_are_deleted_and_rebuilt() {
+    upgraded_from_untagged_keys(RedisKind::Single).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aggregates_under_the_key_names_of_an_earlier_version_are_deleted_and_rebuilt_on_a_cluster()
+{
+    upgraded_from_untagged_keys(RedisKind::Cluster).await;
+}
+
+/// What an upgrade from a version before hash-tagged keys finds: aggregates, positions and the
+/// marker under `{prefix}:{project}:...` and `{prefix}:generation`, nothing under the new
+/// names. The guard deletes the old keys and rebuilds the new ones from MySQL.
+async fn upgraded_from_untagged_keys(redis: RedisKind) {
+    let (target, settings, sent) = stored_through_the_pipeline_on(redis, 90).await;
+    let prefix = target.redis_prefix.clone();
+    let mut conn = target.redis().await;
+    let new_keys = keys_with_prefix(&mut conn, &prefix).await;
+    let _: () = redis::cmd("DEL")
+        .arg(&new_keys)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let old_keys = [
+        format!("{prefix}:generation"),
+        format!("{prefix}:positions"),
+        format!("{prefix}:default:events:total"),
+        format!("{prefix}:default:meta"),
+    ];
+    // One command each: untagged, they are in different slots of a cluster.
+    for cmd in [
+        redis::cmd("SET").arg(&old_keys[0]).arg("ready").clone(),
+        redis::cmd("HSET")
+            .arg(&old_keys[1])
+            .arg("insightflow.events/0")
+            .arg(5)
+            .clone(),
+        redis::cmd("HINCRBY")
+            .arg(&old_keys[2])
+            .arg("click")
+            .arg(90)
+            .clone(),
+        redis::cmd("HSET")
+            .arg(&old_keys[3])
+            .arg("applied_events")
+            .arg(90)
+            .clone(),
+    ] {
+        let _: () = cmd.query_async(&mut conn).await.unwrap();
+    }
+
+    let (mysql, store, metrics) = stores(&settings).await;
+    let check = rebuild::check_once(
+        &mysql,
+        &store,
+        &metrics,
+        &tokio_util::sync::CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+    let rebuild::Check::Rebuilt(rebuilt) = check else {
+        panic!("expected a rebuild, got {check:?}");
+    };
+    assert_eq!(rebuilt.events_replayed, 90);
+    // The old marker is deleted first, apart; then the other old keys.
+    assert_eq!(
+        rebuilt.deleted_keys,
+        old_keys.len() as u64 - 1,
+        "{rebuilt:?}"
+    );
+    let left: Vec<String> = keys_with_prefix(&mut conn, &prefix).await;
+    for old in &old_keys {
+        assert!(!left.contains(old), "{old} is still there");
+    }
+    assert_eq!(redis_counts(&mut conn, &prefix).await, sent_counts(&sent));
+    assert_eq!(
+        redis_counts(&mut conn, &prefix).await,
+        mysql_counts(&target).await
+    );
+    let marker: Option<String> = redis::cmd("GET")
+        .arg(keys::generation(&prefix))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(marker.as_deref(), Some("ready"));
+    target.cleanup().await;
+}
+
 async fn rebuild_restores_mysql_counts(redis: RedisKind) {
     let (target, settings, sent) = stored_through_the_pipeline_on(redis, 120).await;
 
