@@ -105,7 +105,7 @@ impl RedisStore {
         self.redis.pool()
     }
 
-    /// The script's lock-free writer name for a rebuild holding `token` (see `aggregate.lua`).
+    /// The script's writer name and the rebuild's lock token (see `aggregate.lua`).
     fn writer_token(writer: Writer<'_>) -> (&'static str, &str) {
         match writer {
             Writer::Consumer => ("consumer", ""),
