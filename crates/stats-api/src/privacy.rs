@@ -7,6 +7,9 @@
 //! hashes), and writes an audit line that names them only by digest. Counts that never named
 //! anyone stay: rollups, all-time and per-bucket counters, hot pages, unique-user estimates
 //! (a HyperLogLog keeps no ids).
+//!
+//! A person is a user id and every id linked to it (`person_links`, written by the worker from
+//! identify and alias events): each request about any of their ids is about all of them.
 
 use actix_web::{web, HttpResponse};
 use deadpool_redis::redis;
@@ -28,6 +31,41 @@ const DELETE_CHUNK: u32 = 5_000;
 /// Why a person is suppressed.
 const ERASED: &str = "erased";
 const OPTED_OUT: &str = "opted_out";
+
+/// The person `who` is (their user id when `who` is linked to one), and the ids linked to
+/// that person, in order.
+async fn person_of(
+    db: &sqlx::MySqlPool,
+    project: &str,
+    who: &str,
+) -> Result<(String, Vec<String>), ApiError> {
+    let person: Option<DbText> = sqlx::query_scalar(
+        "SELECT person_id FROM person_links WHERE project = ? AND distinct_id = ?",
+    )
+    .bind(project)
+    .bind(who)
+    .fetch_optional(db)
+    .await?;
+    let person = person.map_or_else(|| who.to_owned(), DbText::into_string);
+    let linked = linked_ids(db, project, &person).await?;
+    Ok((person, linked))
+}
+
+async fn linked_ids(
+    db: &sqlx::MySqlPool,
+    project: &str,
+    person: &str,
+) -> Result<Vec<String>, ApiError> {
+    let linked: Vec<DbText> = sqlx::query_scalar(
+        "SELECT distinct_id FROM person_links WHERE project = ? AND person_id = ? \
+         ORDER BY distinct_id",
+    )
+    .bind(project)
+    .bind(person)
+    .fetch_all(db)
+    .await?;
+    Ok(linked.into_iter().map(DbText::into_string).collect())
+}
 
 /// Adds the person to the suppression list (or updates why).
 async fn suppress(
@@ -56,70 +94,95 @@ pub async fn erase(
     _turn: Heavy,
     path: web::Path<UserPath>,
 ) -> Result<HttpResponse, ApiError> {
-    let who = distinct_id(&path.distinct_id)?;
+    let asked = distinct_id(&path.distinct_id)?;
     let db = state.db();
-    let digest = person_digest(who);
+    let (person, _) = person_of(db, project.as_str(), asked).await?;
+    let digest = person_digest(&person);
     suppress(db, project.as_str(), &digest, ERASED).await?;
+    // Read after the person is suppressed: a batch that links an id to them has committed by
+    // now (the suppression waited for it), or drops the identify that would link it.
+    let linked = linked_ids(db, project.as_str(), &person).await?;
+    for id in &linked {
+        suppress(db, project.as_str(), &person_digest(id), ERASED).await?;
+    }
+    let ids: Vec<&str> = std::iter::once(person.as_str())
+        .chain(linked.iter().map(String::as_str))
+        .collect();
 
-    let sessions: Vec<DbText> =
-        sqlx::query_scalar("SELECT session_id FROM sessions WHERE project = ? AND distinct_id = ?")
+    let mut sessions: Vec<DbText> = Vec::new();
+    for who in &ids {
+        sessions.extend(
+            sqlx::query_scalar::<_, DbText>(
+                "SELECT session_id FROM sessions WHERE project = ? AND distinct_id = ?",
+            )
             .bind(project.as_str())
-            .bind(who)
+            .bind(*who)
             .fetch_all(db)
-            .await?;
+            .await?,
+        );
+    }
     let keys = state.keys(&project);
     let mut conn = state.redis_conn().await?;
     let mut redis_deleted = 0_u64;
     let mut events_deleted = 0_u64;
-    loop {
-        let chunk: Vec<(u64, DbText)> = sqlx::query_as(
-            "SELECT id, event_id FROM user_events FORCE INDEX (ix_user_events_user_time) \
+    let mut sessions_deleted = 0_u64;
+    let mut profile_deleted = false;
+    let mut pipe = redis::pipe();
+    for who in ids.iter().copied() {
+        loop {
+            let chunk: Vec<(u64, DbText)> = sqlx::query_as(
+                "SELECT id, event_id FROM user_events FORCE INDEX (ix_user_events_user_time) \
              WHERE project = ? AND distinct_id = ? LIMIT ?",
-        )
-        .bind(project.as_str())
-        .bind(who)
-        .bind(DELETE_CHUNK)
-        .fetch_all(db)
-        .await?;
-        if chunk.is_empty() {
-            break;
-        }
-        let mut delete =
-            sqlx::QueryBuilder::<sqlx::MySql>::new("DELETE FROM user_events WHERE id IN (");
-        let mut list = delete.separated(", ");
-        for (id, _) in &chunk {
-            list.push_bind(*id);
-        }
-        delete.push(")");
-        events_deleted += delete.build().execute(db).await?.rows_affected();
-        // Their dedupe marks name their event ids, which a client may have built from the
-        // person: safe to drop, since their events no longer reach Redis.
-        let marks: Vec<String> = chunk
-            .iter()
-            .map(|(_, event_id)| keys.applied_mark(event_id.as_str()))
-            .collect();
-        redis_deleted += redis::cmd("DEL")
-            .arg(&marks)
-            .query_async::<u64>(&mut *conn)
+            )
+            .bind(project.as_str())
+            .bind(who)
+            .bind(DELETE_CHUNK)
+            .fetch_all(db)
             .await?;
-    }
-    let sessions_deleted =
-        sqlx::query("DELETE FROM sessions WHERE project = ? AND distinct_id = ?")
+            if chunk.is_empty() {
+                break;
+            }
+            let mut delete =
+                sqlx::QueryBuilder::<sqlx::MySql>::new("DELETE FROM user_events WHERE id IN (");
+            let mut list = delete.separated(", ");
+            for (id, _) in &chunk {
+                list.push_bind(*id);
+            }
+            delete.push(")");
+            events_deleted += delete.build().execute(db).await?.rows_affected();
+            // Their dedupe marks name their event ids, which a client may have built from the
+            // person: safe to drop, since their events no longer reach Redis.
+            let marks: Vec<String> = chunk
+                .iter()
+                .map(|(_, event_id)| keys.applied_mark(event_id.as_str()))
+                .collect();
+            redis_deleted += redis::cmd("DEL")
+                .arg(&marks)
+                .query_async::<u64>(&mut *conn)
+                .await?;
+        }
+        sessions_deleted +=
+            sqlx::query("DELETE FROM sessions WHERE project = ? AND distinct_id = ?")
+                .bind(project.as_str())
+                .bind(who)
+                .execute(db)
+                .await?
+                .rows_affected();
+        profile_deleted |= sqlx::query("DELETE FROM users WHERE project = ? AND distinct_id = ?")
             .bind(project.as_str())
             .bind(who)
             .execute(db)
             .await?
-            .rows_affected();
-    let profile_deleted = sqlx::query("DELETE FROM users WHERE project = ? AND distinct_id = ?")
+            .rows_affected()
+            > 0;
+        pipe.del(keys.recent_path(who)).zrem(keys.online(), who);
+    }
+    let links_deleted = sqlx::query("DELETE FROM person_links WHERE project = ? AND person_id = ?")
         .bind(project.as_str())
-        .bind(who)
+        .bind(&person)
         .execute(db)
         .await?
-        .rows_affected()
-        > 0;
-
-    let mut pipe = redis::pipe();
-    pipe.del(keys.recent_path(who)).zrem(keys.online(), who);
+        .rows_affected();
     for session in &sessions {
         pipe.del(keys.session(session.as_str()))
             .zrem(keys.sessions_active(), session.as_str());
@@ -150,17 +213,21 @@ pub async fn erase(
         events_deleted,
         sessions_deleted,
         profile_deleted,
+        links_deleted,
         redis_deleted,
         audit,
         "person erased"
     );
     Ok(HttpResponse::Ok().json(json!({
         "project": project.as_str(),
-        "distinct_id": who,
+        "distinct_id": asked,
+        "person": person,
+        "linked_ids": linked,
         "erased": {
             "events": events_deleted,
             "sessions": sessions_deleted,
             "profile": profile_deleted,
+            "links": links_deleted,
             "redis_keys_and_members": redis_deleted,
         },
         "suppressed": ERASED,
@@ -183,8 +250,10 @@ pub async fn export(
     turn: Heavy,
     path: web::Path<UserPath>,
 ) -> Result<HttpResponse, ApiError> {
-    let who = distinct_id(&path.distinct_id)?.to_owned();
+    let asked = distinct_id(&path.distinct_id)?;
     let db = state.db().clone();
+    // Everything of a linked id is stored under its person.
+    let (who, _) = person_of(&db, project.as_str(), asked).await?;
     let profile: Option<DbText> = sqlx::query_scalar(PROFILE_JSON)
         .bind(project.as_str())
         .bind(&who)
@@ -263,10 +332,13 @@ pub async fn opt_out(
     path: web::Path<UserPath>,
 ) -> Result<HttpResponse, ApiError> {
     let who = distinct_id(&path.distinct_id)?;
-    let digest = person_digest(who);
-    suppress(state.db(), project.as_str(), &digest, OPTED_OUT).await?;
+    let (person, linked) = person_of(state.db(), project.as_str(), who).await?;
+    for id in std::iter::once(&person).chain(&linked) {
+        suppress(state.db(), project.as_str(), &person_digest(id), OPTED_OUT).await?;
+    }
     Ok(HttpResponse::Ok().json(json!({
         "project": project.as_str(), "distinct_id": who, "suppressed": OPTED_OUT,
+        "person": person, "linked_ids": linked,
     })))
 }
 
@@ -277,13 +349,17 @@ pub async fn resume(
     path: web::Path<UserPath>,
 ) -> Result<HttpResponse, ApiError> {
     let who = distinct_id(&path.distinct_id)?;
-    let lifted =
-        sqlx::query("DELETE FROM suppressed_people WHERE project = ? AND person_sha256 = ?")
-            .bind(project.as_str())
-            .bind(person_digest(who))
-            .execute(state.db())
-            .await?
-            .rows_affected();
+    let (person, linked) = person_of(state.db(), project.as_str(), who).await?;
+    let mut lifted = 0;
+    for id in std::iter::once(&person).chain(&linked) {
+        lifted +=
+            sqlx::query("DELETE FROM suppressed_people WHERE project = ? AND person_sha256 = ?")
+                .bind(project.as_str())
+                .bind(person_digest(id))
+                .execute(state.db())
+                .await?
+                .rows_affected();
+    }
     if lifted == 0 {
         return Err(ApiError::not_found(
             "distinct_id",

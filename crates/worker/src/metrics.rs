@@ -25,6 +25,7 @@ pub struct WorkerMetrics {
     pub refused_splits: IntCounter,
     pub suppressed_events: IntCounter,
     pub bot_events: IntCounter,
+    pub identity_links_refused: IntCounterVec,
     pub buffered_messages: IntGauge,
     pub redis_rebuilds: IntCounter,
     pub redis_rebuilt_events: IntCounter,
@@ -143,6 +144,14 @@ impl WorkerMetrics {
                 "worker_bot_events_total",
                 "Bots' events stored (flagged is_bot) and left out of every aggregate",
             )?,
+            identity_links_refused: IntCounterVec::new(
+                Opts::new(
+                    "worker_identity_links_refused_total",
+                    "Identity links (identify, alias) refused: the id was already linked to \
+                     another person, or is a known user id (two users are never merged)",
+                ),
+                &["reason"],
+            )?,
             refused_splits: IntCounter::new(
                 "worker_mysql_refused_splits_total",
                 "Writes MySQL refused as data that were split in halves to isolate the refused events",
@@ -176,6 +185,10 @@ impl WorkerMetrics {
         registry.register(Box::new(m.refused_splits.clone()))?;
         registry.register(Box::new(m.suppressed_events.clone()))?;
         registry.register(Box::new(m.bot_events.clone()))?;
+        registry.register(Box::new(m.identity_links_refused.clone()))?;
+        for reason in crate::store::identity::REFUSAL_REASONS {
+            m.identity_links_refused.with_label_values(&[reason]);
+        }
         registry.register(Box::new(m.buffered_messages.clone()))?;
         registry.register(Box::new(m.offset_gaps.clone()))?;
         registry.register(Box::new(m.below_position.clone()))?;

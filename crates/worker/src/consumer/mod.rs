@@ -417,6 +417,12 @@ impl EventConsumer {
                         .suppressed_events
                         .inc_by(outcome.suppressed.len() as u64);
                     self.metrics.bot_events.inc_by(outcome.bots as u64);
+                    for (reason, n) in &outcome.links_refused {
+                        self.metrics
+                            .identity_links_refused
+                            .with_label_values(&[reason])
+                            .inc_by(*n);
+                    }
                     // Every written partition gets its series (at 0 most of the time), so the
                     // alert sees the first increment.
                     let partitions: BTreeSet<i32> =

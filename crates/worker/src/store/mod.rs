@@ -13,6 +13,7 @@
 //! applied, one at or past it was not (`redis.rs`). Nothing is remembered per event.
 
 pub mod aggregates;
+pub mod identity;
 pub mod lock;
 pub mod mysql;
 pub mod redis;

@@ -12,7 +12,7 @@ use chrono::{DateTime, DurationRound, NaiveDateTime, TimeDelta, Utc};
 use insightflow_model::Event;
 use sqlx::{MySql, MySqlPool, QueryBuilder, Transaction};
 
-use super::{stored_path, DbText, StoreError};
+use super::{identity, stored_path, DbText, StoreError};
 use insightflow_store::mysql::{self, redact, MysqlSettings};
 use insightflow_store::person::person_digest;
 
@@ -89,6 +89,9 @@ pub struct MysqlOutcome {
     /// late event). Redis takes such a message for one it applied and will not count it.
     /// Per partition.
     pub below_position: BTreeMap<i32, usize>,
+    /// Identity links the batch's identify and alias events asked for and were refused, per
+    /// reason (`identity::REFUSAL_REASONS`).
+    pub links_refused: BTreeMap<&'static str, u64>,
     /// Where the transaction's time went, step by step (`STEPS`).
     pub steps: [std::time::Duration; STEPS.len()],
 }
@@ -225,9 +228,12 @@ impl MysqlStore {
         outcome.inserted = fresh.len();
         outcome.bots = fresh.iter().filter(|s| s.event.is_bot()).count();
         outcome.duplicates = events.len() - fresh.len() - outcome.suppressed.len();
+        let new: Vec<&Event> = fresh.iter().map(|s| s.event).collect();
+        let mut identities = identity::link(&mut tx, &new).await.map_err(classify)?;
+        outcome.links_refused = std::mem::take(&mut identities.refused);
         clock.lap(&mut outcome.steps[0]);
         if !fresh.is_empty() {
-            insert_events(&mut tx, &fresh).await?;
+            insert_events(&mut tx, &fresh, &identities).await?;
             clock.lap(&mut outcome.steps[1]);
             // A bot's event is stored (flagged) and counts nowhere else.
             let fresh: Vec<&Event> = fresh
@@ -242,6 +248,9 @@ impl MysqlStore {
                 .map_err(classify)?;
             clock.lap(&mut outcome.steps[3]);
             upsert_rollups(&mut tx, &fresh).await.map_err(classify)?;
+            identity::merge(&mut tx, &identities)
+                .await
+                .map_err(classify)?;
         }
         advance_positions(&mut tx, events).await.map_err(classify)?;
         clock.lap(&mut outcome.steps[4]);
@@ -462,6 +471,7 @@ async fn advance_positions(
 async fn insert_events(
     tx: &mut Transaction<'_, MySql>,
     events: &[Sourced<'_>],
+    identities: &identity::Identities,
 ) -> Result<(), StoreError> {
     for chunk in events.chunks(ROWS_PER_STATEMENT) {
         let mut q = QueryBuilder::<MySql>::new(
@@ -487,7 +497,7 @@ async fn insert_events(
                 .push_bind(e.event_name())
                 .push_bind(e.user_id().map(|u| u.as_str()))
                 .push_bind(e.anonymous_id().map(|a| a.as_str()))
-                .push_bind(e.distinct_id())
+                .push_bind(identities.person_of(e.project().as_str(), e.distinct_id()))
                 .push_bind(e.session_id().map(|s| s.as_str()))
                 .push_bind(page.and_then(|p| p.url.as_deref()))
                 .push_bind(page.and_then(|p| p.path.as_deref()).map(stored_path))

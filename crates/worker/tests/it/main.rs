@@ -11,6 +11,7 @@ mod abuse;
 mod console;
 mod crash_recovery;
 mod exactly_once;
+mod identity;
 mod least_privilege;
 mod pipeline;
 mod pipeline_fuzz;
