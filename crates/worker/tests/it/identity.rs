@@ -649,3 +649,172 @@ async fn two_known_users_are_never_merged_and_a_first_link_is_kept() {
     assert_eq!(summary["figures"]["unique_users"], 3, "{summary}");
     p.stop().await;
 }
+
+/// `events` as messages of `partition` from `offset` on.
+fn messages<'a>(
+    events: &'a [insightflow_model::Event],
+    partition: i32,
+    offset: i64,
+) -> Vec<insightflow_worker::store::mysql::Sourced<'a>> {
+    use insightflow_worker::store::mysql::{Source, Sourced};
+    events
+        .iter()
+        .zip(offset..)
+        .map(|(event, offset)| Sourced {
+            event,
+            source: Source {
+                topic: "written-directly",
+                partition,
+                offset,
+            },
+        })
+        .collect()
+}
+
+/// Writes a batch as the consumer does: a transaction that lost a race is tried again.
+async fn write(
+    mysql: &insightflow_worker::store::mysql::MysqlStore,
+    batch: &[insightflow_worker::store::mysql::Sourced<'_>],
+) -> insightflow_worker::store::mysql::MysqlOutcome {
+    for _ in 0..20 {
+        match mysql.write(batch).await {
+            Ok(outcome) => return outcome,
+            Err(insightflow_worker::store::StoreError::Transient(e)) => {
+                tracing::info!(error = %e, "retrying a batch");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("refused: {e}"),
+        }
+    }
+    panic!("a batch failed 20 times");
+}
+
+/// What the tables say about people: events per distinct id, profiles, sessions per
+/// distinct id, links.
+async fn people_rows(pool: &sqlx::MySqlPool) -> Vec<String> {
+    let mut rows = Vec::new();
+    for (what, sql) in [
+        (
+            "events",
+            "SELECT CONCAT(distinct_id, ' ', COUNT(*)) AS x FROM user_events GROUP BY distinct_id",
+        ),
+        (
+            "users",
+            "SELECT CONCAT_WS(' ', distinct_id, user_id, anonymous_id, total_events, \
+             total_sessions, first_seen, last_seen) AS x FROM users",
+        ),
+        (
+            "sessions",
+            "SELECT CONCAT(session_id, ' ', distinct_id, ' ', events) AS x FROM sessions",
+        ),
+        (
+            "links",
+            "SELECT CONCAT(distinct_id, ' ', person_id) AS x FROM person_links",
+        ),
+    ] {
+        let found: Vec<String> =
+            sqlx::query_scalar(&format!("SELECT CAST(x AS CHAR) FROM ({sql}) AS t"))
+                .fetch_all(pool)
+                .await
+                .expect(what);
+        rows.extend(found.into_iter().map(|r| format!("{what}: {r}")));
+    }
+    rows.sort();
+    rows
+}
+
+/// The identify and the anonymous events come in different partitions (keyed by user), so
+/// their batches can be written at the same time: whichever commits first, the anonymous
+/// events end up under the person. Redelivered batches (the same messages) change nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_batches_and_redeliveries_leave_one_person() {
+    use crate::support::{direct, worker_settings, WorkerTarget};
+    use insightflow_worker::store::mysql::MysqlStore;
+
+    const ROUNDS: i64 = 12;
+    let target = WorkerTarget::create().await;
+    let mysql = MysqlStore::connect(&worker_settings(&target).mysql)
+        .await
+        .expect("MySQL");
+    let now = Utc::now();
+    let t = |round: i64, minute: i64| {
+        (now - TimeDelta::hours(2) + TimeDelta::minutes(round * 5 + minute))
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    };
+    let mut anonymous = Vec::new();
+    let mut logins = Vec::new();
+    for round in 0..ROUNDS {
+        let (anon, user) = (format!("anon-r{round}"), format!("user-r{round}"));
+        let browsing: Vec<Value> = (0..5)
+            .map(|i| {
+                json!({"event_id": format!("a-{round}-{i}"), "event_type": "page_view",
+                    "anonymous_id": anon, "session_id": format!("s-{round}"),
+                    "timestamp": t(round, i)})
+            })
+            .collect();
+        let login = vec![
+            json!({"event_id": format!("i-{round}"), "event_type": "identify", "user_id": user,
+                "anonymous_id": anon, "session_id": format!("s-{round}"), "timestamp": t(round, 2)}),
+            json!({"event_id": format!("p-{round}"), "event_type": "purchase", "user_id": user,
+                "session_id": format!("s-{round}"), "timestamp": t(round, 4)}),
+        ];
+        anonymous.push(direct::validated(&browsing, now));
+        logins.push(direct::validated(&login, now));
+    }
+    let mut offsets = (0_i64, 0_i64);
+    let mut batches = Vec::new();
+    for round in 0..ROUNDS as usize {
+        batches.push((
+            messages(&anonymous[round], 0, offsets.0),
+            messages(&logins[round], 1, offsets.1),
+        ));
+        offsets.0 += anonymous[round].len() as i64;
+        offsets.1 += logins[round].len() as i64;
+    }
+    // Each round writes its two batches at once; half the rounds start with the identify.
+    for (round, (browsing, login)) in batches.iter().enumerate() {
+        if round % 2 == 0 {
+            tokio::join!(write(&mysql, browsing), write(&mysql, login));
+        } else {
+            tokio::join!(write(&mysql, login), write(&mysql, browsing));
+        }
+    }
+    let pool = mysql.pool().clone();
+    let stored = people_rows(&pool).await;
+    let mut expected = Vec::new();
+    for round in 0..ROUNDS {
+        let (anon, user) = (format!("anon-r{round}"), format!("user-r{round}"));
+        expected.push(format!("events: {user} 7"));
+        expected.push(format!("links: {anon} {user}"));
+        expected.push(format!("sessions: s-{round} {user} 7"));
+    }
+    let mut without_profiles: Vec<String> = stored
+        .iter()
+        .filter(|r| !r.starts_with("users: "))
+        .cloned()
+        .collect();
+    without_profiles.sort();
+    expected.sort();
+    assert_eq!(without_profiles, expected);
+    let profiles: Vec<(String, u64, u64)> = sqlx::query_as(
+        "SELECT CAST(distinct_id AS CHAR), total_events, total_sessions FROM users \
+         ORDER BY distinct_id",
+    )
+    .fetch_all(&pool)
+    .await
+    .expect("users");
+    let mut want: Vec<(String, u64, u64)> = (0..ROUNDS)
+        .map(|round| (format!("user-r{round}"), 7, 1))
+        .collect();
+    want.sort();
+    assert_eq!(profiles, want);
+
+    // Redelivered, the same messages in the same batches: nothing new, nothing moves.
+    for (browsing, login) in &batches {
+        let (a, b) = tokio::join!(write(&mysql, browsing), write(&mysql, login));
+        assert_eq!((a.inserted, b.inserted), (0, 0));
+        assert!(a.links_refused.is_empty() && b.links_refused.is_empty());
+    }
+    assert_eq!(people_rows(&pool).await, stored);
+    target.cleanup().await;
+}
