@@ -20,6 +20,7 @@ pub struct Settings {
     pub redis: RedisSettings,
     pub aggregates: AggregateSettings,
     pub retention: RetentionSettings,
+    pub sessions: SessionSettings,
     pub backoff: BackoffSettings,
     pub stats: StatsSettings,
     pub connections: ConnectionSettings,
@@ -112,6 +113,21 @@ pub struct RetentionSettings {
     pub raw_event_days: u64,
     pub interval_seconds: u64,
     pub chunk_rows: u64,
+}
+
+/// Server sessions, for events that carry no `session_id` (`store/sessions.rs`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct SessionSettings {
+    /// A gap between a person's events longer than this starts a new session (at least 1).
+    pub inactivity_minutes: std::num::NonZeroU32,
+}
+
+impl SessionSettings {
+    pub fn rule(&self) -> crate::store::sessions::SessionRule {
+        crate::store::sessions::SessionRule {
+            inactivity: chrono::TimeDelta::minutes(i64::from(self.inactivity_minutes.get())),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

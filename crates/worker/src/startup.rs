@@ -82,7 +82,9 @@ impl Application {
         // Serving and consuming never share a pool (`ReadStores::connect`); a process that
         // only consumes answers `/ready` through the consumer's pools.
         let (consumer_stores, stores) = if role == Role::Consume {
-            let mysql = MysqlStore::connect(&settings.mysql).await?;
+            let mysql = MysqlStore::connect(&settings.mysql)
+                .await?
+                .with_sessions(settings.sessions.rule());
             let redis = RedisStore::connect(&settings.redis, &settings.aggregates).await?;
             let shared = ReadStores {
                 mysql: mysql.pool().clone(),
@@ -118,7 +120,9 @@ impl Application {
             let (mysql, redis) = match consumer_stores {
                 Some(stores) => stores,
                 None => (
-                    MysqlStore::connect(&settings.mysql).await?,
+                    MysqlStore::connect(&settings.mysql)
+                        .await?
+                        .with_sessions(settings.sessions.rule()),
                     RedisStore::connect(&settings.redis, &settings.aggregates).await?,
                 ),
             };

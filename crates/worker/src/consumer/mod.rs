@@ -370,18 +370,19 @@ impl EventConsumer {
             })
             .collect();
         let messages: Vec<&OwnedMessage> = events.iter().map(|(_, at)| &batch[*at]).collect();
-        let verdicts = self.write_mysql(&sourced, &messages, shutdown).await?;
+        let (verdicts, session_ids) = self.write_mysql(&sourced, &messages, shutdown).await?;
         let positions = next_offsets(&batch);
         Ok(Written {
             batch,
             events,
             verdicts,
+            session_ids,
             positions,
         })
     }
 
     /// Writes the batch to MySQL. Returns each event's verdict (`None`: MySQL refused it as
-    /// data, and it was dead-lettered with MySQL's reason); events of suppressed people
+    /// data, and it was dead-lettered with MySQL's reason) and server session; events of suppressed people
     /// (erased or opted out) are counted and dropped. Only the verdicts that count an event
     /// reach Redis.
     ///
@@ -392,10 +393,11 @@ impl EventConsumer {
         events: &[Sourced<'_>],
         messages: &[&OwnedMessage],
         shutdown: &CancellationToken,
-    ) -> Result<Vec<Option<Verdict>>, Stopped> {
+    ) -> Result<(Vec<Option<Verdict>>, Vec<Option<String>>), Stopped> {
         let started = Instant::now();
         let mysql = self.mysql.clone();
         let mut verdicts = vec![None; events.len()];
+        let mut session_ids = vec![None; events.len()];
         // Ranges still to write, the next one last (a stack, so the batch keeps its order).
         let mut pending: Vec<std::ops::Range<usize>> = Vec::with_capacity(1);
         pending.push(0..events.len());
@@ -445,8 +447,11 @@ impl EventConsumer {
                             .with_label_values(&[&partition.to_string()])
                             .inc_by(events as u64);
                     }
-                    for (at, verdict) in range.zip(outcome.verdicts) {
+                    for (at, verdict) in range.clone().zip(outcome.verdicts) {
                         verdicts[at] = Some(verdict);
+                    }
+                    for (at, session_id) in range.zip(outcome.session_ids) {
+                        session_ids[at] = session_id;
                     }
                 }
                 Err(RetryError::Stopped) => return Err(Stopped),
@@ -472,7 +477,7 @@ impl EventConsumer {
             .write_duration
             .with_label_values(&["mysql"])
             .observe(started.elapsed().as_secs_f64());
-        Ok(verdicts)
+        Ok((verdicts, session_ids))
     }
 
     fn count_mysql(&self, inserted: usize, duplicates: usize) {
@@ -583,6 +588,8 @@ struct Written {
     events: Vec<(Event, usize)>,
     /// Per event, MySQL's verdict (`None`: refused and dead-lettered).
     verdicts: Vec<Option<Verdict>>,
+    /// Per event, the server session MySQL assigned it (`None`: the client's session, or none).
+    session_ids: Vec<Option<String>>,
     /// Where the batch leaves each partition.
     positions: Vec<Position>,
 }
@@ -593,10 +600,15 @@ impl Written {
         self.events
             .iter()
             .zip(&self.verdicts)
-            .filter_map(|((event, at), verdict)| {
+            .zip(&self.session_ids)
+            .filter_map(|(((event, at), verdict), session_id)| {
                 let verdict = (*verdict).filter(|_| !event.is_bot())?;
+                let mut input = AggregateInput::of_event(event);
+                if let Some(session_id) = session_id {
+                    input.session_id = session_id;
+                }
                 verdict.counts_in_redis().then(|| Applicable {
-                    input: AggregateInput::of_event(event),
+                    input,
                     source: source_of(&self.batch[*at]),
                     needs_mark_check: verdict == Verdict::StoredWithoutOrigin,
                 })

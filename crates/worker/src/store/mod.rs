@@ -17,6 +17,7 @@ pub mod identity;
 pub mod lock;
 pub mod mysql;
 pub mod redis;
+pub mod sessions;
 
 /// How text columns are read (shared with the stats API).
 pub use insightflow_store::DbText;

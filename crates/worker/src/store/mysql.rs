@@ -12,6 +12,7 @@ use chrono::{DateTime, DurationRound, NaiveDateTime, TimeDelta, Utc};
 use insightflow_model::Event;
 use sqlx::{MySql, MySqlPool, QueryBuilder, Transaction};
 
+use super::sessions::{server_session_ids, upsert_sessions, SessionRule};
 use super::{identity, stored_path, DbText, StoreError};
 use insightflow_store::mysql::{self, redact, MysqlSettings};
 use insightflow_store::person::person_digest;
@@ -27,6 +28,7 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations"
 #[derive(Clone)]
 pub struct MysqlStore {
     pool: MySqlPool,
+    sessions: SessionRule,
 }
 
 /// The message an event was read from.
@@ -83,6 +85,9 @@ pub struct MysqlOutcome {
     pub verdicts: Vec<Verdict>,
     /// Bots' events inserted by this batch: stored flagged, counted in no aggregate.
     pub bots: usize,
+    /// Per event, in order, the server session Redis counts it in (`sessions.rs`); `None`
+    /// when the client sent a session or the event does not count in Redis.
+    pub session_ids: Vec<Option<String>>,
     /// Events stored now from messages below their partition's position: MySQL had
     /// processed those offsets, yet did not hold these events. Offsets restarted (the topic
     /// was re-created, or its log truncated) or the event's row was deleted (retention of a
@@ -127,7 +132,16 @@ impl MysqlStore {
     /// MySQL cannot be reached.
     pub async fn connect(settings: &MysqlSettings) -> anyhow::Result<Self> {
         let pool = mysql::connect(settings, settings.max_connections, None).await?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            sessions: SessionRule::default(),
+        })
+    }
+
+    /// How server sessions are delimited (`[sessions]`; 30 minutes of inactivity unless set).
+    pub fn with_sessions(mut self, rule: SessionRule) -> Self {
+        self.sessions = rule;
+        self
     }
 
     /// Creates the database if needed and applies every migration (`worker migrate`).
@@ -232,6 +246,7 @@ impl MysqlStore {
         let mut identities = identity::link(&mut tx, &new).await.map_err(classify)?;
         outcome.links_refused = std::mem::take(&mut identities.refused);
         clock.lap(&mut outcome.steps[0]);
+        let mut assigned = HashMap::new();
         if !fresh.is_empty() {
             insert_events(&mut tx, &fresh, &identities).await?;
             clock.lap(&mut outcome.steps[1]);
@@ -241,9 +256,11 @@ impl MysqlStore {
                 .map(|s| s.event)
                 .filter(|e| !e.is_bot())
                 .collect();
-            let opened_sessions = upsert_sessions(&mut tx, &fresh).await.map_err(classify)?;
+            let sessions = upsert_sessions(&mut tx, &fresh, &identities, self.sessions)
+                .await
+                .map_err(classify)?;
             clock.lap(&mut outcome.steps[2]);
-            upsert_users(&mut tx, &fresh, &opened_sessions)
+            upsert_users(&mut tx, &fresh, &sessions.opened)
                 .await
                 .map_err(classify)?;
             clock.lap(&mut outcome.steps[3]);
@@ -251,7 +268,11 @@ impl MysqlStore {
             identity::merge(&mut tx, &identities)
                 .await
                 .map_err(classify)?;
+            assigned = sessions.assigned;
         }
+        outcome.session_ids = server_session_ids(&mut tx, events, &outcome.verdicts, &assigned)
+            .await
+            .map_err(classify)?;
         advance_positions(&mut tx, events).await.map_err(classify)?;
         clock.lap(&mut outcome.steps[4]);
         tx.commit().await.map_err(classify)?;
@@ -549,92 +570,6 @@ async fn insert_events(
         }
     }
     Ok(())
-}
-
-/// Upserts the batch's sessions and returns, per (project, distinct id), how many sessions
-/// the batch opened (sessions not in the table before).
-async fn upsert_sessions<'e>(
-    tx: &mut Transaction<'_, MySql>,
-    events: &[&'e Event],
-) -> Result<BTreeMap<(&'e str, &'e str), u64>, sqlx::Error> {
-    struct Session<'a> {
-        distinct_id: &'a str,
-        started: DateTime<Utc>,
-        last: DateTime<Utc>,
-        events: u64,
-    }
-    let mut sessions: BTreeMap<(&str, &str), Session<'_>> = BTreeMap::new();
-    for e in events {
-        let Some(session_id) = e.session_id() else {
-            continue;
-        };
-        let s = sessions
-            .entry((e.project().as_str(), session_id.as_str()))
-            .or_insert(Session {
-                distinct_id: e.distinct_id(),
-                started: e.timestamp(),
-                last: e.timestamp(),
-                events: 0,
-            });
-        s.started = s.started.min(e.timestamp());
-        s.last = s.last.max(e.timestamp());
-        s.events += 1;
-    }
-    if sessions.is_empty() {
-        return Ok(BTreeMap::new());
-    }
-    let mut existing: HashSet<(String, String)> = HashSet::new();
-    let mut by_project: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-    for (project, session) in sessions.keys() {
-        by_project.entry(project).or_default().push(session);
-    }
-    for (project, ids) in by_project {
-        for chunk in ids.chunks(ROWS_PER_STATEMENT) {
-            let mut q = QueryBuilder::<MySql>::new(
-                "SELECT project, session_id FROM sessions WHERE project = ",
-            );
-            q.push_bind(project).push(" AND session_id IN (");
-            let mut list = q.separated(", ");
-            for id in chunk {
-                list.push_bind(*id);
-            }
-            // Locks the rows and the gaps: a concurrent batch carrying the same session (a user
-            // who identified mid-session is keyed to another partition) waits for this one, so
-            // a session is never counted as new twice.
-            q.push(") FOR UPDATE");
-            let rows = q
-                .build_query_as::<(DbText, DbText)>()
-                .fetch_all(&mut **tx)
-                .await?;
-            existing.extend(rows.into_iter().map(|(p, s)| (p.0, s.0)));
-        }
-    }
-    let rows: Vec<_> = sessions.iter().collect();
-    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-        let mut q = QueryBuilder::<MySql>::new(
-            "INSERT INTO sessions (project, session_id, distinct_id, started_at, last_seen, events) ",
-        );
-        q.push_values(chunk, |mut row, ((project, session_id), s)| {
-            row.push_bind(*project)
-                .push_bind(*session_id)
-                .push_bind(s.distinct_id)
-                .push_bind(naive(s.started))
-                .push_bind(naive(s.last))
-                .push_bind(s.events);
-        });
-        q.push(
-            " ON DUPLICATE KEY UPDATE started_at = LEAST(started_at, VALUES(started_at)), \
-             last_seen = GREATEST(last_seen, VALUES(last_seen)), events = events + VALUES(events)",
-        );
-        q.build().execute(&mut **tx).await?;
-    }
-    let mut opened = BTreeMap::new();
-    for ((project, session_id), s) in &sessions {
-        if !existing.contains(&((*project).to_owned(), (*session_id).to_owned())) {
-            *opened.entry((*project, s.distinct_id)).or_default() += 1;
-        }
-    }
-    Ok(opened)
 }
 
 async fn upsert_users(

@@ -17,6 +17,7 @@ mod pipeline;
 mod pipeline_fuzz;
 mod privacy;
 mod redis_loss;
+mod server_sessions;
 mod retention;
 mod stats_acquisition;
 mod stats_api;
