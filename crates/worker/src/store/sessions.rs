@@ -9,7 +9,7 @@
 //!   SHA-256 of `{project}\n{distinct_id}\n{first event's time in ms}\n{first event's id}`
 //!   (`server_session_id`), so it depends on its events alone, never on arrival order. A
 //!   client `session_id` that starts with `srv:` is ignored: that prefix names server
-//!   sessions only.
+//!   sessions only. Identify, alias and group calls get none (`NOT_ACTIVITY`), nor do bots.
 //!
 //! A late or out-of-order event can extend a session, split nothing, and bridge two
 //! sessions into one (it can also move a session's start, hence its id). So for each person
@@ -24,7 +24,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use chrono::{DateTime, NaiveDateTime, TimeDelta, Utc};
-use insightflow_model::Event;
+use insightflow_model::{Event, EventType};
 use sha2::{Digest, Sha256};
 use sqlx::{MySql, QueryBuilder, Transaction};
 
@@ -34,6 +34,9 @@ use super::DbText;
 
 /// Every server session id starts with this; a client's session id that does is ignored.
 pub const SERVER_SESSION_PREFIX: &str = "srv:";
+/// Calls that say who someone is, not what they did: no server session has them (an identify
+/// a second after a single page view does not make it a visit of two events).
+pub const NOT_ACTIVITY: [&str; 3] = [EventType::IDENTIFY, "alias", "group"];
 /// Rows per multi-row statement (as in `mysql.rs`).
 const ROWS_PER_STATEMENT: usize = 500;
 /// People per statement that reads a span of each one's events.
@@ -63,6 +66,11 @@ pub fn client_session(e: &Event) -> Option<&str> {
     e.session_id()
         .map(|s| s.as_str())
         .filter(|s| !s.starts_with(SERVER_SESSION_PREFIX))
+}
+
+/// Whether the event gets a server session: it carries no client session and is activity.
+fn gets_server_session(e: &Event) -> bool {
+    client_session(e).is_none() && !NOT_ACTIVITY.contains(&e.event_type().as_str())
 }
 
 /// The id of the server session whose first event (in time, then event id order) is
@@ -111,7 +119,7 @@ pub async fn upsert_sessions<'e>(
     let sessionless: Vec<&'e Event> = events
         .iter()
         .copied()
-        .filter(|e| client_session(e).is_none())
+        .filter(|e| gets_server_session(e))
         .collect();
     let mut assigned = HashMap::new();
     let mut merged: Vec<(Person, u64)> = Vec::new();
@@ -462,8 +470,13 @@ async fn read_spans(
     for chunk in spans.chunks(PEOPLE_PER_STATEMENT) {
         let mut q = QueryBuilder::<MySql>::new(
             "SELECT id, project, distinct_id, event_id, event_time, session_id FROM user_events \
-             FORCE INDEX (ix_user_events_user_time) WHERE is_bot = 0 AND ",
+             FORCE INDEX (ix_user_events_user_time) WHERE is_bot = 0 AND event_type NOT IN (",
         );
+        let mut types = q.separated(", ");
+        for t in NOT_ACTIVITY {
+            types.push_bind(t);
+        }
+        q.push(") AND ");
         if server_only {
             q.push(format!("session_id LIKE '{SERVER_SESSION_PREFIX}%'"));
         } else {
@@ -558,7 +571,7 @@ pub async fn server_session_ids(
     let mut ids: Vec<Option<String>> = vec![None; events.len()];
     let mut missing: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
     for ((s, verdict), id) in events.iter().zip(verdicts).zip(ids.iter_mut()) {
-        if !verdict.counts_in_redis() || s.event.is_bot() || client_session(s.event).is_some() {
+        if !verdict.counts_in_redis() || s.event.is_bot() || !gets_server_session(s.event) {
             continue;
         }
         let (project, event_id) = (s.event.project().as_str(), s.event.event_id().as_str());

@@ -420,7 +420,14 @@ async fn the_inactivity_is_configurable_and_a_client_srv_id_is_not_a_session() {
     inputs[3].client_session = Some("srv:0123456789abcdef0123456789abcdef".to_owned());
     let target = WorkerTarget::create().await;
     let mysql = store(&target, 10).await;
-    let events = validated(&inputs.iter().map(Input::raw).collect::<Vec<_>>(), now);
+    let mut raw: Vec<Value> = inputs.iter().map(Input::raw).collect();
+    // An identify call is no activity: no server session, not even one of its own.
+    let identify_at = DateTime::from_timestamp_millis(base_ms(now)).unwrap() - TimeDelta::days(1);
+    raw.push(
+        json!({"event_id": "identify-1", "event_type": "identify", "user_id": "user-1",
+        "timestamp": identify_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)}),
+    );
+    let events = validated(&raw, now);
     let sources: Vec<Sourced<'_>> = events
         .iter()
         .zip(0..)
@@ -435,7 +442,8 @@ async fn the_inactivity_is_configurable_and_a_client_srv_id_is_not_a_session() {
         .collect();
     mysql.write(&sources).await.unwrap();
     inputs[3].client_session = None;
-    let want = in_order(&inputs, 10);
+    let mut want = in_order(&inputs, 10);
+    want.events.insert("identify-1".to_owned(), None);
     assert_ne!(want.sessions.len(), in_order(&inputs, 30).sessions.len());
     assert_same_sessions(&want, &stored(&target).await, "10-minute rule");
     target.cleanup().await;
