@@ -75,7 +75,10 @@ mod tests {
     fn configured_agents_and_networks_are_bots() {
         let rules = BotRules::new(
             &["acme-uptime".to_owned()],
-            vec!["203.0.113.0/24".parse().unwrap(), "2001:db8::7/128".parse().unwrap()],
+            vec![
+                "203.0.113.0/24".parse().unwrap(),
+                "2001:db8::7/128".parse().unwrap(),
+            ],
         );
         assert!(rules.is_bot_agent("Mozilla/5.0 acme-uptime/1.2"));
         assert!(rules.is_ignored_ip("203.0.113.9".parse().unwrap()));

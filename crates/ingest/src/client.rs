@@ -330,7 +330,7 @@ mod tests {
             .to_http_request();
         for info in [
             resolver.for_request(&request),
-            resolver.with_user_agent(&ClientInfo::default(), &crafted),
+            described(&resolver, &crafted),
         ] {
             let version = info.browser_version.as_deref().unwrap();
             assert_eq!(version.chars().count(), columns::BROWSER_VERSION.width());
@@ -340,6 +340,45 @@ mod tests {
             assert!(crafted.starts_with(user_agent));
             assert_eq!(info.browser.as_deref(), Some("Chrome"));
         }
+    }
+
+    /// What the resolver says of a request from the test address with `user_agent`.
+    fn described(resolver: &ClientResolver, user_agent: &str) -> Arc<ClientInfo> {
+        let request = TestRequest::default()
+            .peer_addr("203.0.113.9:5000".parse().unwrap())
+            .insert_header(("user-agent", user_agent))
+            .to_http_request();
+        resolver.for_request(&request)
+    }
+
+    #[test]
+    fn bots_are_known_by_user_agent_or_by_address_and_forwarded_agents_judged_alone() {
+        let resolver = ClientResolver::new(Vec::new(), 16).with_bots(BotRules::new(
+            &["acme-uptime".to_owned()],
+            vec!["198.51.100.0/24".parse().unwrap()],
+        ));
+        assert!(!described(&resolver, CHROME_MAC).bot);
+        assert!(described(&resolver, "curl/8.5.0").bot);
+        assert!(described(&resolver, "acme-uptime/2").bot);
+        let googlebot = described(&resolver, "Googlebot/2.1 (+http://www.google.com/bot.html)");
+        assert!(googlebot.bot);
+        assert_eq!(googlebot.device_type.as_deref(), Some("bot"));
+        // A server-side SDK's request (an HTTP library: a bot) forwarding a browser.
+        let request = TestRequest::default()
+            .peer_addr("203.0.113.9:5000".parse().unwrap())
+            .insert_header(("user-agent", "python-requests/2.31"))
+            .to_http_request();
+        let mut clients = resolver.for_events(&request);
+        assert!(clients.for_event(None).bot);
+        assert!(!clients.for_event(Some(CHROME_MAC)).bot);
+        // From an ignored network, every sender is a bot's.
+        let office = TestRequest::default()
+            .peer_addr("198.51.100.7:5000".parse().unwrap())
+            .insert_header(("user-agent", CHROME_MAC))
+            .to_http_request();
+        let mut clients = resolver.for_events(&office);
+        assert!(clients.for_event(None).bot);
+        assert!(clients.for_event(Some(SAFARI_IPHONE)).bot);
     }
 
     #[test]
@@ -355,7 +394,7 @@ mod tests {
         // The request's own browser named in the event: the request's description, shared.
         assert!(Arc::ptr_eq(&own, &clients.for_event(Some(CHROME_MAC))));
         let phone = clients.for_event(Some(SAFARI_IPHONE));
-        assert_eq!(*phone, *resolver.with_user_agent(&own, SAFARI_IPHONE));
+        assert_eq!(*phone, *described(&resolver, SAFARI_IPHONE));
         assert_eq!(phone.ip.as_deref(), Some("203.0.113.9"));
         assert!(Arc::ptr_eq(&phone, &clients.for_event(Some(SAFARI_IPHONE))));
         // Past the per-request memory, still the same description, built again.
@@ -367,12 +406,12 @@ mod tests {
         }
         let last = agents.last().unwrap();
         let again = clients.for_event(Some(last));
-        assert_eq!(*again, *resolver.with_user_agent(&own, last));
+        assert_eq!(*again, *described(&resolver, last));
         assert!(!Arc::ptr_eq(&again, &clients.for_event(Some(last))));
         // A user agent longer than its column is cut before it is compared.
         let long = format!("{CHROME_MAC} {}", "x".repeat(600));
         let cut = clients.for_event(Some(&long));
-        assert_eq!(*cut, *resolver.with_user_agent(&own, &long));
+        assert_eq!(*cut, *described(&resolver, &long));
     }
 
     #[test]

@@ -3,9 +3,9 @@
 
 pub mod auth;
 pub mod body;
+pub mod bots;
 pub mod client;
 pub mod error;
-pub mod bots;
 pub mod geo;
 pub mod metrics;
 pub mod openapi;

@@ -174,9 +174,8 @@ impl<'de> Deserialize<'de> for Acquisition {
             .ok_or_else(|| D::Error::custom(format!("unknown channel {:?}", w.channel)))?;
         let click_id = match (w.click_id_type, w.click_id) {
             (Some(kind), Some(value)) => Some(ClickId {
-                kind: ClickId::known_kind(&kind).ok_or_else(|| {
-                    D::Error::custom(format!("unknown click id type {kind:?}"))
-                })?,
+                kind: ClickId::known_kind(&kind)
+                    .ok_or_else(|| D::Error::custom(format!("unknown click id type {kind:?}")))?,
                 value: clip(&value),
             }),
             _ => None,

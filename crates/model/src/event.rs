@@ -758,7 +758,10 @@ mod tests {
 
         let unknown = v1.replace(r#""schema_version":1"#, r#""schema_version":9"#);
         let err = serde_json::from_str::<Event>(&unknown).unwrap_err();
-        assert!(err.to_string().contains("unknown schema version 9"), "{err}");
+        assert!(
+            err.to_string().contains("unknown schema version 9"),
+            "{err}"
+        );
     }
 
     /// A version 2 payload keeps what the gateway wrote: its acquisition is not derived again.

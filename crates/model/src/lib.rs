@@ -27,7 +27,9 @@ pub use event_type::EventType;
 pub use ids::{AnonymousId, EventId, ProjectId, SessionId, UserId};
 pub use limits::Limits;
 pub use payload::PayloadWriter;
-pub use raw::{IdText, RawCampaign, RawContext, RawElement, RawEvent, RawLibrary, RawPage, RawScreen, Text};
+pub use raw::{
+    IdText, RawCampaign, RawContext, RawElement, RawEvent, RawLibrary, RawPage, RawScreen, Text,
+};
 pub use time::{
     parse_timestamp, stored_time, RequestClock, TimestampSource, EARLIEST_TIME, LATEST_TIME,
 };
@@ -43,7 +45,10 @@ pub use time::{
 pub const SCHEMA_VERSION: u16 = 2;
 /// [`SCHEMA_VERSION`] as the `schema-version` header's text.
 pub const SCHEMA_VERSION_TEXT: &str = {
-    assert!(SCHEMA_VERSION == 2, "keep the header text in step with SCHEMA_VERSION");
+    assert!(
+        SCHEMA_VERSION == 2,
+        "keep the header text in step with SCHEMA_VERSION"
+    );
     "2"
 };
 /// The older versions the worker still reads ([`SCHEMA_VERSION`]).

@@ -233,13 +233,14 @@ impl Filter {
                 .any(|c| c.dimension == Dimension::Column(BOT))
     }
 
-    /// This filter and one more clause: `dimension == value` (a breakdown's segment).
-    pub fn and_equal(&self, dimension: &Dimension, value: &str) -> Self {
+    /// This filter and one more clause: `dimension == value`, or no value for `None` (a
+    /// breakdown's segment, `segments.rs`).
+    pub fn and_value(&self, dimension: &Dimension, value: Option<&str>) -> Self {
         let mut narrowed = self.clone();
         narrowed.clauses.push(Clause {
             dimension: dimension.clone(),
             negated: false,
-            values: vec![value.to_owned()],
+            values: value.map(str::to_owned).into_iter().collect(),
         });
         narrowed
     }
@@ -266,6 +267,14 @@ impl Filter {
             q.push(" AND is_bot = 0");
         }
         for clause in &self.clauses {
+            if clause.values.is_empty() {
+                // Only `and_value`'s segment of events without a value; parsed clauses
+                // always hold a value (an empty one is "").
+                q.push(" AND ");
+                clause.dimension.push_sql(q);
+                q.push(" IS NULL");
+                continue;
+            }
             q.push(" AND (");
             if clause.negated {
                 clause.dimension.push_sql(q);

@@ -35,6 +35,7 @@ pub mod privacy;
 pub mod property;
 pub mod reference;
 pub mod routes;
+pub mod segments;
 pub mod sessions;
 pub mod settings;
 pub mod stats;

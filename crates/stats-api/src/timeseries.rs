@@ -16,6 +16,7 @@ use super::error::ApiError;
 use super::filters::Filter;
 use super::limits::Heavy;
 use super::params::{self, RangeParams, TimeRange};
+use super::segments::Segmentation;
 use super::ApiState;
 use insightflow_store::DbText;
 
@@ -27,6 +28,8 @@ pub struct SeriesQuery {
     pub types: Option<String>,
     pub filter: Option<String>,
     pub include_bots: Option<String>,
+    pub by: Option<String>,
+    pub by_limit: Option<String>,
 }
 
 /// One rollup row: a minute or hour bucket's count of one type.
@@ -156,6 +159,7 @@ pub async fn timeseries(
     let (range, tz) = query.range.resolve(unit.default_range())?;
     let types = params::event_types("types", query.types.as_deref())?;
     let filter = Filter::parse(query.filter.as_deref(), query.include_bots.as_deref())?;
+    let by = Segmentation::parse(query.by.as_deref(), query.by_limit.as_deref())?;
     let as_of = state.as_of(&project).await?;
     let (covered, buckets) = series(
         state.db(),
@@ -167,10 +171,34 @@ pub async fn timeseries(
         &filter,
     )
     .await?;
+    let mut answer = json!({"bucket": unit.as_str(), "tz": tz.name(), "buckets": buckets});
+    if let Some(by) = by {
+        let span = (covered.from_naive(), covered.to_naive());
+        let values = by
+            .top_values(state.db(), project.as_str(), span, &types, &filter)
+            .await?;
+        let mut segments = Vec::with_capacity(values.len());
+        for value in values {
+            let segment = filter.and_value(&by.dimension, value.as_deref());
+            let (_, buckets) = series(
+                state.db(),
+                project.as_str(),
+                unit,
+                tz,
+                covered,
+                &types,
+                &segment,
+            )
+            .await?;
+            segments.push(json!({"value": value, "buckets": buckets}));
+        }
+        answer["by"] = json!(by.by);
+        answer["segments"] = json!(segments);
+    }
     Ok(Answer::about(&project, as_of)
         .range(covered)
         .filter(&filter)
         .source("mysql")
-        .with(json!({"bucket": unit.as_str(), "tz": tz.name(), "buckets": buckets}))
+        .with(answer)
         .ok())
 }

@@ -8,9 +8,7 @@ use serde_json::value::RawValue;
 
 use super::object::object;
 use super::{read_naming_field, EventShape};
-use crate::raw::{
-    IdText, RawCampaign, RawContext, RawEvent, RawLibrary, RawPage, RawScreen, Text,
-};
+use crate::raw::{IdText, RawCampaign, RawContext, RawEvent, RawLibrary, RawPage, RawScreen, Text};
 use crate::{EventType, FieldError};
 
 /// A Segment call type. The single-call endpoints imply one (`/v1/track`, `/v1/t`); in a

@@ -18,8 +18,9 @@ use crate::envelope::Answer;
 use crate::error::ApiError;
 use crate::limits::Heavy;
 use crate::params::{self, RangeParams};
+use crate::segments::Segmentation;
 use crate::ApiState;
-use analysis::{summarize, Bounds};
+use analysis::{summarize, Bounds, StepResult};
 use scan::load_hits;
 pub use spec::{FunnelBody, FunnelSpec, OrderMode, Step, MAX_STEPS, MAX_WINDOW_SECONDS};
 pub use store::{find, StoredFunnel};
@@ -86,6 +87,8 @@ pub struct AnalysisQuery {
     pub mode: Option<String>,
     pub filter: Option<String>,
     pub include_bots: Option<String>,
+    pub by: Option<String>,
+    pub by_limit: Option<String>,
 }
 
 /// `GET /funnels/{funnel}/analysis?from=&to=&mode=strict`: users per step, conversion from
@@ -106,6 +109,7 @@ pub async fn analysis(
     let window_ms = i64::from(funnel.spec.window_seconds) * 1000;
     let horizon = range.to + Duration::milliseconds(window_ms);
     let filter = Filter::parse(query.filter.as_deref(), query.include_bots.as_deref())?;
+    let by = Segmentation::parse(query.by.as_deref(), query.by_limit.as_deref())?;
     let as_of = state.as_of(&project).await?;
     let users = load_hits(
         state.db(),
@@ -123,12 +127,59 @@ pub async fn analysis(
         window_ms: Some(window_ms),
         horizon_ms: horizon.timestamp_millis(),
     };
-    let results = summarize(users, funnel.spec.steps.len(), mode, bounds);
-    let steps: Vec<serde_json::Value> = funnel
-        .spec
-        .steps
+    let n_steps = funnel.spec.steps.len();
+    let segments = match &by {
+        Some(by) => {
+            let entry = by
+                .entry_values(
+                    state.db(),
+                    project.as_str(),
+                    &funnel.spec.steps[0].event_type,
+                    (range.from_naive(), range.to_naive()),
+                    &filter,
+                )
+                .await?;
+            let segments = by.partition(users.clone(), &entry);
+            Some(
+                segments
+                    .into_iter()
+                    .map(|(value, users)| {
+                        let results = summarize(users, n_steps, mode, bounds);
+                        json!({
+                            "value": value,
+                            "steps": step_values(&funnel.spec.steps, &results),
+                            "overall_conversion": overall(&results),
+                        })
+                    })
+                    .collect::<Vec<_>>(),
+            )
+        }
+        None => None,
+    };
+    let results = summarize(users, n_steps, mode, bounds);
+    let mut answer = json!({
+        "funnel": funnel,
+        "mode": mode.as_str(),
+        "steps": step_values(&funnel.spec.steps, &results),
+        "overall_conversion": overall(&results),
+    });
+    if let (Some(by), Some(segments)) = (by, segments) {
+        answer["by"] = json!(by.by);
+        answer["segments"] = json!(segments);
+    }
+    Ok(Answer::about(&project, as_of)
+        .range(range)
+        .filter(&filter)
+        .source("mysql")
+        .with(answer)
+        .ok())
+}
+
+/// Each step's figures, numbered and named.
+fn step_values(steps: &[Step], results: &[StepResult]) -> Vec<serde_json::Value> {
+    steps
         .iter()
-        .zip(&results)
+        .zip(results)
         .enumerate()
         .map(|(i, (step, result))| {
             let mut value = serde_json::to_value(result).unwrap_or_default();
@@ -140,21 +191,14 @@ pub async fn analysis(
             }
             value
         })
-        .collect();
-    let overall = results
+        .collect()
+}
+
+/// From the first step to the last.
+fn overall(results: &[StepResult]) -> f64 {
+    results
         .last()
-        .map_or(0.0, |last| last.conversion_from_first);
-    Ok(Answer::about(&project, as_of)
-        .range(range)
-        .filter(&filter)
-        .source("mysql")
-        .with(json!({
-            "funnel": funnel,
-            "mode": mode.as_str(),
-            "steps": steps,
-            "overall_conversion": overall,
-        }))
-        .ok())
+        .map_or(0.0, |last| last.conversion_from_first)
 }
 
 #[derive(Debug, Deserialize)]
@@ -166,6 +210,8 @@ pub struct ConversionQuery {
     pub window_seconds: Option<String>,
     pub filter: Option<String>,
     pub include_bots: Option<String>,
+    pub by: Option<String>,
+    pub by_limit: Option<String>,
 }
 
 /// `GET /conversion?start_event=cart_add&end_event=purchase&from=&to=`: of the users who did
@@ -200,6 +246,7 @@ pub async fn conversion(
         },
     ];
     let filter = Filter::parse(query.filter.as_deref(), query.include_bots.as_deref())?;
+    let by = Segmentation::parse(query.by.as_deref(), query.by_limit.as_deref())?;
     let as_of = state.as_of(&project).await?;
     let users = load_hits(
         state.db(),
@@ -217,19 +264,46 @@ pub async fn conversion(
         window_ms,
         horizon_ms: horizon.timestamp_millis(),
     };
-    let results = summarize(users, 2, OrderMode::Ordered, bounds);
-    Ok(Answer::about(&project, as_of)
-        .range(range)
-        .filter(&filter)
-        .source("mysql")
-        .with(json!({
-            "start_event": start,
-            "end_event": end,
-            "window_seconds": window_seconds,
+    let figures = |results: Vec<StepResult>| {
+        json!({
             "start_users": results[0].users,
             "converted_users": results[1].users,
             "conversion_rate": results[1].conversion_from_first,
             "median_seconds_to_convert": results[1].median_seconds_from_previous,
-        }))
+        })
+    };
+    let segments = match &by {
+        Some(by) => {
+            let span = (range.from_naive(), range.to_naive());
+            let entry = by
+                .entry_values(state.db(), project.as_str(), &start, span, &filter)
+                .await?;
+            let segments = by.partition(users.clone(), &entry);
+            Some(
+                segments
+                    .into_iter()
+                    .map(|(value, users)| {
+                        let mut segment = figures(summarize(users, 2, OrderMode::Ordered, bounds));
+                        segment["value"] = json!(value);
+                        segment
+                    })
+                    .collect::<Vec<_>>(),
+            )
+        }
+        None => None,
+    };
+    let mut answer = figures(summarize(users, 2, OrderMode::Ordered, bounds));
+    answer["start_event"] = json!(start);
+    answer["end_event"] = json!(end);
+    answer["window_seconds"] = json!(window_seconds);
+    if let (Some(by), Some(segments)) = (by, segments) {
+        answer["by"] = json!(by.by);
+        answer["segments"] = json!(segments);
+    }
+    Ok(Answer::about(&project, as_of)
+        .range(range)
+        .filter(&filter)
+        .source("mysql")
+        .with(answer)
         .ok())
 }

@@ -13,7 +13,7 @@ use chrono::{DateTime, Duration, SecondsFormat, Utc};
 use mmdb_writer::{Value as Mmdb, Writer};
 use serde_json::{json, Value};
 
-use crate::stats_support::{ok, query_value};
+use crate::stats_support::{ok, query_value, send as send_stats};
 use crate::support::{
     eventually, ingest_settings, kafka_brokers, spawn_ingest_with, spawn_worker_with,
     worker_settings, TestPipeline, WorkerTarget,
@@ -168,9 +168,22 @@ fn visits() -> Vec<Visit> {
     visits
 }
 
+/// The visits (by number) that end in a purchase: canonical shape only.
+const BUYERS: [usize; 4] = [0, 2, 6, 9];
+
 /// The page views of one visit: the landing page (with the campaign and referrer), then
-/// internal pages referred by the shop itself, a second apart.
+/// internal pages referred by the shop itself, a second apart; then a buyer's purchase.
 fn page_views(v: &Visit, n: usize, start: DateTime<Utc>) -> Vec<Value> {
+    let purchase = BUYERS.contains(&n).then(|| {
+        json!({
+            "event_id": format!("{}-buy", v.user),
+            "event_type": "purchase",
+            "anonymous_id": v.user,
+            "timestamp": (start + Duration::seconds((n * 100 + 50) as i64))
+                .to_rfc3339_opts(SecondsFormat::Millis, true),
+            "page": {"url": "https://shop.example/checkout", "referrer": "https://shop.example/"},
+        })
+    });
     (0..v.pages)
         .map(|i| {
             let at = (start + Duration::seconds((n * 100 + i) as i64))
@@ -206,6 +219,7 @@ fn page_views(v: &Visit, n: usize, start: DateTime<Utc>) -> Vec<Value> {
                 }),
             }
         })
+        .chain(purchase)
         .collect()
 }
 
@@ -317,11 +331,13 @@ async fn visitors_by_channel_and_country_without_bots() {
     for (n, v) in visits.iter().enumerate() {
         send(&p, v, page_views(v, n, start)).await;
     }
-    let all_events: i64 = visits.iter().map(|v| v.pages as i64).sum();
+    let events_of = |(n, v): (usize, &Visit)| v.pages as i64 + i64::from(BUYERS.contains(&n));
+    let all_events: i64 = visits.iter().enumerate().map(events_of).sum();
     let bot_events: i64 = visits
         .iter()
-        .filter(|v| v.bot)
-        .map(|v| v.pages as i64)
+        .enumerate()
+        .filter(|(_, v)| v.bot)
+        .map(events_of)
         .sum();
     let people_events = all_events - bot_events;
     p.wait_for_events("default", all_events).await;
@@ -379,6 +395,7 @@ async fn visitors_by_channel_and_country_without_bots() {
     assert_eq!(by_user["acq-8"].1.as_deref(), Some("launch"));
     assert_eq!(by_user["acq-2"].2.as_deref(), Some("gclid"));
     // Later pages are referred by the shop itself.
+    let human_buyers = BUYERS.iter().filter(|n| !visits[**n].bot).count() as i64;
     let internal: i64 = sqlx::query_scalar(
         "SELECT COUNT(*) FROM user_events WHERE channel = 'internal' AND is_bot = 0",
     )
@@ -392,6 +409,7 @@ async fn visitors_by_channel_and_country_without_bots() {
             .filter(|v| !v.bot)
             .map(|v| v.pages as i64 - 1)
             .sum::<i64>()
+            + human_buyers
     );
 
     // Visitors by channel, from the landing page views: bots left out.
@@ -445,10 +463,101 @@ async fn visitors_by_channel_and_country_without_bots() {
     .await;
     let french_events: i64 = visits
         .iter()
-        .filter(|v| !v.bot && v.country == Some("FR"))
-        .map(|v| v.pages as i64)
+        .enumerate()
+        .filter(|(_, v)| !v.bot && v.country == Some("FR"))
+        .map(events_of)
         .sum();
     assert_eq!(french["total"], french_events, "{french}");
+
+    // Conversion by entry channel: each visitor in the segment of their first page view.
+    let answer = ok(
+        &p,
+        &format!(
+            "{base}/conversion?{range}&start_event=page_view&end_event=purchase&by=$channel&by_limit=20"
+        ),
+    )
+    .await;
+    let mut expected: BTreeMap<Option<String>, (i64, i64)> = BTreeMap::new();
+    for (n, v) in visits.iter().enumerate().filter(|(_, v)| !v.bot) {
+        let e = expected.entry(Some(v.channel.to_owned())).or_default();
+        e.0 += 1;
+        e.1 += i64::from(BUYERS.contains(&n));
+    }
+    let got: BTreeMap<Option<String>, (i64, i64)> = answer["segments"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{answer}"))
+        .iter()
+        .map(|s| {
+            (
+                s["value"].as_str().map(str::to_owned),
+                (
+                    s["start_users"].as_i64().unwrap(),
+                    s["converted_users"].as_i64().unwrap(),
+                ),
+            )
+        })
+        .collect();
+    assert_eq!(got, expected, "{answer}");
+    assert_eq!(answer["converted_users"], human_buyers, "{answer}");
+
+    // The same as a funnel, segmented the same way.
+    let (status, created) = send_stats(
+        &p,
+        reqwest::Method::POST,
+        &format!("{base}/funnels"),
+        Some(
+            &json!({"name": "buy", "steps": [{"event_type": "page_view"},
+            {"event_type": "purchase"}], "window_seconds": 86_400}),
+        ),
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    let funnel = ok(
+        &p,
+        &format!("{base}/funnels/buy/analysis?{range}&by=$channel&by_limit=20"),
+    )
+    .await;
+    let got_funnel: BTreeMap<Option<String>, (i64, i64)> = funnel["segments"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{funnel}"))
+        .iter()
+        .map(|s| {
+            (
+                s["value"].as_str().map(str::to_owned),
+                (
+                    s["steps"][0]["users"].as_i64().unwrap(),
+                    s["steps"][1]["users"].as_i64().unwrap(),
+                ),
+            )
+        })
+        .collect();
+    assert_eq!(got_funnel, expected, "{funnel}");
+
+    // A time series per country: each segment holds its country's events, none twice.
+    let answer = ok(
+        &p,
+        &format!("{base}/timeseries?{range}&bucket=minute&by=$country&by_limit=20"),
+    )
+    .await;
+    let got: BTreeMap<Option<String>, i64> = answer["segments"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{answer}"))
+        .iter()
+        .map(|s| {
+            let total = s["buckets"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|b| b["total"].as_i64().unwrap())
+                .sum();
+            (s["value"].as_str().map(str::to_owned), total)
+        })
+        .collect();
+    let mut expected: BTreeMap<Option<String>, i64> = BTreeMap::new();
+    for (n, v) in visits.iter().enumerate().filter(|(_, v)| !v.bot) {
+        *expected.entry(v.country.map(str::to_owned)).or_default() += events_of((n, v));
+    }
+    assert_eq!(got, expected, "{answer}");
 
     // Bots: out of the unfiltered figures (rollups, Redis), in with include_bots=true, alone
     // with $bot==true.
@@ -467,7 +576,13 @@ async fn visitors_by_channel_and_country_without_bots() {
     let live = ok(&p, "/api/v1/stats/events?project=default").await;
     assert_eq!(
         live["counts"]["page_view"].as_i64(),
-        Some(people_events),
+        Some(
+            visits
+                .iter()
+                .filter(|v| !v.bot)
+                .map(|v| v.pages as i64)
+                .sum::<i64>()
+        ),
         "Redis counts no bot: {live}"
     );
     let (status, bad) = p
