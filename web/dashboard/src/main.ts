@@ -9,6 +9,8 @@
 //   second to replace the estimate with the exact figures;
 // - events per minute: `/timeseries?bucket=minute` (the last hour), the current minute kept
 //   up to date from each frame's `current_minute`;
+// - sources: `/breakdown` of page views by `$channel` (landing pages only) and by `$country`,
+//   ranked by unique visitors, with their shares (sources.ts);
 // - hot pages `/pages/hot`, the heatmap `/heatmap` of the hottest page (or the one picked),
 //   the first funnel's `/funnels/{id}/analysis` or, with no funnel, `/conversion`
 //   page_view -> purchase: read again when live updates show new events of their kind, no
@@ -31,6 +33,7 @@ import {
   StatsClient,
 } from "./api";
 import { SeriesChart } from "./chart";
+import { parseBreakdown, type SourceKind, sourceList, sourceRequests, visitorsOf } from "./sources";
 import { Backoff, LiveStream, retryDelayMs } from "./sse";
 import { View } from "./view";
 
@@ -38,7 +41,15 @@ const KEY_STORAGE = "insightflow.stats-key";
 const PROJECT_STORAGE = "insightflow.project";
 const HEATMAP_CELL_PX = 25;
 
-type PanelName = "online" | "counts" | "timeseries" | "hotPages" | "sessions" | "heatmap" | "funnel";
+type PanelName =
+  | "online"
+  | "counts"
+  | "timeseries"
+  | "hotPages"
+  | "sessions"
+  | "sources"
+  | "heatmap"
+  | "funnel";
 
 interface PanelSpec {
   title: string;
@@ -148,6 +159,25 @@ class Session {
         maxMs: 120_000,
         load: async (signal) => {
           this.view.setSessions(await this.client.get<Sessions>("sessions", { pages: 5 }, signal));
+        },
+      },
+      sources: {
+        title: "Sources",
+        minMs: 30_000,
+        maxMs: 120_000,
+        load: async (signal) => {
+          // One after the other: four heavy queries at once would crowd the API's cap on them.
+          // The values before the visitors they are shares of, so that a visitor arriving in
+          // between can only make a share smaller.
+          const read = async (kind: SourceKind) => {
+            const requests = sourceRequests(kind);
+            const values = parseBreakdown(await this.client.get<unknown>("breakdown", requests.values, signal));
+            const visitors = parseBreakdown(await this.client.get<unknown>("breakdown", requests.visitors, signal));
+            return sourceList(kind, values, visitorsOf(visitors));
+          };
+          const channels = await read("channel");
+          const countries = await read("country");
+          this.view.setSources(channels, countries);
         },
       },
       heatmap: {
@@ -346,7 +376,10 @@ class Session {
     }
     this.refresh("counts", false);
     this.refresh("funnel", false);
-    if ("page_view" in grown) this.refresh("hotPages", false);
+    if ("page_view" in grown) {
+      this.refresh("hotPages", false);
+      this.refresh("sources", false);
+    }
     if ("click" in grown) this.refresh("heatmap", false);
   }
 

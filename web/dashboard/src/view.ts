@@ -4,7 +4,9 @@
 // under Trusted Types with no policy.
 
 import type { Conversion, FunnelAnalysis, Heatmap, HotPages, Sessions } from "./api";
+import { percent } from "./format";
 import { drawHeatmap } from "./heatmap";
+import type { SourceList } from "./sources";
 import type { LiveStatus } from "./sse";
 
 function byId<T extends HTMLElement>(id: string): T {
@@ -22,10 +24,6 @@ function el<K extends keyof HTMLElementTagNameMap>(
   for (const [name, value] of Object.entries(attributes)) element.setAttribute(name, value);
   element.append(...children);
   return element;
-}
-
-function percent(share: number): string {
-  return `${(share * 100).toFixed(share > 0 && share < 0.1 ? 1 : 0)}%`;
 }
 
 function duration(seconds: number | null): string {
@@ -65,6 +63,21 @@ export class View {
   private readonly heatmapElements = byId<HTMLTableElement>("heatmap-elements");
   private readonly funnel = byId<HTMLElement>("funnel");
   private readonly funnelTitle = byId<HTMLElement>("funnel-title");
+  private readonly sources = byId<HTMLElement>("sources");
+  private readonly sourceLists = {
+    channel: {
+      list: byId<HTMLOListElement>("sources-channels"),
+      note: byId<HTMLElement>("sources-channels-note"),
+      caption: byId<HTMLElement>("sources-channels-caption"),
+      testid: "sources-channels",
+    },
+    country: {
+      list: byId<HTMLOListElement>("sources-countries"),
+      note: byId<HTMLElement>("sources-countries-note"),
+      caption: byId<HTMLElement>("sources-countries-caption"),
+      testid: "sources-countries",
+    },
+  };
   private readonly countRows = new Map<string, { row: HTMLLIElement; fill: HTMLElement; value: HTMLElement }>();
   private noticeTimer: ReturnType<typeof setTimeout> | null = null;
   private lastHeatmap: Heatmap | null = null;
@@ -91,6 +104,14 @@ export class View {
     this.funnel.replaceChildren();
     this.funnel.removeAttribute("data-testid");
     this.timeseries.removeAttribute("data-testid");
+    this.sources.removeAttribute("data-testid");
+    for (const part of Object.values(this.sourceLists)) {
+      part.list.replaceChildren();
+      part.list.removeAttribute("data-testid");
+      part.note.textContent = "";
+      part.note.hidden = true;
+      part.caption.textContent = "";
+    }
     this.lastHeatmap = null;
   }
 
@@ -237,6 +258,35 @@ export class View {
         ),
       ),
     );
+  }
+
+  /** Visitors by channel and by country: one `li` per value (`data-value`: the API's value,
+   * empty for none), or a note saying why there is none. */
+  setSources(channels: SourceList, countries: SourceList): void {
+    const parts = [
+      [this.sourceLists.channel, channels],
+      [this.sourceLists.country, countries],
+    ] as const;
+    for (const [part, answer] of parts) {
+      part.list.replaceChildren(
+        ...answer.rows.map((row) =>
+          el(
+            "li",
+            { title: row.value ?? "no value", "data-value": row.value ?? "" },
+            el("span", { class: "label" }, row.label),
+            bar(row.share),
+            el("span", { class: "value" }, String(row.users)),
+            el("span", { class: "detail" }, `${row.shareText} of visitors`),
+          ),
+        ),
+      );
+      part.list.setAttribute("data-testid", part.testid);
+      part.note.textContent = answer.note ?? "";
+      part.note.title = answer.noteDetail ?? "";
+      part.note.hidden = answer.note === null;
+      part.caption.textContent = answer.caption;
+    }
+    this.sources.setAttribute("data-testid", "sources");
   }
 
   /** The heatmap's page choice: the hot pages, `selected` chosen. */
