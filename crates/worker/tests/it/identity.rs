@@ -2,8 +2,10 @@
 //! purchase, with events arriving before and after the link and out of order, and is one
 //! person in their path, the funnel, the unique counts and the retention cohort (each figure
 //! against an expectation computed here from the events sent); a replay changes nothing; two
-//! known users are never merged; erasing the person leaves no row or key naming either id, and
-//! their later events are dropped.
+//! known users are never merged; requests by a linked id (export, opt-out, resume) act on the
+//! person; erasing the person leaves no row or key naming either id, and their later events
+//! are dropped; an identify and the anonymous events it links, written at the same time from
+//! two partitions, leave one person.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -496,6 +498,42 @@ async fn one_visitor_anonymous_then_logged_in_then_buying_is_one_person_until_er
     .await;
     figures_count_one_walker(&p, &all).await;
 
+    // An access request by the anonymous id is served the person's export.
+    let response = p
+        .http
+        .get(format!(
+            "{}{PROJECT}/users/{WALKER_ANON}/export",
+            p.worker.address
+        ))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .expect("export");
+    assert_eq!(response.status().as_u16(), 200);
+    let text = response.text().await.expect("body");
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    let mine = all.iter().filter(|e| e.person() == WALKER).count();
+    assert_eq!(lines.len(), mine + 2, "{text}");
+    assert_eq!(
+        (&lines[0]["record"], &lines[0]["distinct_id"]),
+        (&json!("profile"), &json!(WALKER)),
+        "{text}"
+    );
+    let exported: BTreeSet<&str> = lines[1..=mine]
+        .iter()
+        .filter_map(|l| l["event_id"].as_str())
+        .collect();
+    let sent: BTreeSet<&str> = all
+        .iter()
+        .filter(|e| e.person() == WALKER)
+        .map(|e| e.id)
+        .collect();
+    assert_eq!(exported, sent, "{text}");
+    assert_eq!(lines[mine + 1], json!({"record": "end", "events": mine}));
+
     // Erasing the person by their user id erases the anonymous id's traces too.
     let before = rows_naming_walker(&p).await;
     assert!(
@@ -511,7 +549,6 @@ async fn one_visitor_anonymous_then_logged_in_then_buying_is_one_person_until_er
         .expect("erase");
     assert_eq!(response.status().as_u16(), 200);
     let erased: Value = response.json().await.expect("json");
-    let mine = all.iter().filter(|e| e.person() == WALKER).count();
     assert_eq!(erased["erased"]["events"], mine, "{erased}");
     assert_eq!(erased["erased"]["links"], 1, "{erased}");
     assert_eq!(erased["linked_ids"], json!([WALKER_ANON]), "{erased}");
@@ -647,6 +684,78 @@ async fn two_known_users_are_never_merged_and_a_first_link_is_kept() {
     );
     let summary = get(&p, &format!("{PROJECT}/summary?{range}")).await;
     assert_eq!(summary["figures"]["unique_users"], 3, "{summary}");
+
+    // An opt-out asked by one anonymous id stops the person: both linked ids and the user id.
+    let call = |method: reqwest::Method, who: &str| {
+        p.http
+            .request(
+                method,
+                format!("{}{PROJECT}/users/{who}/suppression", p.worker.address),
+            )
+            .bearer_auth(ADMIN)
+            .send()
+    };
+    let response = call(reqwest::Method::PUT, "anon-x").await.expect("opt-out");
+    assert_eq!(response.status().as_u16(), 200);
+    let answer: Value = response.json().await.expect("json");
+    assert_eq!(
+        (&answer["person"], &answer["linked_ids"]),
+        (&json!("amy"), &json!(["anon-x", "anon-y"])),
+        "{answer}"
+    );
+    let later = vec![
+        event(
+            "k-9",
+            "page_view",
+            None,
+            Some("anon-y"),
+            Some("s-3"),
+            minute(8),
+        ),
+        event(
+            "k-10",
+            "page_view",
+            Some("amy"),
+            None,
+            Some("s-2"),
+            minute(9),
+        ),
+        event(
+            "k-11",
+            "page_view",
+            Some("bob"),
+            None,
+            Some("s-1"),
+            minute(10),
+        ),
+    ];
+    send(&p, &later, 9).await;
+    wait_metric(&p, "worker_suppressed_events_total", 2.0).await;
+    // Resumed by the other anonymous id: the person's events are collected again.
+    let response = call(reqwest::Method::DELETE, "anon-y")
+        .await
+        .expect("resume");
+    assert_eq!(response.status().as_u16(), 200);
+    send(
+        &p,
+        &[event(
+            "k-12",
+            "page_view",
+            None,
+            Some("anon-y"),
+            Some("s-3"),
+            minute(11),
+        )],
+        10,
+    )
+    .await;
+    let amy: u64 = sqlx::query_scalar(
+        "SELECT total_events FROM users WHERE project = 'default' AND distinct_id = 'amy'",
+    )
+    .fetch_one(&pool)
+    .await
+    .expect("amy");
+    assert_eq!(amy, 7, "amy's 6, none while opted out, one after");
     p.stop().await;
 }
 
