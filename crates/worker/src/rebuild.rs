@@ -296,6 +296,22 @@ async fn clear(lock: &RebuildLock<'_>, redis: &RedisStore) -> anyhow::Result<u64
         .query_async::<()>(&mut *conn)
         .await
         .context("delete the earlier version's marker")?;
+    // The registered projects first: one registered just before the deployment's marker said
+    // `clearing` may not have its marker yet, and would create it `ready` behind the SCAN.
+    let registered: Vec<String> = redis::cmd("HKEYS")
+        .arg(keys::projects(prefix))
+        .query_async(&mut *conn)
+        .await
+        .context("read the registered projects")?;
+    for project in &registered {
+        redis::cmd("SET")
+            .arg(keys::Keys::new(prefix, project).generation())
+            .arg(&clearing)
+            .query_async::<()>(&mut *conn)
+            .await
+            .context("hold a project's consumers")?;
+    }
+    lock.renew().await?;
     let mut markers = Scan::new(
         &mut conn,
         format!("{}:{{*}}:generation", glob_escape(prefix)),

@@ -160,7 +160,7 @@ mod cluster {
         let before = node_usec(node.clone()).await;
         let started = std::time::Instant::now();
         let mut applied = 0;
-        // Batches of 1000 events, the consumer's default (`kafka.batch_max_events`).
+        // Batches of 1000 events: one script call each, as the consumer's chunks.
         for batch in events.chunks(1000) {
             applied += store.apply(batch, &[]).await.unwrap();
         }
