@@ -5,20 +5,25 @@ use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
 
 use clap::{Args, Subcommand};
+use insightflow_store::keys::Keys;
+use insightflow_store::redis::{RedisPool, RedisSettings};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
-use redis::AsyncCommands;
 use serde_json::json;
 
 use crate::measure::{cpu_ticks, OutputArgs};
 
 #[derive(Args, Debug)]
 pub struct DrainWaitArgs {
+    /// One Redis, or with --redis-cluster the cluster's seed nodes, comma-separated.
     #[arg(long, default_value = "redis://127.0.0.1:6379/0")]
     pub redis_url: String,
+    /// The workers run against Redis Cluster (their `redis.cluster`).
+    #[arg(long)]
+    pub redis_cluster: bool,
     #[arg(long)]
     pub prefix: String,
     #[arg(long, default_value = "default")]
@@ -97,17 +102,31 @@ fn drain_figures(
     }
 }
 
+/// The workers' Redis (one, or a cluster), read with the stores' own client and key layout.
+async fn redis_pool(url: &str, cluster: bool, prefix: &str) -> anyhow::Result<RedisPool> {
+    let settings = RedisSettings {
+        url: url.to_owned(),
+        key_prefix: prefix.to_owned(),
+        pool_size: 1,
+        cluster,
+    };
+    RedisPool::connect(&settings, 1).await
+}
+
 pub async fn drain_wait(args: DrainWaitArgs) -> anyhow::Result<()> {
-    let client = redis::Client::open(args.redis_url.as_str())?;
-    let mut conn = client.get_multiplexed_async_connection().await?;
-    conn.set_response_timeout(crate::stores::REDIS_RESPONSE_TIMEOUT);
-    let meta = format!("{}:{}:meta", args.prefix, args.project);
+    let redis = redis_pool(&args.redis_url, args.redis_cluster, &args.prefix).await?;
+    let mut conn = redis.pool().get().await?;
+    let meta = Keys::new(&args.prefix, &args.project).meta();
     let started = Instant::now();
     let deadline = started + Duration::from_secs_f64(args.timeout);
     // (time, events applied, the workers' CPU ticks) every 50 ms.
     let mut samples: Vec<(Instant, u64, u64)> = Vec::new();
     let applied = loop {
-        let applied: Option<u64> = conn.hget(&meta, "applied_events").await?;
+        let applied: Option<u64> = redis::cmd("HGET")
+            .arg(&meta)
+            .arg("applied_events")
+            .query_async(&mut *conn)
+            .await?;
         let applied = applied.unwrap_or(0);
         let now = Instant::now();
         samples.push((now, applied, total_cpu(&args.pids)));
@@ -144,6 +163,9 @@ pub struct CheckArgs {
     pub mysql_url: Option<String>,
     #[arg(long)]
     pub redis_url: Option<String>,
+    /// `redis_url` names Redis Cluster seed nodes.
+    #[arg(long)]
+    pub redis_cluster: bool,
     #[arg(long)]
     pub prefix: Option<String>,
     #[arg(long, default_value = "default")]
@@ -234,10 +256,11 @@ pub async fn check(args: CheckArgs) -> anyhow::Result<()> {
         }
     }
     if let (Some(url), Some(prefix)) = (&args.redis_url, &args.prefix) {
-        let client = redis::Client::open(url.as_str())?;
-        let mut conn = client.get_multiplexed_async_connection().await?;
-        let counts: BTreeMap<String, u64> = conn
-            .hgetall(format!("{prefix}:{}:events:total", args.project))
+        let redis = redis_pool(url, args.redis_cluster, prefix).await?;
+        let mut conn = redis.pool().get().await?;
+        let counts: BTreeMap<String, u64> = redis::cmd("HGETALL")
+            .arg(Keys::new(prefix, &args.project).events_total())
+            .query_async(&mut *conn)
             .await?;
         let total: u64 = counts.values().sum();
         fields["redis_events_total"] = json!(total);

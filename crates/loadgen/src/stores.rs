@@ -30,6 +30,8 @@ use sqlx::mysql::MySqlPoolOptions;
 use sqlx::{MySql, QueryBuilder};
 use tokio::sync::Mutex;
 
+use insightflow_store::keys::Keys;
+
 use crate::events::{validated_events, EventGenerator};
 use crate::measure::OutputArgs;
 
@@ -305,7 +307,8 @@ const COLUMN_LIST: &str = "project, event_id, event_type, event_name, user_id, a
      distinct_id, session_id, page_url, page_path, page_title, referrer, element_tag, element_id, \
      element_classes, element_text, element_selector, click_x, click_y, properties, user_properties, \
      context, user_agent, browser, browser_version, os, device_type, ip, event_time, client_time, \
-     timestamp_source, received_at";
+     timestamp_source, received_at, utm_source, utm_medium, utm_campaign, utm_term, utm_content, \
+     click_id_type, click_id, referrer_domain, channel, country, region, city, is_bot";
 
 /// One column value of a `user_events` row.
 enum Column<'a> {
@@ -315,11 +318,14 @@ enum Column<'a> {
     Time(Option<NaiveDateTime>),
 }
 
-fn columns(e: &Event) -> [Column<'_>; 32] {
+fn columns(e: &Event) -> [Column<'_>; 45] {
     use Column::{Int, Owned, Text, Time};
     let page = e.page();
     let element = e.element();
     let client = e.client();
+    let acquisition = e.acquisition();
+    let campaign = acquisition.map(|a| &a.campaign);
+    let click_id = acquisition.and_then(|a| a.click_id.as_ref());
     [
         Text(Some(e.project().as_str())),
         Text(Some(e.event_id().as_str())),
@@ -353,6 +359,19 @@ fn columns(e: &Event) -> [Column<'_>; 32] {
         Time(e.client_timestamp().map(naive)),
         Text(Some(e.timestamp_source().as_str())),
         Time(Some(naive(e.received_at()))),
+        Text(campaign.and_then(|c| c.source.as_deref())),
+        Text(campaign.and_then(|c| c.medium.as_deref())),
+        Text(campaign.and_then(|c| c.name.as_deref())),
+        Text(campaign.and_then(|c| c.term.as_deref())),
+        Text(campaign.and_then(|c| c.content.as_deref())),
+        Text(click_id.map(|c| c.kind)),
+        Text(click_id.map(|c| c.value.as_str())),
+        Text(acquisition.and_then(|a| a.referrer_domain.as_deref())),
+        Text(acquisition.map(|a| a.channel.as_str())),
+        Text(client.country.as_deref()),
+        Text(client.region.as_deref()),
+        Text(client.city.as_deref()),
+        Int(Some(i32::from(e.is_bot()))),
     ]
 }
 
@@ -547,9 +566,9 @@ fn redis_pipeline(prefix: &str, events: &[&Event], dedupe_marks: bool) -> redis:
     let now_ms = Utc::now().timestamp_millis();
     let now_s = now_ms / 1000;
     let mut pipe = redis::pipe();
-    let mut bases = std::collections::BTreeSet::new();
+    let mut projects = std::collections::BTreeSet::new();
     for e in events {
-        let base = format!("{prefix}:{}:", e.project().as_str());
+        let keys = Keys::new(prefix, e.project().as_str());
         let ts_ms = e.timestamp().timestamp_millis();
         let ts_s = ts_ms / 1000;
         let (minute, hour, day) = (ts_s / 60, ts_s / 3600, ts_s / 86_400);
@@ -560,36 +579,35 @@ fn redis_pipeline(prefix: &str, events: &[&Event], dedupe_marks: bool) -> redis:
         let distinct = e.distinct_id();
         if dedupe_marks {
             pipe.cmd("SET")
-                .arg(format!("{base}seen:{}", e.event_id().as_str()))
+                .arg(keys.applied_mark(e.event_id().as_str()))
                 .arg("1")
                 .arg("NX")
                 .arg("EX")
                 .arg(DEDUPE_TTL_S)
                 .ignore();
         }
-        pipe.hincr(format!("{base}events:total"), event_type, 1)
-            .ignore();
+        pipe.hincr(keys.events_total(), event_type, 1).ignore();
         if minute_expiry > now_s {
-            let k = format!("{base}events:m:{minute}");
+            let k = keys.events_minute(minute);
             pipe.hincr(&k, event_type, 1).ignore();
             pipe.expire_at(&k, minute_expiry).ignore();
         }
         if hour_expiry > now_s {
-            let k = format!("{base}events:h:{hour}");
+            let k = keys.events_hour(hour);
             pipe.hincr(&k, event_type, 1).ignore();
             pipe.expire_at(&k, hour_expiry).ignore();
-            let k = format!("{base}uniq:h:{hour}");
-            pipe.sadd(&k, distinct).ignore();
+            let k = keys.unique_hour(hour);
+            pipe.pfadd(&k, distinct).ignore();
             pipe.expire_at(&k, hour_expiry).ignore();
         }
         if day_expiry > now_s {
-            let k = format!("{base}uniq:d:{day}");
-            pipe.sadd(&k, distinct).ignore();
+            let k = keys.unique_day(day);
+            pipe.pfadd(&k, distinct).ignore();
             pipe.expire_at(&k, day_expiry).ignore();
         }
         if ts_ms > now_ms - ONLINE_KEEP_MS {
             pipe.cmd("ZADD")
-                .arg(format!("{base}online"))
+                .arg(keys.online())
                 .arg("GT")
                 .arg(ts_ms)
                 .arg(distinct)
@@ -601,17 +619,17 @@ fn redis_pipeline(prefix: &str, events: &[&Event], dedupe_marks: bool) -> redis:
             ""
         };
         if !path.is_empty() {
-            pipe.zincr(format!("{base}pages:total"), path, 1).ignore();
-            let k = format!("{base}pages:h:{hour}");
+            pipe.zincr(keys.pages_total(), path, 1).ignore();
+            let k = keys.pages_hour(hour);
             pipe.zincr(&k, path, 1).ignore();
             pipe.expire_at(&k, hour_expiry).ignore();
-            let k = format!("{base}pages:d:{day}");
+            let k = keys.pages_day(day);
             pipe.zincr(&k, path, 1).ignore();
             pipe.expire_at(&k, day_expiry).ignore();
         }
         if let Some(session) = e.session_id() {
             if ts_ms > now_ms - SESSION_TTL_S * 1000 {
-                let k = format!("{base}session:{}", session.as_str());
+                let k = keys.session(session.as_str());
                 pipe.hset_nx(&k, "user", distinct).ignore();
                 pipe.hset_nx(&k, "started_ms", ts_ms).ignore();
                 pipe.hincr(&k, "events", 1).ignore();
@@ -621,30 +639,29 @@ fn redis_pipeline(prefix: &str, events: &[&Event], dedupe_marks: bool) -> redis:
                 }
                 pipe.expire(&k, SESSION_TTL_S).ignore();
                 pipe.cmd("ZADD")
-                    .arg(format!("{base}sessions:active"))
+                    .arg(keys.sessions_active())
                     .arg("GT")
                     .arg(ts_ms)
                     .arg(session.as_str())
                     .ignore();
             }
         }
-        let recent = format!("{base}path:{distinct}");
+        let recent = keys.recent_path(distinct);
         pipe.lpush(&recent, format!("{ts_ms}|{event_type}|{path}"))
             .ignore();
         pipe.ltrim(&recent, 0, (PATH_LEN - 1) as isize).ignore();
         pipe.expire(&recent, PATH_TTL_S).ignore();
-        pipe.hset(format!("{base}meta"), "newest_event_ms", ts_ms)
-            .ignore();
-        pipe.hincr(format!("{base}meta"), "applied_events", 1)
-            .ignore();
-        bases.insert(base);
+        pipe.hset(keys.meta(), "newest_event_ms", ts_ms).ignore();
+        pipe.hincr(keys.meta(), "applied_events", 1).ignore();
+        projects.insert(e.project().as_str());
     }
-    for base in bases {
-        let online = format!("{base}online");
+    for project in projects {
+        let keys = Keys::new(prefix, project);
+        let online = keys.online();
         pipe.zrembyscore(&online, "-inf", format!("({}", now_ms - ONLINE_KEEP_MS))
             .ignore();
         pipe.pexpire(&online, ONLINE_KEEP_MS).ignore();
-        let active = format!("{base}sessions:active");
+        let active = keys.sessions_active();
         pipe.zrembyscore(
             &active,
             "-inf",
@@ -652,9 +669,8 @@ fn redis_pipeline(prefix: &str, events: &[&Event], dedupe_marks: bool) -> redis:
         )
         .ignore();
         pipe.expire(&active, SESSION_TTL_S).ignore();
+        pipe.hset(keys.positions(), "raw/0", events.len()).ignore();
     }
-    pipe.hset(format!("{prefix}:positions"), "raw/0", events.len())
-        .ignore();
     pipe
 }
 
