@@ -242,7 +242,7 @@ mod tests {
 
     /// The migrations, in the order sqlx applies them. A test below checks that this is every
     /// file of `migrations/`, so a later `ALTER TABLE` cannot go unread.
-    const MIGRATIONS: [(&str, &str); 6] = [
+    const MIGRATIONS: [(&str, &str); 7] = [
         (
             "20261122000001_initial.sql",
             include_str!("../../../migrations/20261122000001_initial.sql"),
@@ -262,6 +262,10 @@ mod tests {
         (
             "20261129120000_acquisition_geo_bots.sql",
             include_str!("../../../migrations/20261129120000_acquisition_geo_bots.sql"),
+        ),
+        (
+            "20261129130000_server_sessions.sql",
+            include_str!("../../../migrations/20261129130000_server_sessions.sql"),
         ),
         (
             "20261129140000_person_links.sql",

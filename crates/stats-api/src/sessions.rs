@@ -8,10 +8,15 @@
 //! - a **bounce** is a session with a single event;
 //! - its pages are its page views, whenever they happened (a session started in the range may
 //!   go on after it), its **entry** page the path of its first page view and its **exit**
-//!   page that of its last; sessions without a page view have neither.
+//!   page that of its last, by (event time, event id); sessions without a page view have
+//!   neither.
+//!
+//! The worker keeps each session's page views, entry and exit on its row (`sessions`, written
+//! with the session, late events included), so every figure here reads the range's session
+//! rows alone, never their raw events.
 
 use actix_web::{web, HttpResponse};
-use chrono::{Duration, NaiveDateTime};
+use chrono::Duration;
 use serde::{Deserialize, Serialize};
 use sqlx::MySqlPool;
 
@@ -54,16 +59,14 @@ struct Totals {
     sessions: i64,
     bounces: i64,
     total_ms: i64,
-    last_seen: Option<NaiveDateTime>,
+    page_views: i64,
 }
 
-/// Per page path: how many of the sessions viewed it, entered on it, and left from it.
+/// An entry or exit page and how many sessions entered (left) on it.
 #[derive(sqlx::FromRow)]
 struct PathRow {
-    page_path: Option<DbText>,
-    views: i64,
-    entries: i64,
-    exits: i64,
+    path: Option<DbText>,
+    sessions: i64,
 }
 
 /// `n / d` rounded to `places` decimals, 0 when `d` is 0: how a share is written in an answer
@@ -87,7 +90,7 @@ pub async fn session_figures(
     let totals: Totals = sqlx::query_as(
         "SELECT COUNT(*) AS sessions, CAST(COALESCE(SUM(events = 1), 0) AS SIGNED) AS bounces, \
          CAST(COALESCE(SUM(TIMESTAMPDIFF(MICROSECOND, started_at, last_seen)) DIV 1000, 0) AS SIGNED) AS total_ms, \
-         MAX(last_seen) AS last_seen \
+         CAST(COALESCE(SUM(page_views), 0) AS SIGNED) AS page_views \
          FROM sessions WHERE project = ? AND started_at >= ? AND started_at < ?",
     )
     .bind(project)
@@ -95,34 +98,13 @@ pub async fn session_figures(
     .bind(to)
     .fetch_one(db)
     .await?;
-    // Both read after the totals (the median's offset, the page views' last time), and
-    // neither needs the other: at once.
-    let (median_ms, paths) = tokio::try_join!(
+    // The median reads after the totals (its offset); the pages need neither: at once.
+    let (median_ms, entry_pages, exit_pages) = tokio::try_join!(
         median_ms(db, project, range, totals.sessions),
-        page_paths(db, project, range, totals.last_seen),
+        top_pages(db, project, range, End::Entry, pages, totals.sessions),
+        top_pages(db, project, range, End::Exit, pages, totals.sessions),
     )?;
-    let page_views = paths.iter().map(|p| p.views).sum();
-    let top = |count: fn(&PathRow) -> i64| {
-        let mut listed: Vec<PageSessions> = paths
-            .iter()
-            .filter(|p| count(p) > 0)
-            .map(|p| PageSessions {
-                path: p
-                    .page_path
-                    .as_ref()
-                    .map(|t| t.0.clone())
-                    .unwrap_or_default(),
-                sessions: count(p),
-            })
-            .collect();
-        listed.sort_by(|a, b| {
-            b.sessions
-                .cmp(&a.sessions)
-                .then_with(|| a.path.cmp(&b.path))
-        });
-        listed.truncate(pages as usize);
-        listed
-    };
+    let page_views = totals.page_views;
     let seconds = |ms: i64| ms as f64 / 1000.0;
     Ok(SessionFigures {
         sessions: totals.sessions,
@@ -133,8 +115,8 @@ pub async fn session_figures(
         median_duration_seconds: median_ms.map(seconds),
         page_views,
         pages_per_session: ratio(page_views, totals.sessions, 2),
-        entry_pages: top(|p| p.entries),
-        exit_pages: top(|p| p.exits),
+        entry_pages,
+        exit_pages,
     })
 }
 
@@ -162,39 +144,48 @@ async fn median_ms(
     .await?)
 }
 
-/// Per page path, the page views of the sessions started in `range`, and how many entered and
-/// left on it. Their page views lie between the range's start and the sessions' last event
-/// (`last_seen`; `None` without sessions).
-async fn page_paths(
+/// Which end of a session a page list is about.
+#[derive(Debug, Clone, Copy)]
+enum End {
+    Entry,
+    Exit,
+}
+
+/// The `pages` paths most sessions started in `range` entered (left) on, most first, then by
+/// path; sessions without a page view are in neither list.
+async fn top_pages(
     db: &MySqlPool,
     project: &str,
     range: TimeRange,
-    last_seen: Option<NaiveDateTime>,
-) -> Result<Vec<PathRow>, ApiError> {
-    let Some(last_seen) = last_seen else {
+    end: End,
+    pages: u32,
+    sessions: i64,
+) -> Result<Vec<PageSessions>, ApiError> {
+    if sessions == 0 {
         return Ok(Vec::new());
+    }
+    let (path, at) = match end {
+        End::Entry => ("entry_path", "entry_at"),
+        End::Exit => ("exit_path", "exit_at"),
     };
-    let (from, to) = (range.from_naive(), range.to_naive());
-    Ok(sqlx::query_as::<_, PathRow>(
-        "SELECT page_path, COUNT(*) AS views, CAST(SUM(first = 1) AS SIGNED) AS entries, \
-         CAST(SUM(last = 1) AS SIGNED) AS exits FROM ( \
-           SELECT e.page_path, \
-             ROW_NUMBER() OVER (PARTITION BY e.session_id ORDER BY e.event_time, e.id) AS first, \
-             ROW_NUMBER() OVER (PARTITION BY e.session_id ORDER BY e.event_time DESC, e.id DESC) AS last \
-           FROM user_events e FORCE INDEX (ix_user_events_type_time) \
-           JOIN sessions s ON s.project = e.project AND s.session_id = e.session_id \
-           WHERE e.project = ? AND e.event_type = 'page_view' \
-           AND e.event_time >= ? AND e.event_time <= ? \
-           AND s.started_at >= ? AND s.started_at < ? \
-         ) v GROUP BY page_path",
-    )
+    let rows: Vec<PathRow> = sqlx::query_as(&format!(
+        "SELECT COALESCE({path}, '') AS path, COUNT(*) AS sessions FROM sessions \
+         WHERE project = ? AND started_at >= ? AND started_at < ? AND {at} IS NOT NULL \
+         GROUP BY 1 ORDER BY sessions DESC, path LIMIT ?"
+    ))
     .bind(project)
-    .bind(from)
-    .bind(last_seen)
-    .bind(from)
-    .bind(to)
+    .bind(range.from_naive())
+    .bind(range.to_naive())
+    .bind(pages)
     .fetch_all(db)
-    .await?)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| PageSessions {
+            path: r.path.map(|t| t.0).unwrap_or_default(),
+            sessions: r.sessions,
+        })
+        .collect())
 }
 
 #[derive(Debug, Deserialize)]

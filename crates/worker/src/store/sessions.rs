@@ -23,14 +23,14 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
-use chrono::{DateTime, NaiveDateTime, TimeDelta, Utc};
+use chrono::{DateTime, DurationRound, NaiveDateTime, TimeDelta, Utc};
 use insightflow_model::{Event, EventType};
 use sha2::{Digest, Sha256};
 use sqlx::{MySql, QueryBuilder, Transaction};
 
 use super::identity::Identities;
 use super::mysql::{Sourced, Verdict};
-use super::DbText;
+use super::{stored_path, DbText};
 
 /// Every server session id starts with this; a client's session id that does is ignored.
 pub const SERVER_SESSION_PREFIX: &str = "srv:";
@@ -176,6 +176,7 @@ async fn upsert_client_sessions<'e>(
         started: DateTime<Utc>,
         last: DateTime<Utc>,
         events: u64,
+        pages: Pages,
     }
     let mut sessions: BTreeMap<(&str, &str), Session<'_>> = BTreeMap::new();
     for e in events {
@@ -189,10 +190,18 @@ async fn upsert_client_sessions<'e>(
                 started: e.timestamp(),
                 last: e.timestamp(),
                 events: 0,
+                pages: Pages::default(),
             });
         s.started = s.started.min(e.timestamp());
         s.last = s.last.max(e.timestamp());
         s.events += 1;
+        if e.event_type().is(EventType::PAGE_VIEW) {
+            s.pages.add(
+                stored_time(e.timestamp()),
+                e.event_id().as_str(),
+                e.page().and_then(|p| p.path.as_deref()).map(stored_path),
+            );
+        }
     }
     if sessions.is_empty() {
         return Ok(BTreeMap::new());
@@ -225,9 +234,10 @@ async fn upsert_client_sessions<'e>(
     }
     let rows: Vec<_> = sessions.iter().collect();
     for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-        let mut q = QueryBuilder::<MySql>::new(
-            "INSERT INTO sessions (project, session_id, distinct_id, started_at, last_seen, events) ",
-        );
+        let mut q = QueryBuilder::<MySql>::new(format!(
+            "INSERT INTO sessions (project, session_id, distinct_id, started_at, last_seen, events, \
+             {PAGE_COLUMNS}) "
+        ));
         q.push_values(chunk, |mut row, ((project, session_id), s)| {
             row.push_bind(*project)
                 .push_bind(*session_id)
@@ -235,11 +245,26 @@ async fn upsert_client_sessions<'e>(
                 .push_bind(s.started.naive_utc())
                 .push_bind(s.last.naive_utc())
                 .push_bind(s.events);
+            s.pages.bind(&mut row);
         });
-        q.push(
+        // A page view replaces the entry (exit) only if it comes before (after) it by (time,
+        // event id): the same pages in any arrival order. Assignments run left to right, so the
+        // time, compared by the others, is assigned last.
+        let earlier = "VALUES(entry_at) IS NOT NULL AND (entry_at IS NULL \
+             OR (VALUES(entry_at), VALUES(entry_event_id)) < (entry_at, entry_event_id))";
+        let later = "VALUES(exit_at) IS NOT NULL AND (exit_at IS NULL \
+             OR (VALUES(exit_at), VALUES(exit_event_id)) > (exit_at, exit_event_id))";
+        q.push(format!(
             " ON DUPLICATE KEY UPDATE started_at = LEAST(started_at, VALUES(started_at)), \
-             last_seen = GREATEST(last_seen, VALUES(last_seen)), events = events + VALUES(events)",
-        );
+             last_seen = GREATEST(last_seen, VALUES(last_seen)), events = events + VALUES(events), \
+             page_views = page_views + VALUES(page_views), \
+             entry_path = IF({earlier}, VALUES(entry_path), entry_path), \
+             entry_event_id = IF({earlier}, VALUES(entry_event_id), entry_event_id), \
+             entry_at = IF({earlier}, VALUES(entry_at), entry_at), \
+             exit_path = IF({later}, VALUES(exit_path), exit_path), \
+             exit_event_id = IF({later}, VALUES(exit_event_id), exit_event_id), \
+             exit_at = IF({later}, VALUES(exit_at), exit_at)"
+        ));
         q.build().execute(&mut **tx).await?;
     }
     let mut opened = BTreeMap::new();
@@ -268,6 +293,8 @@ struct SpanEvent {
     event_id: DbText,
     event_time: NaiveDateTime,
     session_id: Option<DbText>,
+    event_type: DbText,
+    page_path: Option<DbText>,
 }
 
 /// A stored server session, as the recomputation reads it.
@@ -405,7 +432,15 @@ async fn recompute_server_sessions(
                 first.event_time,
                 first.event_id.as_str(),
             );
+            let mut pages = Pages::default();
             for e in &events[s.first..s.end] {
+                if e.event_type.as_str() == EventType::PAGE_VIEW {
+                    pages.add(
+                        e.event_time,
+                        e.event_id.as_str(),
+                        e.page_path.as_ref().map(DbText::as_str),
+                    );
+                }
                 if e.session_id.as_ref().map(|x| x.as_str()) != Some(id.as_str()) {
                     relabel.push((e.id, id.clone()));
                 }
@@ -419,6 +454,7 @@ async fn recompute_server_sessions(
                     started: first.event_time,
                     last: events[s.end - 1].event_time,
                     events: (s.end - s.first) as u64,
+                    pages,
                 },
             ));
         }
@@ -456,6 +492,68 @@ struct NewSession {
     started: NaiveDateTime,
     last: NaiveDateTime,
     events: u64,
+    pages: Pages,
+}
+
+/// A session's page views, and its first and last one (entry and exit) by (time, event id).
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Pages {
+    views: u64,
+    entry: Option<PageView>,
+    exit: Option<PageView>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct PageView {
+    at: NaiveDateTime,
+    event_id: String,
+    path: Option<String>,
+}
+
+impl Pages {
+    fn add(&mut self, at: NaiveDateTime, event_id: &str, path: Option<&str>) {
+        self.views += 1;
+        let view = || PageView {
+            at,
+            event_id: event_id.to_owned(),
+            path: path.map(str::to_owned),
+        };
+        if self
+            .entry
+            .as_ref()
+            .is_none_or(|e| (at, event_id) < (e.at, e.event_id.as_str()))
+        {
+            self.entry = Some(view());
+        }
+        if self
+            .exit
+            .as_ref()
+            .is_none_or(|e| (at, event_id) > (e.at, e.event_id.as_str()))
+        {
+            self.exit = Some(view());
+        }
+    }
+
+    /// Binds the values of `PAGE_COLUMNS`.
+    fn bind(&self, row: &mut sqlx::query_builder::Separated<'_, '_, MySql, &'static str>) {
+        row.push_bind(self.views);
+        for end in [&self.entry, &self.exit] {
+            row.push_bind(end.as_ref().and_then(|v| v.path.clone()))
+                .push_bind(end.as_ref().map(|v| v.at))
+                .push_bind(end.as_ref().map(|v| v.event_id.clone()));
+        }
+    }
+}
+
+/// The columns `Pages::bind` binds, in order.
+const PAGE_COLUMNS: &str =
+    "page_views, entry_path, entry_at, entry_event_id, exit_path, exit_at, exit_event_id";
+
+/// An event's time as `user_events.event_time` keeps it (milliseconds).
+fn stored_time(t: DateTime<Utc>) -> NaiveDateTime {
+    t.duration_trunc(TimeDelta::milliseconds(1))
+        .unwrap_or(t)
+        .naive_utc()
 }
 
 /// Reads each person's stored events without a client session within their span, locking
@@ -469,7 +567,8 @@ async fn read_spans(
     let mut out = Vec::new();
     for chunk in spans.chunks(PEOPLE_PER_STATEMENT) {
         let mut q = QueryBuilder::<MySql>::new(
-            "SELECT id, project, distinct_id, event_id, event_time, session_id FROM user_events \
+            "SELECT id, project, distinct_id, event_id, event_time, session_id, event_type, \
+             page_path FROM user_events \
              FORCE INDEX (ix_user_events_user_time) WHERE is_bot = 0 AND event_type NOT IN (",
         );
         let mut types = q.separated(", ");
@@ -523,9 +622,10 @@ async fn write_server_sessions(
         }
     }
     for chunk in sessions.chunks(ROWS_PER_STATEMENT) {
-        let mut q = QueryBuilder::<MySql>::new(
-            "INSERT INTO sessions (project, session_id, distinct_id, started_at, last_seen, events) ",
-        );
+        let mut q = QueryBuilder::<MySql>::new(format!(
+            "INSERT INTO sessions (project, session_id, distinct_id, started_at, last_seen, events, \
+             {PAGE_COLUMNS}) "
+        ));
         q.push_values(chunk, |mut row, (id, s)| {
             row.push_bind(s.project.as_str())
                 .push_bind(id.as_str())
@@ -533,10 +633,15 @@ async fn write_server_sessions(
                 .push_bind(s.started)
                 .push_bind(s.last)
                 .push_bind(s.events);
+            s.pages.bind(&mut row);
         });
         q.push(
             " ON DUPLICATE KEY UPDATE distinct_id = VALUES(distinct_id), \
-             started_at = VALUES(started_at), last_seen = VALUES(last_seen), events = VALUES(events)",
+             started_at = VALUES(started_at), last_seen = VALUES(last_seen), events = VALUES(events), \
+             page_views = VALUES(page_views), entry_path = VALUES(entry_path), \
+             entry_at = VALUES(entry_at), entry_event_id = VALUES(entry_event_id), \
+             exit_path = VALUES(exit_path), exit_at = VALUES(exit_at), \
+             exit_event_id = VALUES(exit_event_id)",
         );
         q.build().execute(&mut **tx).await?;
     }
@@ -629,6 +734,8 @@ mod tests {
                 .expect("a time")
                 .naive_utc(),
             session_id: None,
+            event_type: DbText("page_view".into()),
+            page_path: None,
         }
     }
 
@@ -638,6 +745,38 @@ mod tests {
         let sessions = split(&events, SessionRule::default());
         let bounds: Vec<(usize, usize)> = sessions.iter().map(|s| (s.first, s.end)).collect();
         assert_eq!(bounds, [(0, 2), (2, 4)]);
+    }
+
+    #[test]
+    fn entry_and_exit_are_the_first_and_last_page_view_in_any_order() {
+        let t = at(0, "x").event_time;
+        let views = [
+            (t, "b", Some("/b")),
+            (t, "a", Some("/a")),
+            (t + TimeDelta::seconds(1), "c", None),
+            (t - TimeDelta::seconds(1), "z", Some("/z")),
+            (t + TimeDelta::seconds(1), "d", Some("/d")),
+        ];
+        let mut forward = Pages::default();
+        for (at, id, path) in views {
+            forward.add(at, id, path);
+        }
+        let mut backward = Pages::default();
+        for (at, id, path) in views.iter().rev() {
+            backward.add(*at, id, *path);
+        }
+        assert_eq!(forward, backward);
+        assert_eq!(forward.views, 5);
+        let entry = forward.entry.as_ref().expect("an entry");
+        assert_eq!(
+            (entry.event_id.as_str(), entry.path.as_deref()),
+            ("z", Some("/z"))
+        );
+        let exit = forward.exit.as_ref().expect("an exit");
+        assert_eq!(
+            (exit.event_id.as_str(), exit.path.as_deref()),
+            ("d", Some("/d"))
+        );
     }
 
     #[test]

@@ -94,11 +94,45 @@ fn generate(users: usize, per_user: usize, base_ms: i64, rng: &mut Lcg) -> Vec<I
     out
 }
 
-/// What MySQL should hold: server sessions, each event's session, each person's total.
+/// One session's row: person, started and last seen (ms), events, page views, and the entry
+/// and exit page views (event id, path).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Row {
+    person: String,
+    started: i64,
+    last: i64,
+    events: i64,
+    page_views: i64,
+    entry: Option<(String, String)>,
+    exit: Option<(String, String)>,
+}
+
+impl Row {
+    /// The row of a session of `events`: its page views' first and last by (time, event id).
+    fn of(person: &str, events: &[&Input]) -> Self {
+        let mut sorted = events.to_vec();
+        sorted.sort_by(|a, b| (a.ms, &a.event_id).cmp(&(b.ms, &b.event_id)));
+        let views: Vec<(String, String)> = sorted
+            .iter()
+            .filter_map(|i| i.page.clone().map(|p| (i.event_id.clone(), p)))
+            .collect();
+        Self {
+            person: person.to_owned(),
+            started: sorted[0].ms,
+            last: sorted[sorted.len() - 1].ms,
+            events: sorted.len() as i64,
+            page_views: views.len() as i64,
+            entry: views.first().cloned(),
+            exit: views.last().cloned(),
+        }
+    }
+}
+
+/// What MySQL should hold: every session, each event's session, each person's total.
 #[derive(Debug, PartialEq, Eq)]
 struct Sessions {
-    /// id -> (person, started ms, last seen ms, events)
-    sessions: BTreeMap<String, (String, i64, i64, i64)>,
+    /// id -> its row
+    sessions: BTreeMap<String, Row>,
     /// event id -> session id (client or server)
     events: BTreeMap<String, Option<String>>,
     /// person -> total_sessions
@@ -117,16 +151,21 @@ fn in_order(inputs: &[Input], gap_minutes: i64) -> Sessions {
     let mut by_person: BTreeMap<&str, Vec<&Input>> = BTreeMap::new();
     let mut events = BTreeMap::new();
     let mut client: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    let mut client_events: BTreeMap<&str, Vec<&Input>> = BTreeMap::new();
     for i in inputs {
         match &i.client_session {
             Some(s) => {
                 events.insert(i.event_id.clone(), Some(s.clone()));
                 client.entry(&i.user).or_default().insert(s);
+                client_events.entry(s).or_default().push(i);
             }
             None => by_person.entry(&i.user).or_default().push(i),
         }
     }
-    let mut sessions = BTreeMap::new();
+    let mut sessions: BTreeMap<String, Row> = client_events
+        .into_iter()
+        .map(|(id, list)| (id.to_owned(), Row::of(&list[0].user, &list)))
+        .collect();
     let mut totals: BTreeMap<String, i64> = client
         .iter()
         .map(|(p, s)| ((*p).to_owned(), s.len() as i64))
@@ -146,15 +185,7 @@ fn in_order(inputs: &[Input], gap_minutes: i64) -> Sessions {
             for i in &g {
                 events.insert(i.event_id.clone(), Some(id.clone()));
             }
-            sessions.insert(
-                id,
-                (
-                    person.to_owned(),
-                    g[0].ms,
-                    g.last().unwrap().ms,
-                    g.len() as i64,
-                ),
-            );
+            sessions.insert(id, Row::of(person, &g));
         }
     }
     Sessions {
@@ -171,9 +202,23 @@ fn ms(t: NaiveDateTime) -> i64 {
 /// What MySQL holds.
 async fn stored(target: &WorkerTarget) -> Sessions {
     let pool = target.pool().await;
-    let rows: Vec<(String, String, NaiveDateTime, NaiveDateTime, u64)> = sqlx::query_as(
-        "SELECT CAST(session_id AS CHAR), CAST(distinct_id AS CHAR), started_at, last_seen, events \
-         FROM sessions WHERE project = 'default' AND session_id LIKE 'srv:%'",
+    type Stored = (
+        String,
+        String,
+        NaiveDateTime,
+        NaiveDateTime,
+        u64,
+        u64,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+    );
+    let rows: Vec<Stored> = sqlx::query_as(
+        "SELECT CAST(session_id AS CHAR), CAST(distinct_id AS CHAR), started_at, last_seen, \
+         events, page_views, CAST(entry_event_id AS CHAR), CAST(entry_path AS CHAR), \
+         CAST(exit_event_id AS CHAR), CAST(exit_path AS CHAR) \
+         FROM sessions WHERE project = 'default'",
     )
     .fetch_all(&pool)
     .await
@@ -195,7 +240,20 @@ async fn stored(target: &WorkerTarget) -> Sessions {
     Sessions {
         sessions: rows
             .into_iter()
-            .map(|(id, p, s, l, n)| (id, (p, ms(s), ms(l), n as i64)))
+            .map(
+                |(id, person, s, l, n, views, entry_id, entry, exit_id, exit)| {
+                    let row = Row {
+                        person,
+                        started: ms(s),
+                        last: ms(l),
+                        events: n as i64,
+                        page_views: views as i64,
+                        entry: entry_id.zip(entry),
+                        exit: exit_id.zip(exit),
+                    };
+                    (id, row)
+                },
+            )
             .collect(),
         events: events.into_iter().collect(),
         totals: totals
@@ -244,7 +302,7 @@ async fn shuffled_batched_and_redelivered_input_ends_as_the_in_order_sessions() 
     let inputs = generate(12, 40, base_ms(now), &mut rng);
     let want = in_order(&inputs, 30);
     assert!(
-        want.sessions.len() > 60 && want.sessions.values().any(|s| s.3 == 1),
+        want.sessions.len() > 60 && want.sessions.values().any(|s| s.events == 1),
         "the data set has many sessions, bounces among them: {}",
         want.sessions.len()
     );
@@ -331,6 +389,23 @@ async fn shuffled_batched_and_redelivered_input_ends_as_the_in_order_sessions() 
     assert!(redelivered > 3 && retried > 3, "{redelivered} {retried}");
     assert_same_sessions(&want, &stored(&shuffled_target).await, "shuffled");
 
+    // The migration's back-fill of the page figures, on rows that had none, gives the same.
+    let pool = shuffled_target.pool().await;
+    sqlx::query(
+        "UPDATE sessions SET page_views = 0, entry_path = NULL, entry_at = NULL, \
+         entry_event_id = NULL, exit_path = NULL, exit_at = NULL, exit_event_id = NULL",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let migration = include_str!("../../../../migrations/20261129130000_server_sessions.sql");
+    let backfill = &migration[migration.find("UPDATE sessions").unwrap()..];
+    for statement in backfill.split(';').filter(|s| !s.trim().is_empty()) {
+        sqlx::query(statement).execute(&pool).await.unwrap();
+    }
+    pool.close().await;
+    assert_same_sessions(&want, &stored(&shuffled_target).await, "back-filled");
+
     in_order_target.cleanup().await;
     shuffled_target.cleanup().await;
 }
@@ -393,8 +468,13 @@ async fn a_late_event_merges_the_sessions_it_bridges_and_moves_a_start() {
     write_inputs(&mysql, &mut sent, vec![input("u", "late", 30, base)], now).await;
     let merged = stored(&target).await;
     assert_same_sessions(&in_order(&sent, 30), &merged, "merged");
-    let u: Vec<_> = merged.sessions.values().filter(|s| s.0 == "u").collect();
-    assert_eq!(u, [&("u".to_owned(), base, base + 60 * 60_000, 5)]);
+    let u: Vec<_> = merged
+        .sessions
+        .values()
+        .filter(|s| s.person == "u")
+        .map(|s| (s.started, s.last, s.events))
+        .collect();
+    assert_eq!(u, [(base, base + 60 * 60_000, 5)]);
     assert_eq!(
         merged.totals["u"], 1,
         "total_sessions counted down on the merge"
