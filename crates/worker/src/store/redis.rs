@@ -66,7 +66,7 @@ pub struct Position {
 }
 
 impl Position {
-    /// The partition's field in `keys::positions`.
+    /// The partition's field in `keys::Keys::positions`.
     pub fn field(topic: &str, partition: i32) -> String {
         format!("{topic}/{partition}")
     }
