@@ -242,7 +242,7 @@ mod tests {
 
     /// The migrations, in the order sqlx applies them. A test below checks that this is every
     /// file of `migrations/`, so a later `ALTER TABLE` cannot go unread.
-    const MIGRATIONS: [(&str, &str); 7] = [
+    const MIGRATIONS: [(&str, &str); 8] = [
         (
             "20261122000001_initial.sql",
             include_str!("../../../migrations/20261122000001_initial.sql"),
@@ -270,6 +270,10 @@ mod tests {
         (
             "20261129140000_person_links.sql",
             include_str!("../../../migrations/20261129140000_person_links.sql"),
+        ),
+        (
+            "20261129150000_partitioned_events.sql",
+            include_str!("../../../migrations/20261129150000_partitioned_events.sql"),
         ),
     ];
 

@@ -1,18 +1,45 @@
-//! Deletes raw events past their retention, once per interval across every worker: the instance
-//! that takes the Redis lock runs the job and leaves the lock to expire at the end of the
-//! interval, so the others skip that interval. The expiry also frees it if the holder crashes.
+//! Raw events past their retention go, and the days ahead get their partitions, once per
+//! interval across every worker: the instance that takes the Redis lock runs the job and
+//! leaves the lock to expire at the end of the interval, so the others skip that interval.
+//! The expiry also frees it if the holder crashes.
+//!
+//! `user_events` has one partition per day of event time (`p<YYYYMMDD>`, UTC) and `pmax`
+//! (MAXVALUE) after the last day, which takes any later event, so an insert never lacks a
+//! partition (migration `20261129150000_partitioned_events.sql`). One pass:
+//! 1. keeps partitions for every day through today + `DAYS_AHEAD` by splitting `pmax`
+//!    (`REORGANIZE PARTITION pmax INTO (...)`, which moves nothing while `pmax` is empty);
+//! 2. with retention on, takes the cutoff's day (`raw_event_days` before now, at midnight):
+//!    deletes the dedupe rows (`event_ids`) of events before it in chunks, drops every
+//!    partition wholly before it (`DROP PARTITION`: no row-by-row delete), then deletes by row
+//!    what is still before it: late events, which landed in the oldest partition left (it
+//!    takes every event time below its day). The dedupe rows go first, so none goes after
+//!    its raw event (a replay in between stores a copy the next steps delete).
+//!
+//! Raw events are kept `raw_event_days` days and at most one more (the cutoff's day goes
+//! whole, the next day). Rollups, users and sessions are not partitioned and keep history.
 
 use std::time::Duration;
 
-use chrono::{TimeDelta, Utc};
+use anyhow::Context;
+use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
+use sqlx::MySqlPool;
 use tokio_util::sync::CancellationToken;
 
 use crate::keys;
 use crate::metrics::WorkerMetrics;
 use crate::settings::RetentionSettings;
+use crate::store::dedupe;
 use crate::store::lock::RedisLock;
 use crate::store::mysql::{delete_older_than, MysqlStore};
 use crate::store::redis::RedisStore;
+
+/// Days after today that always have their own partition.
+pub const DAYS_AHEAD: u64 = 7;
+/// How long a partition change waits for running statements on `user_events` (inserts wait
+/// behind it meanwhile); past it the pass fails and the next one tries again.
+const DDL_LOCK_WAIT_SECONDS: u32 = 10;
+/// `TO_DAYS('0001-01-01')`: MariaDB's day numbers are chrono's days from the common era + 365.
+const TO_DAYS_OFFSET: i32 = 365;
 
 pub async fn run(
     settings: RetentionSettings,
@@ -21,9 +48,7 @@ pub async fn run(
     metrics: WorkerMetrics,
     shutdown: CancellationToken,
 ) {
-    if settings.raw_event_days == 0 {
-        return;
-    }
+    // With retention off (raw_event_days = 0) the job still creates the partitions ahead.
     let interval = Duration::from_secs(settings.interval_seconds.max(1));
     loop {
         if let Err(e) = run_once(&settings, &mysql, &redis, &metrics, interval).await {
@@ -50,17 +75,217 @@ pub async fn run_once(
         tracing::debug!("retention: another instance holds the lock");
         return Ok(false);
     };
-    let days = i64::try_from(settings.raw_event_days).unwrap_or(i64::MAX / 86_400);
-    let cutoff = Utc::now() - TimeDelta::days(days);
-    let deleted = match delete_older_than(mysql.pool(), cutoff, settings.chunk_rows.max(1)).await {
-        Ok(n) => n,
+    match run_locked(settings, mysql.pool(), metrics, Utc::now()).await {
+        Ok(()) => Ok(true),
         Err(e) => {
             // Let another instance try before the interval is over.
             lock.release().await;
-            return Err(e.into());
+            Err(e)
         }
+    }
+}
+
+async fn run_locked(
+    settings: &RetentionSettings,
+    pool: &MySqlPool,
+    metrics: &WorkerMetrics,
+    now: DateTime<Utc>,
+) -> anyhow::Result<()> {
+    let partitions = partitions(pool).await?;
+    let created = create_ahead(pool, &partitions, now.date_naive() + days(DAYS_AHEAD)).await?;
+    if !created.is_empty() {
+        tracing::info!(?created, "retention: created partitions ahead");
+    }
+    if settings.raw_event_days == 0 {
+        return Ok(());
+    }
+    let chunk = settings.chunk_rows.max(1);
+    let cutoff = now - days(settings.raw_event_days);
+    if partitions.is_empty() {
+        // Not partitioned (a schema before 20261129150000): delete rows, as before.
+        let deleted = delete_older_than(pool, cutoff, chunk).await?;
+        metrics.retention_deleted.inc_by(deleted);
+        tracing::info!(deleted, %cutoff, "retention: deleted raw events");
+        return Ok(());
+    }
+    let keep_from = cutoff.date_naive();
+    let keep_from_time = keep_from.and_time(chrono::NaiveTime::MIN).and_utc();
+    let expired_ids = dedupe::expire_older_than(pool, keep_from_time, chunk)
+        .await
+        .context("expire event_ids")?;
+    let dropped = drop_before(pool, keep_from).await?;
+    let late = delete_older_than(pool, keep_from_time, chunk)
+        .await
+        .context("delete late events")?;
+    metrics.retention_deleted.inc_by(dropped.rows + late);
+    tracing::info!(
+        dropped = ?dropped.names,
+        dropped_rows = dropped.rows,
+        late_rows = late,
+        expired_ids,
+        %keep_from,
+        "retention: dropped raw events"
+    );
+    Ok(())
+}
+
+fn days(n: u64) -> TimeDelta {
+    TimeDelta::days(i64::try_from(n).unwrap_or(i64::MAX).min(1_000_000))
+}
+
+/// One partition of `user_events`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Partition {
+    pub name: String,
+    /// Its rows' event times are before this day's midnight; `None` for `pmax` (MAXVALUE).
+    pub before: Option<NaiveDate>,
+}
+
+/// `user_events`' partitions in order; empty when the table is not partitioned.
+pub async fn partitions(pool: &MySqlPool) -> anyhow::Result<Vec<Partition>> {
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        name: Option<String>,
+        description: Option<String>,
+    }
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT CAST(PARTITION_NAME AS CHAR) AS name, \
+         CAST(PARTITION_DESCRIPTION AS CHAR) AS description \
+         FROM information_schema.PARTITIONS \
+         WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'user_events' \
+         ORDER BY PARTITION_ORDINAL_POSITION",
+    )
+    .fetch_all(pool)
+    .await
+    .context("read user_events' partitions")?;
+    rows.into_iter()
+        .filter_map(|row| Some((row.name?, row.description.unwrap_or_default())))
+        .map(|(name, description)| {
+            let before = if description.eq_ignore_ascii_case("MAXVALUE") {
+                None
+            } else {
+                let n: i32 = description
+                    .parse()
+                    .with_context(|| format!("partition {name} ends at {description:?}"))?;
+                Some(day_of(n).with_context(|| format!("partition {name} ends at day {n}"))?)
+            };
+            Ok(Partition { name, before })
+        })
+        .collect()
+}
+
+/// The date of MariaDB's `TO_DAYS` number `n`.
+pub fn day_of(n: i32) -> Option<NaiveDate> {
+    NaiveDate::from_num_days_from_ce_opt(n - TO_DAYS_OFFSET)
+}
+
+/// Partition name of the day `day` (`p20261129`).
+pub fn partition_name(day: NaiveDate) -> String {
+    format!("p{}", day.format("%Y%m%d"))
+}
+
+/// Gives every day after the last day partition through `through` its partition, split off
+/// `pmax`. Returns the names created.
+async fn create_ahead(
+    pool: &MySqlPool,
+    partitions: &[Partition],
+    through: NaiveDate,
+) -> anyhow::Result<Vec<String>> {
+    let Some(next_day) = partitions.iter().filter_map(|p| p.before).max() else {
+        return Ok(Vec::new());
     };
-    metrics.retention_deleted.inc_by(deleted);
-    tracing::info!(deleted, %cutoff, "retention: deleted raw events");
-    Ok(true)
+    let new_days: Vec<NaiveDate> = next_day.iter_days().take_while(|d| *d <= through).collect();
+    if new_days.is_empty() {
+        return Ok(Vec::new());
+    }
+    let definitions: Vec<String> = new_days
+        .iter()
+        .map(|d| {
+            format!(
+                "PARTITION {} VALUES LESS THAN (TO_DAYS('{}'))",
+                partition_name(*d),
+                *d + TimeDelta::days(1)
+            )
+        })
+        .collect();
+    let has_max = partitions.iter().any(|p| p.before.is_none());
+    let statement = if has_max {
+        format!(
+            "ALTER TABLE user_events REORGANIZE PARTITION pmax INTO ({}, \
+             PARTITION pmax VALUES LESS THAN MAXVALUE)",
+            definitions.join(", ")
+        )
+    } else {
+        format!(
+            "ALTER TABLE user_events ADD PARTITION ({}, PARTITION pmax VALUES LESS THAN MAXVALUE)",
+            definitions.join(", ")
+        )
+    };
+    ddl(pool, &statement).await?;
+    Ok(new_days.into_iter().map(partition_name).collect())
+}
+
+/// What `drop_before` dropped.
+#[derive(Debug, Default)]
+struct Dropped {
+    names: Vec<String>,
+    rows: u64,
+}
+
+/// Drops every day partition whose rows are all before `day`, after counting their rows.
+async fn drop_before(pool: &MySqlPool, day: NaiveDate) -> anyhow::Result<Dropped> {
+    let names: Vec<String> = partitions(pool)
+        .await?
+        .into_iter()
+        .filter(|p| p.before.is_some_and(|before| before <= day))
+        .map(|p| p.name)
+        .collect();
+    if names.is_empty() {
+        return Ok(Dropped::default());
+    }
+    let list = names.join(", ");
+    let rows: i64 = sqlx::query_scalar(&format!(
+        "SELECT COUNT(*) FROM user_events PARTITION ({list})"
+    ))
+    .fetch_one(pool)
+    .await
+    .context("count the rows of the partitions to drop")?;
+    ddl(
+        pool,
+        &format!("ALTER TABLE user_events DROP PARTITION {list}"),
+    )
+    .await?;
+    Ok(Dropped {
+        names,
+        rows: u64::try_from(rows).unwrap_or(0),
+    })
+}
+
+async fn ddl(pool: &MySqlPool, statement: &str) -> anyhow::Result<()> {
+    sqlx::query(&format!(
+        "SET STATEMENT lock_wait_timeout = {DDL_LOCK_WAIT_SECONDS} FOR {statement}"
+    ))
+    .execute(pool)
+    .await
+    .with_context(|| statement.to_owned())?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mariadb_day_numbers_map_to_dates() {
+        // Values MariaDB 10.11 gave for TO_DAYS of these dates.
+        assert_eq!(day_of(740_315), NaiveDate::from_ymd_opt(2026, 11, 30));
+        assert_eq!(day_of(740_256), NaiveDate::from_ymd_opt(2026, 10, 2));
+        assert_eq!(day_of(719_528), NaiveDate::from_ymd_opt(1970, 1, 1));
+    }
+
+    #[test]
+    fn partitions_are_named_by_their_day() {
+        let day = NaiveDate::from_ymd_opt(2026, 3, 7).map(partition_name);
+        assert_eq!(day.as_deref(), Some("p20260307"));
+    }
 }

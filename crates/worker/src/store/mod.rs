@@ -1,8 +1,8 @@
 //! The two sinks of the worker, which turn at-least-once delivery from Kafka into an
 //! exactly-once effect.
 //!
-//! MySQL is written first, one transaction per batch: `UNIQUE (project, event_id)` stores an
-//! event once, derived rows come from new events only, and each row keeps the message that
+//! MySQL is written first, one transaction per batch: `event_ids` (`dedupe.rs`) stores an
+//! event once, derived rows come from new events only, and each event keeps the message that
 //! stored it (partition, offset). That tells, for every message, whether it is the one that
 //! counts its event (`mysql::Verdict`).
 //!
@@ -13,6 +13,7 @@
 //! applied, one at or past it was not (`redis.rs`). Nothing is remembered per event.
 
 pub mod aggregates;
+pub mod dedupe;
 pub mod identity;
 pub mod lock;
 pub mod mysql;

@@ -1,7 +1,7 @@
 //! Raw events, users, sessions and rollups in MySQL: one transaction per batch, and every
-//! derived row computed only from events that were not in `user_events` before the
-//! transaction, so a replayed batch changes nothing. Each event is stored with the message
-//! that stored it (its origin), and the transaction records how far it got in each partition
+//! derived row computed only from events that were not stored before the transaction (their
+//! ids are in `event_ids`, `dedupe.rs`), so a replayed batch changes nothing. Each event is
+//! stored with the message that stored it (its origin), and the transaction records how far it got in each partition
 //! (`kafka_positions`): what the Redis side needs to apply every event exactly once without a
 //! mark per event (see `super`).
 
@@ -13,7 +13,7 @@ use insightflow_model::Event;
 use sqlx::{MySql, MySqlPool, QueryBuilder, Transaction};
 
 use super::sessions::{server_session_ids, upsert_sessions, SessionRule};
-use super::{identity, stored_path, DbText, StoreError};
+use super::{dedupe, identity, stored_path, DbText, StoreError};
 use insightflow_store::mysql::{self, redact, MysqlSettings};
 use insightflow_store::person::person_digest;
 
@@ -203,9 +203,11 @@ impl MysqlStore {
         let suppressed = suppressed_people(&mut tx, &all).await.map_err(classify)?;
         let positions = positions_of(&mut tx, events).await.map_err(classify)?;
         let stored = if look_up || processed_before(&positions, events) {
-            stored_origins(&mut tx, events).await.map_err(classify)?
+            dedupe::stored_origins(&mut tx, events)
+                .await
+                .map_err(classify)?
         } else {
-            StoredOrigins::new()
+            dedupe::StoredOrigins::new()
         };
         let mut seen = HashSet::with_capacity(events.len());
         let mut fresh: Vec<Sourced<'_>> = Vec::with_capacity(events.len());
@@ -248,6 +250,8 @@ impl MysqlStore {
         clock.lap(&mut outcome.steps[0]);
         let mut assigned = HashMap::new();
         if !fresh.is_empty() {
+            // First the dedupe rows: a concurrent writer of the same event fails here.
+            dedupe::record(&mut tx, &fresh).await.map_err(classify)?;
             insert_events(&mut tx, &fresh, &identities).await?;
             clock.lap(&mut outcome.steps[1]);
             // A bot's event is stored (flagged) and counts nowhere else.
@@ -362,53 +366,6 @@ async fn suppressed_people<'e>(
         }
     }
     Ok(suppressed)
-}
-
-/// The events of `events` already stored, by project and event id, with their origin
-/// (partition, offset), `None` for rows stored before origins were recorded.
-type StoredOrigins = HashMap<String, HashMap<String, Option<(i32, i64)>>>;
-
-async fn stored_origins(
-    tx: &mut Transaction<'_, MySql>,
-    events: &[Sourced<'_>],
-) -> Result<StoredOrigins, sqlx::Error> {
-    #[derive(sqlx::FromRow)]
-    struct Row {
-        event_id: DbText,
-        kafka_partition: Option<i32>,
-        kafka_offset: Option<i64>,
-    }
-    let mut by_project: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-    for s in events {
-        by_project
-            .entry(s.event.project().as_str())
-            .or_default()
-            .push(s.event.event_id().as_str());
-    }
-    let mut stored = StoredOrigins::new();
-    for (project, ids) in by_project {
-        for chunk in ids.chunks(ROWS_PER_STATEMENT) {
-            let mut q = QueryBuilder::<MySql>::new(
-                "SELECT event_id, kafka_partition, kafka_offset FROM user_events WHERE project = ",
-            );
-            q.push_bind(project).push(" AND event_id IN (");
-            let mut list = q.separated(", ");
-            for id in chunk {
-                list.push_bind(*id);
-            }
-            q.push(")");
-            let rows: Vec<Row> = q.build_query_as().fetch_all(&mut **tx).await?;
-            if rows.is_empty() {
-                continue;
-            }
-            let ids = stored.entry(project.to_owned()).or_default();
-            for row in rows {
-                let origin = row.kafka_partition.zip(row.kafka_offset);
-                ids.insert(row.event_id.0, origin);
-            }
-        }
-    }
-    Ok(stored)
 }
 
 /// Whether MySQL processed a message of `events` before (a redelivery): one of them is below

@@ -13,6 +13,7 @@ mod crash_recovery;
 mod exactly_once;
 mod identity;
 mod least_privilege;
+mod partitions;
 mod pipeline;
 mod pipeline_fuzz;
 mod privacy;
