@@ -6,7 +6,9 @@
 // once connected [data-testid=online-users], [data-testid=events-total] (last 24 h),
 // [data-testid=count-<event_type>], [data-testid=hot-pages] li, [data-testid=sessions],
 // #entry-pages li, canvas[data-testid=heatmap],
-// [data-testid=funnel], [data-testid=timeseries], [data-testid=live-status] ("live" while the
+// [data-testid=funnel], [data-testid=timeseries], [data-testid=sources] with
+// [data-testid=sources-channels] li and [data-testid=sources-countries] li (`data-value`: the
+// API's value) or #sources-countries-note, [data-testid=live-status] ("live" while the
 // /live stream is connected), and document.body.dataset.ready = "true" after the first render.
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
@@ -14,6 +16,10 @@ import { after, before, describe, it } from 'node:test';
 import { Tally, artifactsDir, clickAt, env, launch, poll, shopUrl, sleep, stats } from './support.mjs';
 
 const PROJECT = 'default';
+/** Where the shopper comes from: a search engine (docs/INGEST.md's channel rules). */
+const SEARCH_REFERRER = 'http://www.google.com/';
+/** Where a bot comes from: another site (channel `referral`), which no figure may show. */
+const BOT_REFERRER = 'http://news.example.com/';
 let browser;
 before(async () => {
   browser = await launch();
@@ -39,12 +45,32 @@ describe('the live dashboard (/ui/)', () => {
     }
     assert.equal(probe.status, 200, `GET /ui/ answered ${probe.status}`);
 
-    // Some traffic in the project first: a page view, clicks, a cart_add, a second page.
+    // A bot first: headless Chromium's own user agent ("HeadlessChrome") is on the gateway's
+    // bot list, so its page view is stored, flagged, and left out of every figure.
+    const crawler = await browser.newContext();
+    const crawled = await crawler.newPage();
+    await crawled.goto(shopUrl(PROJECT), { referer: BOT_REFERRER });
+    assert.match(await crawled.evaluate(() => navigator.userAgent), /HeadlessChrome/, 'the bot says what it is');
+    await crawled.waitForFunction(() => window.InsightFlow && document.querySelector('.add-to-cart'));
+    await crawled.close({ runBeforeUnload: true });
+    await crawler.close();
+    const withBots = await poll(
+      () => stats(`/api/v1/projects/${PROJECT}/breakdown?event_type=page_view&by=${encodeURIComponent('$channel')}&include_bots=true`),
+      (b) => b.values.some((v) => v.value === 'referral'),
+      45000,
+    );
+    assert.ok(withBots.values.some((v) => v.value === 'referral'), "the bot's page view is stored (include_bots=true)");
+
+    // Then a person: a page view, clicks, a cart_add, a second page, with a browser's user
+    // agent. The shopper arrives from a search engine (its channel: organic_search), and the
+    // second page is internal.
     const from = Date.now();
-    const shopper = await browser.newContext({ viewport: { width: 1280, height: 1000 } });
+    const userAgent = `Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/${browser.version()} Safari/537.36`;
+    const shopper = await browser.newContext({ viewport: { width: 1280, height: 1000 }, userAgent });
     const shop = await shopper.newPage();
     const tally = new Tally();
-    await shop.goto(shopUrl(PROJECT));
+    await shop.goto(shopUrl(PROJECT), { referer: SEARCH_REFERRER });
+    assert.equal(await shop.evaluate(() => document.referrer), SEARCH_REFERRER, 'the shop sees the search engine as referrer');
     await shop.waitForFunction(() => window.InsightFlow && document.querySelector('.add-to-cart'));
     tally.add('page_view', '/');
     for (const sku of ['tee-navy', 'socks-stripe']) {
@@ -81,12 +107,15 @@ describe('the live dashboard (/ui/)', () => {
     );
 
     // The same questions to the API, right after the render.
-    const [online, summary, counts, hot, sessions] = await Promise.all([
+    const breakdown = (q) => stats(`/api/v1/projects/${PROJECT}/breakdown?event_type=page_view&limit=1000&${q}`);
+    const [online, summary, counts, hot, sessions, channels, countries] = await Promise.all([
       stats(`/api/v1/projects/${PROJECT}/online`),
       stats(`/api/v1/projects/${PROJECT}/summary`),
       stats(`/api/v1/projects/${PROJECT}/counts?types=${types.join(',')}`),
       stats(`/api/v1/projects/${PROJECT}/pages/hot?limit=10`),
       stats(`/api/v1/projects/${PROJECT}/sessions?pages=5`),
+      breakdown(`by=${encodeURIComponent('$channel')}&filter=${encodeURIComponent('$channel!=internal')}`),
+      breakdown(`by=${encodeURIComponent('$country')}`),
     ]);
     const text = (testid) => page.locator(`[data-testid=${testid}]`).first().textContent();
 
@@ -108,6 +137,37 @@ describe('the live dashboard (/ui/)', () => {
     assert.equal(integer(await page.locator('#sessions-count').textContent()), sessions.sessions, 'sessions');
     const entries = await page.locator('#entry-pages li').allTextContents();
     assert.ok(entries.length > 0 && entries[0].includes(sessions.entry_pages[0].path), `entry pages: ${entries}`);
+
+    // Sources: the API's values ranked by visitors (it ranks by events), the first ten.
+    await page.waitForSelector('[data-testid=sources]', { timeout: 15000 });
+    const byVisitors = (values) =>
+      values
+        .filter((v) => v.unique_users > 0)
+        .sort((a, b) => b.unique_users - a.unique_users || (a.value === null) - (b.value === null) || String(a.value).localeCompare(String(b.value)))
+        .slice(0, 10)
+        .map((v) => [v.value ?? '', v.unique_users]);
+    const shown = (testid) =>
+      page.$$eval(`[data-testid=${testid}] li`, (items) =>
+        items.map((li) => [li.dataset.value, li.querySelector('.value')?.textContent ?? '']),
+      );
+    const channelRows = (await shown('sources-channels')).map(([value, users]) => [value, integer(users)]);
+    assert.deepEqual(channelRows, byVisitors(channels.values), 'channels: the API\'s, by visitors');
+    // This run's database is the test's own: one person, from the search engine; the bot
+    // (referral) and the internal second page are no visitors by channel.
+    assert.deepEqual(channelRows, [['organic_search', 1]], 'the one visitor, by channel');
+    const channelShare = await page.locator('[data-testid=sources-channels] li .detail').first().textContent();
+    assert.equal(channelShare.trim(), '100% of visitors');
+    const countryRows = (await shown('sources-countries')).map(([value, users]) => [value, integer(users)]);
+    const note = page.locator('#sources-countries-note');
+    // The gateway of scripts/browser-test.sh has no geo.database: the one visitor has no country.
+    assert.deepEqual(
+      countries.values.map((v) => [v.value, v.unique_users]),
+      [[null, 1]],
+      'no country in the API without geo.database',
+    );
+    assert.deepEqual(countryRows, [], 'no country rows without location data');
+    assert.equal((await note.textContent()).trim(), 'no location data (geo.database not set)');
+    assert.ok(await note.isVisible(), 'the note is shown');
 
     const canvas = await page.locator('canvas[data-testid=heatmap]').boundingBox();
     assert.ok(canvas && canvas.width > 0 && canvas.height > 0, 'the heatmap canvas is drawn');
