@@ -94,6 +94,11 @@ describe('the live dashboard (/ui/)', () => {
     const page = await context.newPage();
     const problems = [];
     page.on('pageerror', (e) => problems.push(String(e)));
+    // The worker's CSP (no inline script or style attribute, Trusted Types) refuses quietly: a
+    // refusal is only a console message.
+    page.on('console', (m) => {
+      if (m.type() === 'error' && /Content Security Policy|Trusted ?Type/i.test(m.text())) problems.push(m.text());
+    });
     await page.goto(`${env.worker}/ui/`);
     await page.fill('#stats-key', env.statsKey);
     const projectInput = page.locator('#project');
