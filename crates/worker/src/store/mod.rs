@@ -7,8 +7,8 @@
 //! counts its event (`mysql::Verdict`).
 //!
 //! Redis is written second, in chunks, each one atomic: a chunk applies only if none of its
-//! messages is below its partition's position in Redis (per project, `Keys::positions`), and moves the
-//! positions past it. Within a partition messages are applied in offset order, so a position
+//! messages is below its partition's position in Redis (per project, `Keys::positions`), and
+//! moves the positions past it. Within a partition messages are applied in offset order, so a position
 //! says exactly which of its messages Redis has applied: a redelivered message below it was
 //! applied, one at or past it was not (`redis.rs`). Nothing is remembered per event.
 

@@ -87,15 +87,17 @@ mod cluster {
             .query_async(&mut conn)
             .await
             .unwrap();
+        // `CLUSTER NODES`: `<id> <ip:port@cport> <flags> ... <slot or first-last>...`.
+        let serves = |range: &str| {
+            let (first, last) = range.split_once('-').unwrap_or((range, range));
+            match (first.parse::<u16>(), last.parse::<u16>()) {
+                (Ok(first), Ok(last)) => first <= slot && slot <= last,
+                _ => false,
+            }
+        };
         let node = shards
             .lines()
-            .find(|line| {
-                line.contains("master")
-                    && line.split_whitespace().skip(8).any(|range| {
-                        let (a, b) = range.split_once('-').unwrap_or((range, range));
-                        matches!((a.parse::<u16>(), b.parse::<u16>()), (Ok(a), Ok(b)) if a <= slot && slot <= b)
-                    })
-            })
+            .find(|line| line.contains("master") && line.split_whitespace().skip(8).any(serves))
             .and_then(|line| line.split_whitespace().nth(1))
             .and_then(|a| a.split('@').next())
             .unwrap()
