@@ -60,3 +60,42 @@ SET @partition_events = CONCAT(
 PREPARE partition_events FROM @partition_events;
 EXECUTE partition_events;
 DEALLOCATE PREPARE partition_events;
+
+-- The worker user runs no DDL (deploy/mysql/grants.sql): it changes partitions through these
+-- two procedures, which run with their definer's rights (the migration user's) and do one
+-- thing each, checked. Neither lets it do more than its DELETE on rows already could.
+
+-- Splits the day `day` off pmax (REORGANIZE PARTITION pmax INTO (p<day>, pmax)): `day` must
+-- follow the last day partition and be at most 60 days ahead.
+CREATE PROCEDURE user_events_add_day(IN day DATE)
+    SQL SECURITY DEFINER
+BEGIN
+    IF day IS NULL OR day > UTC_DATE() + INTERVAL 60 DAY THEN
+        SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'user_events_add_day: day is more than 60 days ahead';
+    END IF;
+    SET @user_events_add_day = CONCAT(
+        'ALTER TABLE user_events REORGANIZE PARTITION pmax INTO (PARTITION p',
+        DATE_FORMAT(day, '%Y%m%d'), ' VALUES LESS THAN (', TO_DAYS(day + INTERVAL 1 DAY),
+        '), PARTITION pmax VALUES LESS THAN MAXVALUE)');
+    PREPARE add_day FROM @user_events_add_day;
+    EXECUTE add_day;
+    DEALLOCATE PREPARE add_day;
+END;
+
+-- Drops the day partition `name` (p<YYYYMMDD>), which must hold only event times before today.
+CREATE PROCEDURE user_events_drop_day(IN name VARCHAR(16))
+    SQL SECURITY DEFINER
+BEGIN
+    DECLARE bound VARCHAR(64);
+    SELECT CAST(PARTITION_DESCRIPTION AS CHAR) INTO bound
+    FROM information_schema.PARTITIONS
+    WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'user_events' AND PARTITION_NAME = name
+        AND name REGEXP '^p[0-9]{8}$';
+    IF bound IS NULL OR bound = 'MAXVALUE' OR CAST(bound AS UNSIGNED) > TO_DAYS(UTC_DATE()) THEN
+        SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'user_events_drop_day: not a day partition wholly before today';
+    END IF;
+    SET @user_events_drop_day = CONCAT('ALTER TABLE user_events DROP PARTITION ', name);
+    PREPARE drop_day FROM @user_events_drop_day;
+    EXECUTE drop_day;
+    DEALLOCATE PREPARE drop_day;
+END;

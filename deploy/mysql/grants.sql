@@ -8,8 +8,10 @@
 -- The worker (consume, serve, the retention job, rebuild-redis) reads and writes rows and
 -- nothing else: SELECT (and SELECT ... FOR UPDATE, which also needs UPDATE), INSERT (and
 -- INSERT ... ON DUPLICATE KEY UPDATE), UPDATE, DELETE (funnels, the retention job).
--- It runs no DDL.
-GRANT SELECT, INSERT, UPDATE, DELETE ON `insightflow`.* TO 'insightflow_worker'@'%';
+-- It runs no DDL: the retention job adds and drops user_events' day partitions by calling the
+-- two procedures migration 20261129150000 defines (EXECUTE), which run with the migration
+-- user's rights and check what they are asked.
+GRANT SELECT, INSERT, UPDATE, DELETE, EXECUTE ON `insightflow`.* TO 'insightflow_worker'@'%';
 
 -- `worker migrate` (the one-shot migrate service): creates the database when it is missing,
 -- creates and changes tables and indexes, seeds rows, and keeps sqlx's `_sqlx_migrations`

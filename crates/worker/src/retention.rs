@@ -17,6 +17,8 @@
 //!
 //! Raw events are kept `raw_event_days` days and at most one more (the cutoff's day goes
 //! whole, the next day). Rollups, users and sessions are not partitioned and keep history.
+//! The partition changes go through two procedures the migration defines
+//! (`user_events_add_day`, `user_events_drop_day`): the worker's MySQL user runs no DDL.
 
 use std::time::Duration;
 
@@ -198,30 +200,14 @@ async fn create_ahead(
     if new_days.is_empty() {
         return Ok(Vec::new());
     }
-    let definitions: Vec<String> = new_days
-        .iter()
-        .map(|d| {
-            format!(
-                "PARTITION {} VALUES LESS THAN (TO_DAYS('{}'))",
-                partition_name(*d),
-                *d + TimeDelta::days(1)
-            )
-        })
-        .collect();
-    let has_max = partitions.iter().any(|p| p.before.is_none());
-    let statement = if has_max {
-        format!(
-            "ALTER TABLE user_events REORGANIZE PARTITION pmax INTO ({}, \
-             PARTITION pmax VALUES LESS THAN MAXVALUE)",
-            definitions.join(", ")
-        )
-    } else {
-        format!(
-            "ALTER TABLE user_events ADD PARTITION ({}, PARTITION pmax VALUES LESS THAN MAXVALUE)",
-            definitions.join(", ")
-        )
-    };
-    ddl(pool, &statement).await?;
+    anyhow::ensure!(
+        partitions.iter().any(|p| p.before.is_none()),
+        "user_events has no pmax partition to split days off"
+    );
+    for day in &new_days {
+        // One day at a time: the split moves pmax's rows of that day, normally none.
+        ddl(pool, "CALL user_events_add_day(?)", &day.to_string()).await?;
+    }
     Ok(new_days.into_iter().map(partition_name).collect())
 }
 
@@ -243,31 +229,30 @@ async fn drop_before(pool: &MySqlPool, day: NaiveDate) -> anyhow::Result<Dropped
     if names.is_empty() {
         return Ok(Dropped::default());
     }
-    let list = names.join(", ");
-    let rows: i64 = sqlx::query_scalar(&format!(
-        "SELECT COUNT(*) FROM user_events PARTITION ({list})"
-    ))
-    .fetch_one(pool)
-    .await
-    .context("count the rows of the partitions to drop")?;
-    ddl(
-        pool,
-        &format!("ALTER TABLE user_events DROP PARTITION {list}"),
-    )
-    .await?;
-    Ok(Dropped {
-        names,
-        rows: u64::try_from(rows).unwrap_or(0),
-    })
+    let mut rows = 0;
+    for name in &names {
+        let n: i64 = sqlx::query_scalar(&format!(
+            "SELECT COUNT(*) FROM user_events PARTITION ({name})"
+        ))
+        .fetch_one(pool)
+        .await
+        .with_context(|| format!("count the rows of {name}"))?;
+        ddl(pool, "CALL user_events_drop_day(?)", name).await?;
+        rows += u64::try_from(n).unwrap_or(0);
+    }
+    Ok(Dropped { names, rows })
 }
 
-async fn ddl(pool: &MySqlPool, statement: &str) -> anyhow::Result<()> {
+/// A partition change through its procedure (migration 20261129150000): the worker's MySQL
+/// user runs no DDL itself; the procedure runs with its definer's rights and checks `arg`.
+async fn ddl(pool: &MySqlPool, call: &str, arg: &str) -> anyhow::Result<()> {
     sqlx::query(&format!(
-        "SET STATEMENT lock_wait_timeout = {DDL_LOCK_WAIT_SECONDS} FOR {statement}"
+        "SET STATEMENT lock_wait_timeout = {DDL_LOCK_WAIT_SECONDS} FOR {call}"
     ))
+    .bind(arg)
     .execute(pool)
     .await
-    .with_context(|| statement.to_owned())?;
+    .with_context(|| format!("{call} with {arg}"))?;
     Ok(())
 }
 

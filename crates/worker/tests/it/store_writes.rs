@@ -258,14 +258,17 @@ async fn mysql_says_which_message_counts_each_event() {
     assert_eq!(retry.verdicts, [Duplicate]);
     assert_eq!((retry.inserted, retry.duplicates), (0, 1));
 
-    // A row stored by a version that recorded no origin.
+    // A row stored by a version that recorded no origin (migration 20261129150000 copies the
+    // origin, or its absence, into event_ids).
     let pool = target.pool().await;
-    sqlx::query(
-        "UPDATE user_events SET kafka_partition = NULL, kafka_offset = NULL WHERE event_id = 'e2'",
-    )
-    .execute(&pool)
-    .await
-    .unwrap();
+    for table in ["user_events", "event_ids"] {
+        sqlx::query(&format!(
+            "UPDATE {table} SET kafka_partition = NULL, kafka_offset = NULL WHERE event_id = 'e2'"
+        ))
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
     let third = mysql.write(&batch[2..3]).await.unwrap();
     assert_eq!(third.verdicts, [StoredWithoutOrigin]);
 
