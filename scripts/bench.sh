@@ -17,7 +17,9 @@
 #   BENCH_FUNNEL_RATE=0.5  requests/s for the funnel analysis (MySQL). One analysis over 1 M
 #                          events keeps both cores of a 2-core machine busy for ~0.6 s, so 2 req/s
 #                          measures the queue, not the answer time the issue asks about
-#   BENCH_PHASES="ingest worker freshness stats funnel"   which phases to run
+#   BENCH_PHASES="ingest worker freshness stats funnel scale"   which phases to run
+#   BENCH_SCALE_EVENTS=N   events of the scale phase (1 then 3 workers against the local Redis
+#                          Cluster, scripts/redis-cluster.sh; default BENCH_EVENTS / 2)
 #   BENCH_FUNNEL_EVENTS=N  events of the funnel-at-scale phase (default 10000000; quick 1000000):
 #                          scripts/bench-funnel-scale.sh, the funnel analysis beside MySQL's own
 #                          index scan of the same rows
@@ -55,7 +57,7 @@ ROUNDS="${BENCH_ROUNDS:-3}"
 CONCURRENCY="${BENCH_CONCURRENCY:-32}"
 STATS_RATE="${BENCH_STATS_RATE:-1000}"
 FUNNEL_RATE="${BENCH_FUNNEL_RATE:-0.5}"
-PHASES="${BENCH_PHASES:-ingest worker freshness stats funnel}"
+PHASES="${BENCH_PHASES:-ingest worker freshness stats funnel scale}"
 SEED=42
 
 RUN_ID="$(date +%Y%m%d%H%M%S)$$"
@@ -67,6 +69,12 @@ mkdir -p "$WORK" "$OUT_DIR"
 
 MYSQL_BASE="mysql://root@127.0.0.1:3306"
 REDIS_URL="redis://127.0.0.1:6379/0"
+# What workers are started against: the single Redis, or (the scale phase) the local cluster.
+WORKER_REDIS_URL="$REDIS_URL"
+WORKER_REDIS_CLUSTER=false
+CLUSTER_PORTS="${REDIS_CLUSTER_PORTS:-7001 7002 7003}"
+CLUSTER_URLS="$(for p in $CLUSTER_PORTS; do printf 'redis://127.0.0.1:%s,' "$p"; done)"
+CLUSTER_URLS="${CLUSTER_URLS%,}"
 # A private Kafka per phase (start_broker); BENCH_BROKERS=host:port uses an existing cluster.
 BROKERS="${BENCH_BROKERS:-}"
 # Set before anything can fail: the cleanup at exit reads it.
@@ -174,7 +182,8 @@ start_gateway() {
 }
 
 worker_env() { # DB PREFIX TOPIC GROUP PORT
-  echo "WORKER__MYSQL__URL=$MYSQL_BASE/$1" "WORKER__REDIS__URL=$REDIS_URL" \
+  echo "WORKER__MYSQL__URL=$MYSQL_BASE/$1" "WORKER__REDIS__URL=$WORKER_REDIS_URL" \
+    "WORKER__REDIS__CLUSTER=$WORKER_REDIS_CLUSTER" \
     "WORKER__REDIS__KEY_PREFIX=$2" "WORKER__KAFKA__BROKERS=$BROKERS" \
     "WORKER__KAFKA__TOPIC__NAME=$3" "WORKER__KAFKA__DEAD_LETTER_TOPIC=$3.dlq" \
     "WORKER__KAFKA__GROUP_ID=$4" "WORKER__HTTP__PORT=$5" \
@@ -657,6 +666,80 @@ if has_phase freshness; then
 fi
 
 stop_broker
+
+# --- 7. scale out: 1 then 3 workers on the Redis Cluster (issue 21) -------------------------------
+# The same drain as phase 2, with every worker against the local three-master cluster
+# (scripts/redis-cluster.sh) and the schema every migration gives (partitioned user_events
+# once that migration is in). One consumer group of N members on an 8-partition topic, filled
+# once every member holds its partitions. Reported: events/s of 3 workers over 1 (docs/SCALING.md).
+unlink_cluster_keys() { # PREFIX: a project's keys share a slot, so one node holds them all
+  local port
+  for port in $CLUSTER_PORTS; do
+    redis-cli -p "$port" --scan --pattern "$1:*" 2>/dev/null | awk '{print "UNLINK " $0}' |
+      redis-cli -p "$port" >/dev/null 2>&1 || warn "could not delete cluster keys $1 on $port"
+  done
+}
+if has_phase scale; then
+  SCALE_EVENTS="${BENCH_SCALE_EVENTS:-$((EVENTS / 2))}"
+  log "== phase 7: drain of $SCALE_EVENTS events by 1 and 3 workers on the Redis Cluster ($CLUSTER_PORTS)"
+  "$REPO/scripts/redis-cluster.sh" start >/dev/null
+  for port in $CLUSTER_PORTS; do # the nodes' CPU per drain, beside the workers' and MySQL's
+    node_pid="$(redis-cli -p "$port" info server 2>/dev/null | awk -F: '/^process_id:/ {print $2+0}')"
+    [[ -n "$node_pid" ]] && CPU_PIDS[redis$port]="$node_pid"
+  done
+  start_broker scale
+  WORKER_REDIS_URL="$CLUSTER_URLS"
+  WORKER_REDIS_CLUSTER=true
+  for n in 1 3; do
+    db="ifbench_${RUN_ID}_scale$n"
+    prefix="$PREFIX_BASE:scale$n"
+    migrate_db "$db"
+    T_FILL="ifbench.$RUN_ID.scale.w$n"
+    new_topic "$T_FILL"
+    pids=()
+    ports=()
+    for ((i = 1; i <= n; i++)); do
+      port="$(free_port)"
+      start_worker consume "$db" "$prefix" "$T_FILL" "ifbench-$RUN_ID-scale$n" "$port"
+      pids+=("$WORKER_PID")
+      ports+=("$port")
+      CPU_PIDS[scale$i]="$WORKER_PID"
+      # Every member already in is assigned once more for each one that joins.
+      for ((j = 0; j < i; j++)); do
+        wait_for 60 "scale worker $((j + 1)) assignment $((i - j))" assigned "${ports[$j]}" "$((i - j))" ||
+          die "scale worker $((j + 1)) was not (re-)assigned after worker $i joined"
+      done
+    done
+    lg produce --brokers "$BROKERS" --topic "$T_FILL" --fill "$SCALE_EVENTS" --seed "$SEED" \
+      --tag phase=fill --tag "of=scale$n" >/dev/null
+    cpu_mark
+    must lg drain-wait --redis-url "$CLUSTER_URLS" --redis-cluster --prefix "$prefix" \
+      --expect "$SCALE_EVENTS" --timeout "$((SCALE_EVENTS / 300 + 120))" \
+      --pids "$(IFS=,; echo "${pids[*]}")" --clk-tck "$CLK_TCK" \
+      --tag phase=scale --tag "kind=scale$n" --tag round=1 >/dev/null
+    cpu_record "drain-scale$n" 1 "$SCALE_EVENTS"
+    for ((i = 1; i <= n; i++)); do unset "CPU_PIDS[scale$i]"; done
+    sleep 2
+    for pid in "${pids[@]}"; do stop_tracked "$pid"; done
+    must lg check --mysql-url "$MYSQL_BASE/$db" --redis-url "$CLUSTER_URLS" --redis-cluster \
+      --prefix "$prefix" --expect "$SCALE_EVENTS" --tag phase=check --tag "of=scale$n" >/dev/null
+    if [[ "${BENCH_KEEP:-0}" != 1 ]]; then
+      drop_database "$db"
+      unlink_cluster_keys "$prefix"
+    fi
+  done
+  WORKER_REDIS_URL="$REDIS_URL"
+  WORKER_REDIS_CLUSTER=false
+  for port in $CLUSTER_PORTS; do unset "CPU_PIDS[redis$port]"; done
+  stop_broker
+  rates="$(grep -F '"phase":"scale"' "$RESULTS" | grep -oE '"kind":"scale[13]"|"events_per_s":[0-9.]+' |
+    paste -sd' ')"
+  one="$(grep -F '"kind":"scale1"' "$RESULTS" | grep -F '"phase":"scale"' | grep -oE '"events_per_s":[0-9.]+' | cut -d: -f2)"
+  three="$(grep -F '"kind":"scale3"' "$RESULTS" | grep -F '"phase":"scale"' | grep -oE '"events_per_s":[0-9.]+' | cut -d: -f2)"
+  log "  $rates"
+  [[ -n "$one" && -n "$three" ]] &&
+    log "  3 workers / 1 worker: $(awk -v a="$three" -v b="$one" 'BEGIN {printf "%.2f", a / b}') (this machine: $(nproc) cores)"
+fi
 
 # --- 4. the funnel at scale (no Kafka: rows generated inside MariaDB) --------------------------
 FUNNEL_TABLE=""

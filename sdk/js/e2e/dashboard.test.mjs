@@ -13,7 +13,7 @@
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { Tally, artifactsDir, clickAt, env, launch, poll, shopUrl, sleep, stats } from './support.mjs';
+import { Tally, artifactsDir, clickAt, env, launch, poll, shopUrl, shopperContext, sleep, stats } from './support.mjs';
 
 const PROJECT = 'default';
 /** Where the shopper comes from: a search engine (docs/INGEST.md's channel rules). */
@@ -65,8 +65,7 @@ describe('the live dashboard (/ui/)', () => {
     // agent. The shopper arrives from a search engine (its channel: organic_search), and the
     // second page is internal.
     const from = Date.now();
-    const userAgent = `Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/${browser.version()} Safari/537.36`;
-    const shopper = await browser.newContext({ viewport: { width: 1280, height: 1000 }, userAgent });
+    const shopper = await shopperContext(browser, { viewport: { width: 1280, height: 1000 } });
     const shop = await shopper.newPage();
     const tally = new Tally();
     await shop.goto(shopUrl(PROJECT), { referer: SEARCH_REFERRER });

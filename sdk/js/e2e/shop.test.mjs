@@ -13,6 +13,7 @@ import {
   poll,
   recordSends,
   shopUrl,
+  shopperContext,
   sleep,
   startGateway,
   stats,
@@ -80,7 +81,7 @@ describe('the demo shop, end to end', () => {
   it('a shopper’s clicks, navigation, scroll and purchase are stored once, with click coordinates for the heatmap', async (t) => {
     const project = 'journey';
     const from = Date.now();
-    const context = await browser.newContext({ viewport: { width: 1280, height: 720 } });
+    const context = await shopperContext(browser, { viewport: { width: 1280, height: 720 } });
     const sent = recordSends(context);
     const page = await context.newPage();
     const tally = new Tally();
@@ -187,7 +188,7 @@ describe('the demo shop, end to end', () => {
     const project = 'restart';
     const from = Date.now();
     // Tall enough that every button is in view: the test scrolls nothing, so the SDK reports no scroll.
-    const context = await browser.newContext({ viewport: { width: 1280, height: 1000 } });
+    const context = await shopperContext(browser, { viewport: { width: 1280, height: 1000 } });
     const sent = recordSends(context);
     const page = await context.newPage();
     const tally = new Tally();
