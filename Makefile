@@ -43,7 +43,7 @@ test: deps ## fmt check, clippy, tests (Rust, browser), compose and deploy valid
 browser-test: ## the browser SDK: unit tests, then end-to-end in headless Chromium (needs make deps and a broker)
 	scripts/browser-test.sh
 
-bench: ## run the benchmark (scripts/bench.sh)
+bench: ## run the benchmark (scripts/bench.sh; one phase: BENCH_PHASES=retention make bench)
 	@if [[ -x scripts/bench.sh ]]; then scripts/bench.sh; \
 	else echo "make bench: not yet implemented (issue 6)" >&2; exit 1; fi
 

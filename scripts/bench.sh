@@ -17,12 +17,16 @@
 #   BENCH_FUNNEL_RATE=0.5  requests/s for the funnel analysis (MySQL). One analysis over 1 M
 #                          events keeps both cores of a 2-core machine busy for ~0.6 s, so 2 req/s
 #                          measures the queue, not the answer time the issue asks about
-#   BENCH_PHASES="ingest worker freshness stats funnel scale"   which phases to run
+#   BENCH_PHASES="ingest worker freshness stats funnel scale retention"   which phases to run
 #   BENCH_SCALE_EVENTS=N   events of the scale phase (1 then 3 workers against the local Redis
 #                          Cluster, scripts/redis-cluster.sh; default BENCH_EVENTS / 2)
 #   BENCH_FUNNEL_EVENTS=N  events of the funnel-at-scale phase (default 10000000; quick 1000000):
 #                          scripts/bench-funnel-scale.sh, the funnel analysis beside MySQL's own
 #                          index scan of the same rows
+#   BENCH_RETENTION_ROWS=N raw events the retention phase removes (default 1000000), beside
+#                          BENCH_RETENTION_KEEP recent ones it keeps (default 100000):
+#                          scripts/bench-retention.sh, one pass of the retention job on an
+#                          unpartitioned table (chunked DELETE) vs a partitioned one (DROP PARTITION)
 #   BENCH_KEEP=1           keep the run's databases, Redis keys and broker data
 #   BENCH_WORK_DIR=DIR     where the run's private brokers keep their logs, and the MySQL-alone
 #                          baseline its LOAD DATA files (default .data/bench; /dev/shm keeps
@@ -57,7 +61,7 @@ ROUNDS="${BENCH_ROUNDS:-3}"
 CONCURRENCY="${BENCH_CONCURRENCY:-32}"
 STATS_RATE="${BENCH_STATS_RATE:-1000}"
 FUNNEL_RATE="${BENCH_FUNNEL_RATE:-0.5}"
-PHASES="${BENCH_PHASES:-ingest worker freshness stats funnel scale}"
+PHASES="${BENCH_PHASES:-ingest worker freshness stats funnel scale retention}"
 SEED=42
 
 RUN_ID="$(date +%Y%m%d%H%M%S)$$"
@@ -750,6 +754,13 @@ if has_phase funnel; then
     "$REPO/scripts/bench-funnel-scale.sh" | tail -n 3)" || FAILURES+=("funnel at scale")
 fi
 
+# --- 8. retention before and after partitioning (no Kafka: rows generated inside MariaDB) ----
+RETENTION_TABLE=""
+if has_phase retention; then
+  log "== phase 8: retention of ${BENCH_RETENTION_ROWS:-1000000} raw events, chunked DELETE vs DROP PARTITION"
+  RETENTION_TABLE="$("$REPO/scripts/bench-retention.sh" | tail -n 3)" || FAILURES+=("retention")
+fi
+
 for name in "${!PERF_PIDS[@]}"; do profile_stop "$name"; done
 write_profiles
 
@@ -774,5 +785,10 @@ if [[ -n "$FUNNEL_TABLE" ]]; then
   log ""
   log "The funnel at scale (bench/results/funnel-scale.json):"
   log "$FUNNEL_TABLE"
+fi
+if [[ -n "$RETENTION_TABLE" ]]; then
+  log ""
+  log "Retention before and after partitioning (bench/results/retention.json):"
+  log "$RETENTION_TABLE"
 fi
 log "bench: done in ${ELAPSED}s; bench/results/latest.json and latest.md written"
