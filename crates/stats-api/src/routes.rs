@@ -10,7 +10,7 @@ use actix_web::http::Method;
 use actix_web::{web, Route};
 
 use super::filters::{DIMENSION_DOC, FILTER_PARAM, INCLUDE_BOTS_PARAM};
-use super::segments::{BY_LIMIT_PARAM, BY_PARAM};
+use super::segments::{BY2_PARAM, BY_LIMIT_PARAM, BY_PARAM};
 use super::{
     cohorts, dashboard, funnels, live, pages, privacy, reference, sessions, stats, summary,
     timeseries, uniques, users,
@@ -100,12 +100,12 @@ pub static ENDPOINTS: &[Endpoint] = &[
     get("/sessions", "Sessions started in the range: bounce rate, average and median duration, pages per session, entry and exit pages (MySQL)", &[("pages", "Entry and exit pages listed, 1..100, default 10")], true, |r| r.to(sessions::sessions)),
     get("/counts", "Event counts by type for a range (MySQL rollups)", &[("types", "Comma-separated event types (default: all)"), FILTER_PARAM, INCLUDE_BOTS_PARAM], true, |r| r.to(summary::counts)),
     get("/events", "Recent raw events of a type, newest first", &[("event_type", "Required"), ("limit", "1..500, default 50"), ("cursor", "next_cursor of the previous page")], true, |r| r.to(summary::recent_events)),
-    get("/timeseries", "Counts per local bucket, zero buckets included", &[("bucket", "minute | hour | day (default hour)"), ("types", "Comma-separated event types (default: all present)"), FILTER_PARAM, INCLUDE_BOTS_PARAM, BY_PARAM, BY_LIMIT_PARAM], true, |r| r.to(timeseries::timeseries)),
+    get("/timeseries", "Counts per local bucket, zero buckets included", &[("bucket", "minute | hour | day (default hour)"), ("types", "Comma-separated event types (default: all present)"), FILTER_PARAM, INCLUDE_BOTS_PARAM, BY_PARAM, BY2_PARAM, BY_LIMIT_PARAM], true, |r| r.to(timeseries::timeseries)),
     get("/pages/hot", "Top pages by views; whole UTC hours (Redis for the last 7 days, MySQL rollups before)", &[("limit", "1..1000, default 10"), ("source", "auto | redis | mysql"), FILTER_PARAM, INCLUDE_BOTS_PARAM], true, |r| r.to(pages::hot_pages)),
     get("/breakdown", "Top values of one or two dimensions (visitors by channel, country...): events and unique users each", &[("event_type", "Only this event type (default: every type)"), ("by", DIMENSION_DOC), ("by2", "Optional second dimension, as `by`"), ("limit", "1..1000, default 10"), FILTER_PARAM, INCLUDE_BOTS_PARAM], true, |r| r.to(pages::breakdown)),
     get("/heatmap", "Most-clicked elements of a page and the click density grid", &[("page", "Page path, required"), ("cell", "Grid cell size in pixels, 1..2000, default 50"), ("limit", "1..1000, default 20")], true, |r| r.to(pages::heatmap)),
     get("/retention", "Retention cohorts: people by the local day, week or month they started, and the share back in each period after", &[("period", "day | week | month (default week)"), ("start_event", "Cohort by the first time of this event (default: first event ever)"), ("return_event", "Count coming back as doing this event (default: any event)")], true, |r| r.to(cohorts::retention)),
-    get("/conversion", "Users who did A and then B", &[("start_event", "A, required"), ("end_event", "B, required"), ("window_seconds", "B within this long after the first A (default: before `to`)"), FILTER_PARAM, INCLUDE_BOTS_PARAM, BY_PARAM, BY_LIMIT_PARAM], true, |r| r.to(funnels::conversion)),
+    get("/conversion", "Users who did A and then B", &[("start_event", "A, required"), ("end_event", "B, required"), ("window_seconds", "B within this long after the first A (default: before `to`)"), FILTER_PARAM, INCLUDE_BOTS_PARAM, BY_PARAM, BY2_PARAM, BY_LIMIT_PARAM], true, |r| r.to(funnels::conversion)),
     get("/dashboard", "Summary, online now, hot pages, counts and a time series in one call; ETag / If-None-Match -> 304", &[("bucket", "minute | hour | day"), ("online_seconds", "1..1800"), ("pages", "1..100")], true, |r| r.to(dashboard::dashboard)),
     get("/users/{distinct_id}", "A user's profile", &[], false, |r| r.to(users::profile)),
     endpoint(Method::DELETE, Mount::Project, "/users/{distinct_id}", "Erase a person (admin key): raw events, sessions, profile and Redis traces; suppressed from then on; audited", &[], false, |r| r.to(privacy::erase)),
@@ -118,7 +118,7 @@ pub static ENDPOINTS: &[Endpoint] = &[
     get("/funnels/{funnel}", "One funnel", FUNNEL, false, |r| r.to(funnels::get)),
     endpoint(Method::PUT, Mount::Project, "/funnels/{funnel}", "Replace a funnel", FUNNEL, false, |r| r.to(funnels::update)),
     endpoint(Method::DELETE, Mount::Project, "/funnels/{funnel}", "Delete a funnel", FUNNEL, false, |r| r.to(funnels::delete)),
-    get("/funnels/{funnel}/analysis", "Users per step, conversion from first and previous, drop-off, median time to convert", &[("funnel", "Funnel id or name"), ("mode", "ordered | strict (default: the funnel's)"), FILTER_PARAM, INCLUDE_BOTS_PARAM, BY_PARAM, BY_LIMIT_PARAM], true, |r| r.to(funnels::analysis)),
+    get("/funnels/{funnel}/analysis", "Users per step, conversion from first and previous, drop-off, median time to convert", &[("funnel", "Funnel id or name"), ("mode", "ordered | strict (default: the funnel's)"), FILTER_PARAM, INCLUDE_BOTS_PARAM, BY_PARAM, BY2_PARAM, BY_LIMIT_PARAM], true, |r| r.to(funnels::analysis)),
     get("/live", "Server-sent events: online count and per-type counts every second", &[("online_seconds", "1..1800")], false, |r| r.to(live::stream)),
     endpoint(Method::GET, Mount::Reference, "/events/{event_type}/count", "All-time count of one event type (Redis)", &[], false, |r| r.to(reference::type_count)),
     endpoint(Method::GET, Mount::Reference, "/stats", "All-time counts by type and users online now (Redis)", &[], false, |r| r.to(reference::overall)),

@@ -1,5 +1,5 @@
-//! Breakdowns of a whole figure by one dimension (`by=`): a time series per value, a funnel or
-//! a conversion per value. The dimension is any of the filter syntax's (`filters.rs`); the
+//! Breakdowns of a whole figure by one or two dimensions (`by=`, `by2=`): a time series per
+//! value (or pair of values), a funnel or a conversion per value. The dimension is any of the filter syntax's (`filters.rs`); the
 //! values shown are the `by_limit` most frequent, by events (time series) or by people who
 //! entered (funnels, conversion).
 //!
@@ -28,30 +28,102 @@ pub const BY_PARAM: (&str, &str) = (
     "Break the figure down by one dimension (a property, or $channel, $country, $device_type, \
      ... as in filter): one figure per value, the most frequent first",
 );
-pub const BY_LIMIT_PARAM: (&str, &str) = ("by_limit", "Values shown with `by`: 1..20, default 5");
+pub const BY2_PARAM: (&str, &str) = (
+    "by2",
+    "A second dimension with `by`: one figure per pair of values",
+);
+pub const BY_LIMIT_PARAM: (&str, &str) = (
+    "by_limit",
+    "Values (or pairs) shown with `by`: 1..20, default 5",
+);
 
-/// `by=` and `by_limit=`, when a breakdown was asked for.
+/// A segment's values, one per dimension (`None`: the events without a value).
+pub type Values = Vec<Option<String>>;
+
+/// `by=`, `by2=` and `by_limit=`, when a breakdown was asked for.
 #[derive(Debug, Clone)]
 pub struct Segmentation {
-    pub dimension: Dimension,
+    /// One or two.
+    pub dimensions: Vec<Dimension>,
     /// As sent, echoed in the answer.
     pub by: String,
+    pub by2: Option<String>,
     pub limit: u32,
 }
 
 impl Segmentation {
-    pub fn parse(by: Option<&str>, limit: Option<&str>) -> Result<Option<Self>, ApiError> {
-        let Some(by) = by.map(str::trim).filter(|b| !b.is_empty()) else {
-            if limit.is_some() {
-                return Err(ApiError::bad("by_limit", "is only taken with `by`"));
+    pub fn parse(
+        by: Option<&str>,
+        by2: Option<&str>,
+        limit: Option<&str>,
+    ) -> Result<Option<Self>, ApiError> {
+        let Some(by) = given(by) else {
+            for (field, value) in [("by2", by2), ("by_limit", limit)] {
+                if value.is_some() {
+                    return Err(ApiError::bad(field, "is only taken with `by`"));
+                }
             }
             return Ok(None);
         };
+        let mut dimensions = vec![Dimension::parse("by", by)?];
+        let by2 = given(by2);
+        if let Some(by2) = by2 {
+            dimensions.push(Dimension::parse("by2", by2)?);
+        }
         Ok(Some(Self {
-            dimension: Dimension::parse("by", by)?,
+            dimensions,
             by: by.to_owned(),
+            by2: by2.map(str::to_owned),
             limit: params::limit("by_limit", limit, DEFAULT_SEGMENTS, MAX_SEGMENTS)?,
         }))
+    }
+
+    /// `filter` narrowed to the segment `values`.
+    pub fn narrow(&self, filter: &Filter, values: &Values) -> Filter {
+        self.dimensions
+            .iter()
+            .zip(values)
+            .fold(filter.clone(), |f, (d, v)| f.and_value(d, v.as_deref()))
+    }
+
+    /// A segment as JSON: `value` (and `value2` with two dimensions), then `figures`' fields.
+    pub fn segment(&self, values: &Values, figures: serde_json::Value) -> serde_json::Value {
+        let mut segment = serde_json::json!({ "value": values[0] });
+        if let Some(v2) = values.get(1) {
+            segment["value2"] = serde_json::json!(v2);
+        }
+        if let (Some(out), serde_json::Value::Object(fields)) = (segment.as_object_mut(), figures) {
+            out.extend(fields);
+        }
+        segment
+    }
+
+    /// Adds `by` (and `by2`) and the segments to an answer.
+    pub fn answer(&self, answer: &mut serde_json::Value, segments: Vec<serde_json::Value>) {
+        answer["by"] = serde_json::json!(self.by);
+        if let Some(by2) = &self.by2 {
+            answer["by2"] = serde_json::json!(by2);
+        }
+        answer["segments"] = serde_json::json!(segments);
+    }
+
+    /// The dimensions' values as `v1`, `v2` columns of a query.
+    fn push_values(&self, q: &mut sqlx::QueryBuilder<'_, sqlx::MySql>) {
+        for (i, dimension) in self.dimensions.iter().enumerate() {
+            if i > 0 {
+                q.push(", ");
+            }
+            dimension.push_sql(q);
+            q.push(format!(" AS v{}", i + 1));
+        }
+    }
+
+    fn group_by(&self) -> &'static str {
+        if self.dimensions.len() == 2 {
+            "v1, v2"
+        } else {
+            "v1"
+        }
     }
 
     /// The `limit` values of the dimension with the most events of `types` (all when empty)
@@ -63,10 +135,10 @@ impl Segmentation {
         (from, to): (NaiveDateTime, NaiveDateTime),
         types: &[String],
         filter: &Filter,
-    ) -> Result<Vec<Option<String>>, ApiError> {
+    ) -> Result<Vec<Values>, ApiError> {
         let mut q = sqlx::QueryBuilder::<sqlx::MySql>::new("SELECT ");
-        self.dimension.push_sql(&mut q);
-        q.push(" AS v FROM user_events WHERE project = ")
+        self.push_values(&mut q);
+        q.push(" FROM user_events WHERE project = ")
             .push_bind(project)
             .push(" AND event_time >= ")
             .push_bind(from)
@@ -81,10 +153,21 @@ impl Segmentation {
             q.push(")");
         }
         filter.push_sql(&mut q);
-        q.push(" GROUP BY v ORDER BY COUNT(*) DESC, v LIMIT ")
-            .push_bind(self.limit);
-        let values: Vec<Option<Vec<u8>>> = q.build_query_scalar().fetch_all(db).await?;
-        Ok(values.into_iter().map(text).collect())
+        let group = self.group_by();
+        q.push(format!(
+            " GROUP BY {group} ORDER BY COUNT(*) DESC, {group} LIMIT "
+        ))
+        .push_bind(self.limit);
+        let rows = q.build().fetch_all(db).await?;
+        rows.iter().map(|row| self.values_of(row, 0)).collect()
+    }
+
+    /// The dimensions' values of a row, from column `from` on.
+    fn values_of(&self, row: &sqlx::mysql::MySqlRow, from: usize) -> Result<Values, ApiError> {
+        use sqlx::Row;
+        (0..self.dimensions.len())
+            .map(|i| Ok(text(row.try_get::<Option<Vec<u8>>, _>(from + i)?)))
+            .collect()
     }
 
     /// Per person who did `entry_type` in `[from, to)` (among the events the filter accepts),
@@ -96,10 +179,10 @@ impl Segmentation {
         entry_type: &str,
         (from, to): (NaiveDateTime, NaiveDateTime),
         filter: &Filter,
-    ) -> Result<HashMap<String, Option<String>>, ApiError> {
+    ) -> Result<HashMap<String, Values>, ApiError> {
         let mut q = sqlx::QueryBuilder::<sqlx::MySql>::new("SELECT distinct_id, ");
-        self.dimension.push_sql(&mut q);
-        q.push(" AS v FROM user_events WHERE project = ")
+        self.push_values(&mut q);
+        q.push(" FROM user_events WHERE project = ")
             .push_bind(project)
             .push(" AND event_type = ")
             .push_bind(entry_type)
@@ -109,11 +192,15 @@ impl Segmentation {
             .push_bind(to);
         filter.push_sql(&mut q);
         q.push(" ORDER BY event_time DESC, id DESC");
-        let rows: Vec<(Vec<u8>, Option<Vec<u8>>)> = q.build_query_as().fetch_all(db).await?;
+        let rows = q.build().fetch_all(db).await?;
         // Newest first: the last write per person is their first entry.
         let mut first = HashMap::with_capacity(rows.len());
-        for (who, value) in rows {
-            first.insert(String::from_utf8_lossy(&who).into_owned(), text(value));
+        for row in rows {
+            let who: Vec<u8> = sqlx::Row::try_get(&row, 0)?;
+            first.insert(
+                String::from_utf8_lossy(&who).into_owned(),
+                self.values_of(&row, 1)?,
+            );
         }
         Ok(first)
     }
@@ -123,9 +210,9 @@ impl Segmentation {
     pub fn partition<T>(
         &self,
         people: HashMap<String, T>,
-        entry: &HashMap<String, Option<String>>,
-    ) -> Vec<(Option<String>, HashMap<String, T>)> {
-        let mut segments: HashMap<Option<String>, HashMap<String, T>> = HashMap::new();
+        entry: &HashMap<String, Values>,
+    ) -> Vec<(Values, HashMap<String, T>)> {
+        let mut segments: HashMap<Values, HashMap<String, T>> = HashMap::new();
         for (who, data) in people {
             if let Some(value) = entry.get(&who) {
                 segments.entry(value.clone()).or_default().insert(who, data);
@@ -138,6 +225,11 @@ impl Segmentation {
     }
 }
 
+/// A parameter given and not blank.
+fn given(value: Option<&str>) -> Option<&str> {
+    value.map(str::trim).filter(|v| !v.is_empty())
+}
+
 fn text(value: Option<Vec<u8>>) -> Option<String> {
     value.map(|v| String::from_utf8_lossy(&v).into_owned())
 }
@@ -148,44 +240,66 @@ mod tests {
 
     #[test]
     fn people_are_split_by_entry_value_largest_first() {
-        let by = Segmentation::parse(Some("$channel"), Some("2"))
+        let by = Segmentation::parse(Some("$channel"), None, Some("2"))
             .unwrap()
             .unwrap();
         let people: HashMap<String, u8> = ["a", "b", "c", "d", "e"]
             .iter()
             .map(|p| (p.to_string(), 0))
             .collect();
-        let entry: HashMap<String, Option<String>> = [
+        let entry: HashMap<String, Values> = [
             ("a", Some("email")),
             ("b", Some("direct")),
             ("c", Some("direct")),
             ("d", None),
         ]
         .iter()
-        .map(|(p, v)| (p.to_string(), v.map(str::to_owned)))
+        .map(|(p, v)| (p.to_string(), vec![v.map(str::to_owned)]))
         .collect();
         let segments = by.partition(people, &entry);
         let shape: Vec<(Option<&str>, usize)> = segments
             .iter()
-            .map(|(v, people)| (v.as_deref(), people.len()))
+            .map(|(v, people)| (v[0].as_deref(), people.len()))
             .collect();
         // direct (2), then the ties by value: None sorts before Some("email"); "e" entered not.
         assert_eq!(shape, [(Some("direct"), 2), (None, 1)]);
     }
 
     #[test]
+    fn a_segment_names_its_values_and_narrows_the_filter() {
+        let by = Segmentation::parse(Some("$channel"), Some("$country"), None)
+            .unwrap()
+            .unwrap();
+        let values = vec![Some("email".to_owned()), None];
+        let segment = by.segment(&values, serde_json::json!({"users": 3}));
+        assert_eq!(
+            segment,
+            serde_json::json!({"value": "email", "value2": null, "users": 3})
+        );
+        let narrowed = by.narrow(&Filter::default(), &values);
+        let mut q = sqlx::QueryBuilder::<sqlx::MySql>::new("WHERE project = 'p'");
+        narrowed.push_sql(&mut q);
+        assert_eq!(
+            q.sql(),
+            "WHERE project = 'p' AND is_bot = 0 AND (channel IN (?)) AND country IS NULL"
+        );
+    }
+
+    #[test]
     fn bad_breakdowns_are_400s_on_their_field() {
-        assert!(Segmentation::parse(None, None).unwrap().is_none());
-        for (by, limit, field) in [
-            (Some("$nope"), None, "by"),
-            (Some("$channel"), Some("0"), "by_limit"),
-            (Some("$channel"), Some("21"), "by_limit"),
-            (None, Some("3"), "by_limit"),
+        assert!(Segmentation::parse(None, None, None).unwrap().is_none());
+        for (by, by2, limit, field) in [
+            (Some("$nope"), None, None, "by"),
+            (Some("$channel"), Some("$nope"), None, "by2"),
+            (Some("$channel"), None, Some("0"), "by_limit"),
+            (Some("$channel"), None, Some("21"), "by_limit"),
+            (None, None, Some("3"), "by_limit"),
+            (None, Some("$country"), None, "by2"),
         ] {
-            let err = Segmentation::parse(by, limit).unwrap_err();
+            let err = Segmentation::parse(by, by2, limit).unwrap_err();
             assert!(
                 format!("{err:?}").contains(field),
-                "{by:?} {limit:?}: {err:?}"
+                "{by:?} {by2:?} {limit:?}: {err:?}"
             );
         }
     }

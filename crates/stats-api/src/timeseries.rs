@@ -29,6 +29,7 @@ pub struct SeriesQuery {
     pub filter: Option<String>,
     pub include_bots: Option<String>,
     pub by: Option<String>,
+    pub by2: Option<String>,
     pub by_limit: Option<String>,
 }
 
@@ -159,7 +160,11 @@ pub async fn timeseries(
     let (range, tz) = query.range.resolve(unit.default_range())?;
     let types = params::event_types("types", query.types.as_deref())?;
     let filter = Filter::parse(query.filter.as_deref(), query.include_bots.as_deref())?;
-    let by = Segmentation::parse(query.by.as_deref(), query.by_limit.as_deref())?;
+    let by = Segmentation::parse(
+        query.by.as_deref(),
+        query.by2.as_deref(),
+        query.by_limit.as_deref(),
+    )?;
     let as_of = state.as_of(&project).await?;
     let (covered, buckets) = series(
         state.db(),
@@ -178,8 +183,8 @@ pub async fn timeseries(
             .top_values(state.db(), project.as_str(), span, &types, &filter)
             .await?;
         let mut segments = Vec::with_capacity(values.len());
-        for value in values {
-            let segment = filter.and_value(&by.dimension, value.as_deref());
+        for values in values {
+            let segment = by.narrow(&filter, &values);
             let (_, buckets) = series(
                 state.db(),
                 project.as_str(),
@@ -190,10 +195,9 @@ pub async fn timeseries(
                 &segment,
             )
             .await?;
-            segments.push(json!({"value": value, "buckets": buckets}));
+            segments.push(by.segment(&values, json!({ "buckets": buckets })));
         }
-        answer["by"] = json!(by.by);
-        answer["segments"] = json!(segments);
+        by.answer(&mut answer, segments);
     }
     Ok(Answer::about(&project, as_of)
         .range(covered)

@@ -88,6 +88,7 @@ pub struct AnalysisQuery {
     pub filter: Option<String>,
     pub include_bots: Option<String>,
     pub by: Option<String>,
+    pub by2: Option<String>,
     pub by_limit: Option<String>,
 }
 
@@ -109,7 +110,11 @@ pub async fn analysis(
     let window_ms = i64::from(funnel.spec.window_seconds) * 1000;
     let horizon = range.to + Duration::milliseconds(window_ms);
     let filter = Filter::parse(query.filter.as_deref(), query.include_bots.as_deref())?;
-    let by = Segmentation::parse(query.by.as_deref(), query.by_limit.as_deref())?;
+    let by = Segmentation::parse(
+        query.by.as_deref(),
+        query.by2.as_deref(),
+        query.by_limit.as_deref(),
+    )?;
     let as_of = state.as_of(&project).await?;
     let users = load_hits(
         state.db(),
@@ -143,13 +148,15 @@ pub async fn analysis(
             Some(
                 segments
                     .into_iter()
-                    .map(|(value, users)| {
+                    .map(|(values, users)| {
                         let results = summarize(users, n_steps, mode, bounds);
-                        json!({
-                            "value": value,
-                            "steps": step_values(&funnel.spec.steps, &results),
-                            "overall_conversion": overall(&results),
-                        })
+                        by.segment(
+                            &values,
+                            json!({
+                                "steps": step_values(&funnel.spec.steps, &results),
+                                "overall_conversion": overall(&results),
+                            }),
+                        )
                     })
                     .collect::<Vec<_>>(),
             )
@@ -164,8 +171,7 @@ pub async fn analysis(
         "overall_conversion": overall(&results),
     });
     if let (Some(by), Some(segments)) = (by, segments) {
-        answer["by"] = json!(by.by);
-        answer["segments"] = json!(segments);
+        by.answer(&mut answer, segments);
     }
     Ok(Answer::about(&project, as_of)
         .range(range)
@@ -211,6 +217,7 @@ pub struct ConversionQuery {
     pub filter: Option<String>,
     pub include_bots: Option<String>,
     pub by: Option<String>,
+    pub by2: Option<String>,
     pub by_limit: Option<String>,
 }
 
@@ -246,7 +253,11 @@ pub async fn conversion(
         },
     ];
     let filter = Filter::parse(query.filter.as_deref(), query.include_bots.as_deref())?;
-    let by = Segmentation::parse(query.by.as_deref(), query.by_limit.as_deref())?;
+    let by = Segmentation::parse(
+        query.by.as_deref(),
+        query.by2.as_deref(),
+        query.by_limit.as_deref(),
+    )?;
     let as_of = state.as_of(&project).await?;
     let users = load_hits(
         state.db(),
@@ -282,10 +293,11 @@ pub async fn conversion(
             Some(
                 segments
                     .into_iter()
-                    .map(|(value, users)| {
-                        let mut segment = figures(summarize(users, 2, OrderMode::Ordered, bounds));
-                        segment["value"] = json!(value);
-                        segment
+                    .map(|(values, users)| {
+                        by.segment(
+                            &values,
+                            figures(summarize(users, 2, OrderMode::Ordered, bounds)),
+                        )
                     })
                     .collect::<Vec<_>>(),
             )
@@ -297,8 +309,7 @@ pub async fn conversion(
     answer["end_event"] = json!(end);
     answer["window_seconds"] = json!(window_seconds);
     if let (Some(by), Some(segments)) = (by, segments) {
-        answer["by"] = json!(by.by);
-        answer["segments"] = json!(segments);
+        by.answer(&mut answer, segments);
     }
     Ok(Answer::about(&project, as_of)
         .range(range)

@@ -233,7 +233,7 @@ fn geo_database(dir: &Path) -> PathBuf {
     ] {
         writer
             .insert_value(
-                network.parse::<ipnet::IpNet>().unwrap(),
+                network.parse::<ipnet::IpNet>().expect("a network"),
                 Mmdb::map([
                     ("country", Mmdb::map([("iso_code", Mmdb::from(country))])),
                     (
@@ -243,11 +243,12 @@ fn geo_database(dir: &Path) -> PathBuf {
                     ("city", Mmdb::map([("names", names(city))])),
                 ]),
             )
-            .unwrap();
+            .expect("a record the writer takes");
     }
-    std::fs::create_dir_all(dir).unwrap();
+    std::fs::create_dir_all(dir).expect("the test's directory");
     let path = dir.join("test-city.mmdb");
-    std::fs::write(&path, writer.to_bytes().unwrap()).unwrap();
+    let bytes = writer.to_bytes().expect("the database's bytes");
+    std::fs::write(&path, bytes).expect("the database file");
     path
 }
 
@@ -257,9 +258,9 @@ async fn pipeline(geo: &Path) -> TestPipeline {
     let target = WorkerTarget::create().await;
     let worker = spawn_worker_with(worker_settings(&target), insightflow_worker::Role::All).await;
     let mut settings = ingest_settings(&target.topic, &kafka_brokers());
-    settings.http.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+    settings.http.trusted_proxies = vec!["127.0.0.1/32".parse().expect("a network")];
     settings.geo.database = geo.display().to_string();
-    settings.bots.ignore_ips = vec!["203.0.113.0/24".parse().unwrap()];
+    settings.bots.ignore_ips = vec!["203.0.113.0/24".parse().expect("a network")];
     // Every visit here comes from one test address: the per-IP limit is not under test.
     settings.rate_limit.per_ip_per_second = 0.0;
     let ingest = spawn_ingest_with(settings).await;
@@ -270,7 +271,7 @@ async fn pipeline(geo: &Path) -> TestPipeline {
         http: reqwest::Client::builder()
             .timeout(std::time::Duration::from_secs(20))
             .build()
-            .unwrap(),
+            .expect("an HTTP client"),
     }
 }
 
@@ -292,6 +293,15 @@ async fn send(p: &TestPipeline, visit: &Visit, events: Vec<Value>) {
     let answer: Value = response.json().await.unwrap_or(Value::Null);
     assert_eq!(status, 200, "{path}: {answer}");
 }
+
+/// A landing page view as stored: distinct id, channel, campaign, click id type, country.
+type Landing = (
+    String,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+);
 
 /// Unique visitors per key, over the visits `keep` admits.
 fn visitors_by<K: Ord>(
@@ -316,7 +326,7 @@ fn breakdown_users(answer: &Value) -> BTreeMap<(Option<String>, Option<String>),
             let text = |x: &Value| x.as_str().map(str::to_owned);
             (
                 (text(&v["value"]), text(&v["value2"])),
-                v["unique_users"].as_i64().unwrap(),
+                v["unique_users"].as_i64().expect("unique_users"),
             )
         })
         .collect()
@@ -366,13 +376,7 @@ async fn visitors_by_channel_and_country_without_bots() {
             .await
             .unwrap();
     assert_eq!((stored, flagged), (all_events, bot_events));
-    let landing: Vec<(
-        String,
-        Option<String>,
-        Option<String>,
-        Option<String>,
-        Option<String>,
-    )> = sqlx::query_as(
+    let landing: Vec<Landing> = sqlx::query_as(
         "SELECT CAST(distinct_id AS CHAR), CAST(channel AS CHAR), CAST(utm_campaign AS CHAR), \
              CAST(click_id_type AS CHAR), CAST(country AS CHAR) FROM user_events \
              WHERE event_id LIKE '%-0' ORDER BY distinct_id",
@@ -499,6 +503,42 @@ async fn visitors_by_channel_and_country_without_bots() {
         .collect();
     assert_eq!(got, expected, "{answer}");
     assert_eq!(answer["converted_users"], human_buyers, "{answer}");
+
+    // By entry channel and country: one segment per pair.
+    let answer = ok(
+        &p,
+        &format!(
+            "{base}/conversion?{range}&start_event=page_view&end_event=purchase&by=$channel&by2=$country&by_limit=20"
+        ),
+    )
+    .await;
+    let mut expected_pairs: BTreeMap<(Option<String>, Option<String>), (i64, i64)> =
+        BTreeMap::new();
+    for (n, v) in visits.iter().enumerate().filter(|(_, v)| !v.bot) {
+        let key = (Some(v.channel.to_owned()), v.country.map(str::to_owned));
+        let e = expected_pairs.entry(key).or_default();
+        e.0 += 1;
+        e.1 += i64::from(BUYERS.contains(&n));
+    }
+    let got_pairs: BTreeMap<(Option<String>, Option<String>), (i64, i64)> = answer["segments"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{answer}"))
+        .iter()
+        .map(|s| {
+            (
+                (
+                    s["value"].as_str().map(str::to_owned),
+                    s["value2"].as_str().map(str::to_owned),
+                ),
+                (
+                    s["start_users"].as_i64().unwrap(),
+                    s["converted_users"].as_i64().unwrap(),
+                ),
+            )
+        })
+        .collect();
+    assert_eq!(got_pairs, expected_pairs, "{answer}");
+    assert_eq!(answer["by2"], "$country", "{answer}");
 
     // The same as a funnel, segmented the same way.
     let (status, created) = send_stats(
