@@ -205,6 +205,29 @@ impl Segmentation {
         Ok(first)
     }
 
+    /// A figure per segment of `people` by their entry value (`entry_values`,
+    /// `partition`): `figures` computes one segment's figure from its people.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn people_segments<T: Clone>(
+        &self,
+        db: &MySqlPool,
+        project: &str,
+        entry_type: &str,
+        span: (NaiveDateTime, NaiveDateTime),
+        filter: &Filter,
+        people: &HashMap<String, T>,
+        figures: impl Fn(HashMap<String, T>) -> serde_json::Value,
+    ) -> Result<Vec<serde_json::Value>, ApiError> {
+        let entry = self
+            .entry_values(db, project, entry_type, span, filter)
+            .await?;
+        Ok(self
+            .partition(people.clone(), &entry)
+            .into_iter()
+            .map(|(values, people)| self.segment(&values, figures(people)))
+            .collect())
+    }
+
     /// `people` split by their entry value, the `limit` largest segments first (ties by
     /// value); people without an entry are in no segment.
     pub fn partition<T>(

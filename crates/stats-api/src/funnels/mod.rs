@@ -133,34 +133,26 @@ pub async fn analysis(
         horizon_ms: horizon.timestamp_millis(),
     };
     let n_steps = funnel.spec.steps.len();
+    let figures = |users| {
+        let results = summarize(users, n_steps, mode, bounds);
+        json!({
+            "steps": step_values(&funnel.spec.steps, &results),
+            "overall_conversion": overall(&results),
+        })
+    };
     let segments = match &by {
-        Some(by) => {
-            let entry = by
-                .entry_values(
-                    state.db(),
-                    project.as_str(),
-                    &funnel.spec.steps[0].event_type,
-                    (range.from_naive(), range.to_naive()),
-                    &filter,
-                )
-                .await?;
-            let segments = by.partition(users.clone(), &entry);
-            Some(
-                segments
-                    .into_iter()
-                    .map(|(values, users)| {
-                        let results = summarize(users, n_steps, mode, bounds);
-                        by.segment(
-                            &values,
-                            json!({
-                                "steps": step_values(&funnel.spec.steps, &results),
-                                "overall_conversion": overall(&results),
-                            }),
-                        )
-                    })
-                    .collect::<Vec<_>>(),
+        Some(by) => Some(
+            by.people_segments(
+                state.db(),
+                project.as_str(),
+                &funnel.spec.steps[0].event_type,
+                (range.from_naive(), range.to_naive()),
+                &filter,
+                &users,
+                figures,
             )
-        }
+            .await?,
+        ),
         None => None,
     };
     let results = summarize(users, n_steps, mode, bounds);
@@ -284,24 +276,18 @@ pub async fn conversion(
         })
     };
     let segments = match &by {
-        Some(by) => {
-            let span = (range.from_naive(), range.to_naive());
-            let entry = by
-                .entry_values(state.db(), project.as_str(), &start, span, &filter)
-                .await?;
-            let segments = by.partition(users.clone(), &entry);
-            Some(
-                segments
-                    .into_iter()
-                    .map(|(values, users)| {
-                        by.segment(
-                            &values,
-                            figures(summarize(users, 2, OrderMode::Ordered, bounds)),
-                        )
-                    })
-                    .collect::<Vec<_>>(),
+        Some(by) => Some(
+            by.people_segments(
+                state.db(),
+                project.as_str(),
+                &start,
+                (range.from_naive(), range.to_naive()),
+                &filter,
+                &users,
+                |users| figures(summarize(users, 2, OrderMode::Ordered, bounds)),
             )
-        }
+            .await?,
+        ),
         None => None,
     };
     let mut answer = figures(summarize(users, 2, OrderMode::Ordered, bounds));
