@@ -291,6 +291,19 @@ impl Filter {
     }
 }
 
+/// ` AND event_type IN (...)` for `types`; nothing when empty (every type).
+pub fn push_types(q: &mut QueryBuilder<'_, MySql>, types: &[String]) {
+    if types.is_empty() {
+        return;
+    }
+    q.push(" AND event_type IN (");
+    let mut list = q.separated(", ");
+    for t in types {
+        list.push_bind(t.clone());
+    }
+    q.push(")");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -15,7 +15,7 @@ use chrono::NaiveDateTime;
 use sqlx::MySqlPool;
 
 use super::error::ApiError;
-use super::filters::{Dimension, Filter};
+use super::filters::{push_types, Dimension, Filter};
 use super::params;
 
 /// The most values a breakdown shows, and the default.
@@ -144,14 +144,7 @@ impl Segmentation {
             .push_bind(from)
             .push(" AND event_time < ")
             .push_bind(to);
-        if !types.is_empty() {
-            q.push(" AND event_type IN (");
-            let mut list = q.separated(", ");
-            for t in types {
-                list.push_bind(t.as_str());
-            }
-            q.push(")");
-        }
+        push_types(&mut q, types);
         filter.push_sql(&mut q);
         let group = self.group_by();
         q.push(format!(

@@ -14,7 +14,7 @@ use super::auth::Project;
 use super::envelope::Answer;
 use super::error::ApiError;
 use super::event_pages::{event_page, ListingQuery};
-use super::filters::Filter;
+use super::filters::{push_types, Filter};
 use super::limits::Heavy;
 use super::params::{self, RangeParams, TimeRange};
 use super::sessions::{session_figures, PAGES_DEFAULT};
@@ -252,14 +252,7 @@ pub async fn counts_by_type(
         .push_bind(range.from_naive())
         .push(format!(" AND {time} < "))
         .push_bind(range.to_naive());
-    if !types.is_empty() {
-        q.push(" AND event_type IN (");
-        let mut list = q.separated(", ");
-        for t in types {
-            list.push_bind(t.as_str());
-        }
-        q.push(")");
-    }
+    push_types(&mut q, types);
     if !filter.is_empty() {
         filter.push_sql(&mut q);
     }

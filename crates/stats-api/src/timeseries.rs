@@ -13,7 +13,7 @@ use super::auth::Project;
 use super::buckets::{self, BucketUnit};
 use super::envelope::Answer;
 use super::error::ApiError;
-use super::filters::Filter;
+use super::filters::{push_types, Filter};
 use super::limits::Heavy;
 use super::params::{self, RangeParams, TimeRange};
 use super::segments::Segmentation;
@@ -101,14 +101,7 @@ pub async fn series(
         .push_bind(first.naive_utc())
         .push(format!(" AND {time} < "))
         .push_bind(last.naive_utc());
-    if !types.is_empty() {
-        q.push(" AND event_type IN (");
-        let mut list = q.separated(", ");
-        for t in types {
-            list.push_bind(t.as_str());
-        }
-        q.push(")");
-    }
+    push_types(&mut q, types);
     if !filter.is_empty() {
         filter.push_sql(&mut q);
         q.push(" GROUP BY bucket, event_type");

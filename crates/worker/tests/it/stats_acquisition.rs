@@ -264,15 +264,7 @@ async fn pipeline(geo: &Path) -> TestPipeline {
     // Every visit here comes from one test address: the per-IP limit is not under test.
     settings.rate_limit.per_ip_per_second = 0.0;
     let ingest = spawn_ingest_with(settings).await;
-    TestPipeline {
-        ingest,
-        worker,
-        target,
-        http: reqwest::Client::builder()
-            .timeout(std::time::Duration::from_secs(20))
-            .build()
-            .expect("an HTTP client"),
-    }
+    TestPipeline::of(ingest, worker, target)
 }
 
 async fn send(p: &TestPipeline, visit: &Visit, events: Vec<Value>) {

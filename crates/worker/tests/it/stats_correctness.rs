@@ -11,7 +11,6 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use chrono::{DateTime, Duration, DurationRound, NaiveDateTime, Utc};
 use chrono_tz::Tz;
-use insightflow_worker::Role;
 use serde_json::json;
 
 use crate::correctness_support::answers::{
@@ -22,9 +21,7 @@ use crate::correctness_support::dataset::{
 };
 use crate::correctness_support::expected::{self, midnight, Bucket, Local, Until};
 use crate::stats_support::{ingest, ok, query_value, send, wait_applied};
-use crate::support::{
-    spawn_ingest, spawn_worker_with, worker_settings, RedisKind, TestPipeline, WorkerTarget,
-};
+use crate::support::{worker_settings, RedisKind, TestPipeline, WorkerTarget};
 
 const TYPES: [&str; 5] = ["page_view", "click", "product_view", "cart_add", "purchase"];
 
@@ -35,17 +32,7 @@ async fn start(redis: RedisKind) -> TestPipeline {
     let target = WorkerTarget::create_on(redis).await;
     let mut settings = worker_settings(&target);
     settings.retention.raw_event_days = 0;
-    let worker = spawn_worker_with(settings, Role::All).await;
-    let ingest = spawn_ingest(&target.topic).await;
-    TestPipeline {
-        ingest,
-        worker,
-        target,
-        http: reqwest::Client::builder()
-            .timeout(std::time::Duration::from_secs(20))
-            .build()
-            .expect("http client"),
-    }
+    TestPipeline::start_with(target, settings).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -427,6 +427,11 @@ impl TestPipeline {
     pub async fn start_with(target: WorkerTarget, settings: WorkerSettings) -> Self {
         let worker = spawn_worker_with(settings, Role::All).await;
         let ingest = spawn_ingest(&target.topic).await;
+        Self::of(ingest, worker, target)
+    }
+
+    /// A gateway and a worker already started on `target` (each with its own settings).
+    pub fn of(ingest: TestIngest, worker: TestWorker, target: WorkerTarget) -> Self {
         Self {
             ingest,
             worker,
