@@ -438,8 +438,10 @@ async fn replay(
             );
         }
         let rows: Vec<StoredEvent> = sqlx::query_as(
+            // A bot's events are stored, and counted nowhere: not in Redis either.
             "SELECT id, project, event_id, distinct_id, event_type, event_time, page_path, \
-             session_id, kafka_partition FROM user_events WHERE id > ? ORDER BY id LIMIT ?",
+             session_id, kafka_partition FROM user_events WHERE id > ? AND is_bot = 0 \
+             ORDER BY id LIMIT ?",
         )
         .bind(after)
         .bind(ROWS_PER_READ)

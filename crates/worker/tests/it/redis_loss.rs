@@ -15,14 +15,11 @@ use std::time::Duration;
 use crate::support::counts::{events, metric, mysql_count, send, wait_for_both, WAIT};
 use crate::support::state::{assert_same, snapshot};
 use crate::support::{
-    eventually, keys_with_prefix, spawn_ingest, spawn_worker_with, worker_settings, RedisKind,
-    WorkerTarget,
+    eventually, keys_with_prefix, spawn_ingest, spawn_worker_with, stores, worker_settings,
+    RedisKind, WorkerTarget,
 };
 use insightflow_store::keys::{self, Keys};
-use insightflow_worker::metrics::WorkerMetrics;
 use insightflow_worker::rebuild;
-use insightflow_worker::store::mysql::MysqlStore;
-use insightflow_worker::store::redis::RedisStore;
 use insightflow_worker::{Role, Settings as WorkerSettings};
 use serde_json::Value;
 
@@ -277,16 +274,6 @@ async fn stored_through_the_pipeline_on(
     worker.stop().await;
     ingest.stop().await;
     (target, settings, sent)
-}
-
-/// The stores a rebuild works on, as `worker rebuild-redis` builds them.
-async fn stores(settings: &WorkerSettings) -> (MysqlStore, RedisStore, WorkerMetrics) {
-    let mysql = MysqlStore::connect(&settings.mysql).await.unwrap();
-    let redis = RedisStore::connect(&settings.redis, &settings.aggregates)
-        .await
-        .unwrap();
-    let metrics = WorkerMetrics::register(&prometheus::Registry::new()).unwrap();
-    (mysql, redis, metrics)
 }
 
 /// The rebuild and the guard on the local Redis Cluster.

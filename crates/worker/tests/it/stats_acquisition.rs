@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 
 use crate::stats_support::{ok, query_value, send as send_stats};
 use crate::support::{
-    eventually, ingest_settings, kafka_brokers, spawn_ingest_with, spawn_worker_with,
+    eventually, ingest_settings, kafka_brokers, spawn_ingest_with, spawn_worker_with, stores,
     worker_settings, TestPipeline, WorkerTarget,
 };
 
@@ -622,6 +622,15 @@ async fn visitors_by_channel_and_country_without_bots() {
         .await;
     assert_eq!(status, 400, "{bad}");
     assert!(bad.to_string().contains("include_bots"), "{bad}");
+
+    // A Redis rebuild from MySQL replays the people's events only.
+    let (mysql, redis, metrics) = stores(&worker_settings(&p.target)).await;
+    let rebuilt = insightflow_worker::rebuild::rebuild_now(&mysql, &redis, &metrics)
+        .await
+        .expect("the rebuild runs");
+    assert_eq!(rebuilt.events_replayed as i64, people_events, "{rebuilt:?}");
+    let live = ok(&p, "/api/v1/stats/events?project=default").await;
+    assert_eq!(live["total"].as_i64(), Some(people_events), "{live}");
 
     // And the worker counted them.
     let metrics = p

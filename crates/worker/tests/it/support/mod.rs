@@ -404,6 +404,30 @@ pub async fn spawn_worker_with(settings: WorkerSettings, role: Role) -> TestWork
     }
 }
 
+/// The worker's stores as `settings` connect them, outside a running worker (a rebuild run
+/// by hand, a batch written directly).
+pub async fn stores(
+    settings: &WorkerSettings,
+) -> (
+    MysqlStore,
+    insightflow_worker::store::redis::RedisStore,
+    insightflow_worker::metrics::WorkerMetrics,
+) {
+    let mysql = MysqlStore::connect(&settings.mysql)
+        .await
+        .expect("MySQL store");
+    let redis = insightflow_worker::store::redis::RedisStore::connect(
+        &settings.redis,
+        &settings.aggregates,
+    )
+    .await
+    .expect("Redis store");
+    let metrics =
+        insightflow_worker::metrics::WorkerMetrics::register(&prometheus::Registry::new())
+            .expect("worker metrics");
+    (mysql, redis, metrics)
+}
+
 pub async fn spawn_worker(target: &WorkerTarget) -> TestWorker {
     spawn_worker_with(worker_settings(target), Role::All).await
 }
