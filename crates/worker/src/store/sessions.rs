@@ -336,7 +336,8 @@ async fn recompute_server_sessions(
         span.0 -= TIME_SLACK;
         span.1 += TIME_SLACK;
     }
-    // 1. The server sessions with an event within the gap of a new one.
+    // 1. Every sessionless event within the gap of a new one (the new ones included), and
+    // the server sessions they are in.
     let near: BTreeMap<Person, (NaiveDateTime, NaiveDateTime)> = spans
         .iter()
         .map(|(p, (from, to))| (p.clone(), (*from - rule.inactivity, *to + rule.inactivity)))
@@ -348,9 +349,9 @@ async fn recompute_server_sessions(
         .map(|e| (e.project().as_str(), e.event_id().as_str()))
         .collect();
     let is_new = |e: &SpanEvent| new.contains(&(e.project.as_str(), e.event_id.as_str()));
-    let touched: Vec<SpanEvent> = read_spans(tx, &near, true).await?;
+    let near_events: Vec<SpanEvent> = read_spans(tx, &near).await?;
     let mut touched_ids: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
-    for e in touched.iter().filter(|e| !is_new(e)) {
+    for e in near_events.iter().filter(|e| !is_new(e)) {
         if let Some(id) = &e.session_id {
             touched_ids
                 .entry(e.project.as_str())
@@ -381,14 +382,33 @@ async fn recompute_server_sessions(
             }
         }
     }
-    // 3. Every sessionless event of those spans: whole sessions, and the new events.
-    let span_events = read_spans(tx, &spans, false).await?;
+    // 3. The parts of those sessions beyond the gap of the new events: then every session
+    // read is whole. (Within the gap, step 1 read them.)
+    let mut earlier = BTreeMap::new();
+    let mut later = BTreeMap::new();
+    for (person, (from, to)) in &spans {
+        let (near_from, near_to) = near[person];
+        if *from < near_from {
+            earlier.insert(person.clone(), (*from, near_from));
+        }
+        if *to > near_to {
+            later.insert(person.clone(), (near_to, *to));
+        }
+    }
+    let mut read: HashSet<u64> = HashSet::new();
     let mut by_person: BTreeMap<Person, Vec<SpanEvent>> = BTreeMap::new();
-    for e in span_events {
-        by_person
-            .entry((e.project.0.clone(), e.distinct_id.0.clone()))
-            .or_default()
-            .push(e);
+    let beyond = [
+        read_spans(tx, &earlier).await?,
+        read_spans(tx, &later).await?,
+    ];
+    for e in near_events.into_iter().chain(beyond.into_iter().flatten()) {
+        // The ranges share their ends.
+        if read.insert(e.id) {
+            by_person
+                .entry((e.project.0.clone(), e.distinct_id.0.clone()))
+                .or_default()
+                .push(e);
+        }
     }
     let mut change = BTreeMap::new();
     let mut assigned = HashMap::new();
@@ -556,12 +576,11 @@ fn stored_time(t: DateTime<Utc>) -> NaiveDateTime {
         .naive_utc()
 }
 
-/// Reads each person's stored events without a client session within their span, locking
-/// them (`server_only`: only those already in a server session).
+/// Reads each person's stored events without a client session within their span (ends
+/// included), locking them.
 async fn read_spans(
     tx: &mut Transaction<'_, MySql>,
     spans: &BTreeMap<Person, (NaiveDateTime, NaiveDateTime)>,
-    server_only: bool,
 ) -> Result<Vec<SpanEvent>, sqlx::Error> {
     let spans: Vec<_> = spans.iter().collect();
     let mut out = Vec::new();
@@ -576,11 +595,7 @@ async fn read_spans(
             types.push_bind(t);
         }
         q.push(") AND ");
-        if server_only {
-            q.push(format!("session_id LIKE '{SERVER_SESSION_PREFIX}%'"));
-        } else {
-            q.push(sessionless_condition());
-        }
+        q.push(sessionless_condition());
         q.push(" AND (");
         let mut people = q.separated(" OR ");
         for ((project, distinct_id), (from, to)) in chunk {
