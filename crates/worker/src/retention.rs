@@ -112,23 +112,34 @@ async fn run_locked(
     }
     let keep_from = cutoff.date_naive();
     let keep_from_time = keep_from.and_time(chrono::NaiveTime::MIN).and_utc();
+    let started = std::time::Instant::now();
     let expired_ids = dedupe::expire_older_than(pool, keep_from_time, chunk)
         .await
         .context("expire event_ids")?;
+    let expired_at = started.elapsed();
     let dropped = drop_before(pool, keep_from).await?;
+    let dropped_at = started.elapsed();
     let late = delete_older_than(pool, keep_from_time, chunk)
         .await
         .context("delete late events")?;
+    let done_at = started.elapsed();
     metrics.retention_deleted.inc_by(dropped.rows + late);
     tracing::info!(
         dropped = ?dropped.names,
         dropped_rows = dropped.rows,
         late_rows = late,
         expired_ids,
+        expire_ms = millis(expired_at),
+        drop_ms = millis(dropped_at - expired_at),
+        late_ms = millis(done_at - dropped_at),
         %keep_from,
         "retention: dropped raw events"
     );
     Ok(())
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 fn days(n: u64) -> TimeDelta {
