@@ -2,8 +2,8 @@
 //!
 //! A message can be read again (a group reset to the beginning, committed offsets expired
 //! after `offsets.retention.minutes`, a replay by an operator) as long as the topic keeps it.
-//! MySQL's `UNIQUE (project, event_id)`, and the origin each row keeps, which tells Redis
-//! whether a message counts its event, last as long as the raw row
+//! MySQL's dedupe row per event (`event_ids`, keyed `(project, event_id)`), and the origin it
+//! keeps, which tells Redis whether a message counts its event, last as long as the raw row
 //! (`retention.raw_event_days`). Redis's positions per partition never expire, but rows stored
 //! before origins were recorded are told apart by their Redis dedupe marks, which expire
 //! `aggregates.dedupe_ttl_seconds` after they were set. If the topic keeps messages longer

@@ -176,7 +176,7 @@ impl MysqlStore {
     pub async fn write(&self, events: &[Sourced<'_>]) -> Result<MysqlOutcome, StoreError> {
         let mut attempt = 0;
         // A batch of messages MySQL has not processed yet can only hold events stored before
-        // if a client sent them again: the insert's unique key finds those, and then the
+        // if a client sent them again: the insert into `event_ids` finds those, and then the
         // batch is written again with a lookup of every event first.
         let mut look_up = false;
         loop {
