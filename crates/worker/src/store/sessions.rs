@@ -414,7 +414,7 @@ async fn recompute_server_sessions(
     let mut assigned = HashMap::new();
     let mut gone: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     let mut rows: Vec<(String, NewSession)> = Vec::new();
-    let mut relabel: Vec<(u64, String)> = Vec::new();
+    let mut relabel: Vec<Relabel> = Vec::new();
     for ((project, distinct_id), mut events) in by_person {
         events.sort_by(|a, b| {
             (a.event_time, a.event_id.as_str()).cmp(&(b.event_time, b.event_id.as_str()))
@@ -462,7 +462,11 @@ async fn recompute_server_sessions(
                     );
                 }
                 if e.session_id.as_ref().map(|x| x.as_str()) != Some(id.as_str()) {
-                    relabel.push((e.id, id.clone()));
+                    relabel.push(Relabel {
+                        row: e.id,
+                        at: e.event_time,
+                        session: id.clone(),
+                    });
                 }
                 assigned.insert((project.clone(), e.event_id.0.clone()), id.clone());
             }
@@ -504,6 +508,13 @@ fn split(events: &[SpanEvent], rule: SessionRule) -> Vec<Split> {
         }
     }
     sessions
+}
+
+/// A stored event whose session id changes: its row (`id`, `event_time`) and new session.
+struct Relabel {
+    row: u64,
+    at: NaiveDateTime,
+    session: String,
 }
 
 struct NewSession {
@@ -621,7 +632,7 @@ async fn write_server_sessions(
     tx: &mut Transaction<'_, MySql>,
     gone: &BTreeMap<String, BTreeSet<String>>,
     sessions: &[(String, NewSession)],
-    relabel: &[(u64, String)],
+    relabel: &[Relabel],
 ) -> Result<(), sqlx::Error> {
     for (project, ids) in gone {
         let ids: Vec<&String> = ids.iter().collect();
@@ -662,18 +673,24 @@ async fn write_server_sessions(
     }
     for chunk in relabel.chunks(ROWS_PER_STATEMENT) {
         let mut q = QueryBuilder::<MySql>::new("UPDATE user_events SET session_id = CASE id");
-        for (id, session) in chunk {
+        for r in chunk {
             q.push(" WHEN ")
-                .push_bind(*id)
+                .push_bind(r.row)
                 .push(" THEN ")
-                .push_bind(session.as_str());
+                .push_bind(r.session.as_str());
         }
         q.push(" END WHERE id IN (");
         let mut list = q.separated(", ");
-        for (id, _) in chunk {
-            list.push_bind(*id);
+        for r in chunk {
+            list.push_bind(r.row);
         }
-        q.push(")");
+        // The rows' times name the partitions (days) to look in.
+        let from = chunk.iter().map(|r| r.at).min();
+        let to = chunk.iter().map(|r| r.at).max();
+        q.push(") AND event_time >= ")
+            .push_bind(from)
+            .push(" AND event_time <= ")
+            .push_bind(to);
         q.build().execute(&mut **tx).await?;
     }
     Ok(())
