@@ -150,6 +150,19 @@ pub async fn erase(
             }
             delete.push(")");
             events_deleted += delete.build().execute(db).await?.rows_affected();
+            // Their dedupe rows (`event_ids`) name their event ids too; the suppression keeps
+            // a replay of these events from being stored again without them.
+            let mut dedupe =
+                sqlx::QueryBuilder::<sqlx::MySql>::new("DELETE FROM event_ids WHERE project = ");
+            dedupe
+                .push_bind(project.as_str())
+                .push(" AND event_id IN (");
+            let mut list = dedupe.separated(", ");
+            for (_, event_id) in &chunk {
+                list.push_bind(event_id.as_str());
+            }
+            dedupe.push(")");
+            dedupe.build().execute(db).await?;
             // Their dedupe marks name their event ids, which a client may have built from the
             // person: safe to drop, since their events no longer reach Redis.
             let marks: Vec<String> = chunk

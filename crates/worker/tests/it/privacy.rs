@@ -156,6 +156,13 @@ async fn an_erased_person_leaves_no_trace_and_their_later_events_are_dropped() {
     );
 
     let pool = p.target.pool().await;
+    // The dedupe rows name event ids too: olga's 3 stay, none of erin's 7.
+    let dedupe: i64 = sqlx::query("SELECT COUNT(*) FROM event_ids")
+        .fetch_one(&pool)
+        .await
+        .expect("count event_ids")
+        .get(0);
+    assert_eq!(dedupe, 3);
     let audit =
         sqlx::query("SELECT person_sha256, requested_by, events_deleted FROM person_erasures")
             .fetch_all(&pool)
