@@ -130,9 +130,10 @@ pub async fn erase(
     let mut pipe = redis::pipe();
     for who in ids.iter().copied() {
         loop {
-            let chunk: Vec<(u64, DbText)> = sqlx::query_as(
-                "SELECT id, event_id FROM user_events FORCE INDEX (ix_user_events_user_time) \
-             WHERE project = ? AND distinct_id = ? LIMIT ?",
+            let chunk: Vec<(u64, DbText, chrono::NaiveDateTime)> = sqlx::query_as(
+                "SELECT id, event_id, event_time FROM user_events \
+                 FORCE INDEX (ix_user_events_user_time) \
+                 WHERE project = ? AND distinct_id = ? LIMIT ?",
             )
             .bind(project.as_str())
             .bind(who)
@@ -145,10 +146,17 @@ pub async fn erase(
             let mut delete =
                 sqlx::QueryBuilder::<sqlx::MySql>::new("DELETE FROM user_events WHERE id IN (");
             let mut list = delete.separated(", ");
-            for (id, _) in &chunk {
+            for (id, _, _) in &chunk {
                 list.push_bind(*id);
             }
-            delete.push(")");
+            // The rows' times name the partitions (days of event time) to look in.
+            let from = chunk.iter().map(|(_, _, at)| *at).min();
+            let to = chunk.iter().map(|(_, _, at)| *at).max();
+            delete
+                .push(") AND event_time >= ")
+                .push_bind(from)
+                .push(" AND event_time <= ")
+                .push_bind(to);
             events_deleted += delete.build().execute(db).await?.rows_affected();
             // Their dedupe rows (`event_ids`) name their event ids too; the suppression keeps
             // a replay of these events from being stored again without them.
@@ -158,7 +166,7 @@ pub async fn erase(
                 .push_bind(project.as_str())
                 .push(" AND event_id IN (");
             let mut list = dedupe.separated(", ");
-            for (_, event_id) in &chunk {
+            for (_, event_id, _) in &chunk {
                 list.push_bind(event_id.as_str());
             }
             dedupe.push(")");
@@ -167,7 +175,7 @@ pub async fn erase(
             // person: safe to drop, since their events no longer reach Redis.
             let marks: Vec<String> = chunk
                 .iter()
-                .map(|(_, event_id)| keys.applied_mark(event_id.as_str()))
+                .map(|(_, event_id, _)| keys.applied_mark(event_id.as_str()))
                 .collect();
             redis_deleted += redis::cmd("DEL")
                 .arg(&marks)
