@@ -302,13 +302,18 @@ fn naive(t: DateTime<Utc>) -> NaiveDateTime {
 }
 
 /// The columns both MySQL baselines write, in `COLUMN_LIST` order: the values of the worker's
-/// `insert_events`, once, so the INSERT and the LOAD DATA file carry the same rows.
+/// `insert_events`, once, so the INSERT and the LOAD DATA file carry the same rows. Each event
+/// also gets its dedupe row (`ID_COLUMN_LIST`), as the worker writes one in `event_ids` before
+/// the raw row (`store/dedupe.rs`).
 const COLUMN_LIST: &str = "project, event_id, event_type, event_name, user_id, anonymous_id, \
      distinct_id, session_id, page_url, page_path, page_title, referrer, element_tag, element_id, \
      element_classes, element_text, element_selector, click_x, click_y, properties, user_properties, \
      context, user_agent, browser, browser_version, os, device_type, ip, event_time, client_time, \
      timestamp_source, received_at, utm_source, utm_medium, utm_campaign, utm_term, utm_content, \
      click_id_type, click_id, referrer_domain, channel, country, region, city, is_bot";
+
+/// The columns of an event's `event_ids` row the baselines write (its origin is the worker's).
+const ID_COLUMN_LIST: &str = "project, event_id, event_time";
 
 /// One column value of a `user_events` row.
 enum Column<'a> {
@@ -384,6 +389,14 @@ async fn insert_rows(
 ) -> anyhow::Result<()> {
     let mut tx = pool.begin().await?;
     for chunk in events.chunks(rows_per_statement) {
+        let mut ids =
+            QueryBuilder::<MySql>::new(format!("INSERT INTO event_ids ({ID_COLUMN_LIST}) "));
+        ids.push_values(chunk, |mut row, e| {
+            row.push_bind(e.project().as_str())
+                .push_bind(e.event_id().as_str())
+                .push_bind(naive(e.timestamp()));
+        });
+        ids.build().execute(&mut *tx).await?;
         let mut q = QueryBuilder::<MySql>::new(format!("INSERT INTO user_events ({COLUMN_LIST}) "));
         q.push_values(chunk, |mut row, e| {
             for column in columns(e) {
@@ -451,18 +464,37 @@ fn load_data(
     let mut loaded = 0usize;
     for (i, chunk) in events.chunks(batch).enumerate() {
         let path = dir.join(format!("rows-{i:06}.tsv"));
+        let ids_path = dir.join(format!("ids-{i:06}.tsv"));
         let mut text = String::with_capacity(chunk.len() * 1024);
+        let mut ids = String::with_capacity(chunk.len() * 80);
         for e in chunk {
             tsv_row(&mut text, e);
+            escape_into(&mut ids, e.project().as_str());
+            ids.push('\t');
+            escape_into(&mut ids, e.event_id().as_str());
+            let _ = writeln!(
+                ids,
+                "\t{}",
+                naive(e.timestamp()).format("%Y-%m-%d %H:%M:%S%.6f")
+            );
         }
         std::fs::write(&path, text)?;
-        let path = path.to_str().filter(|p| !p.contains(['\'', '\\']));
-        let path = path.ok_or_else(|| anyhow::anyhow!("unusable work directory {dir:?}"))?;
+        std::fs::write(&ids_path, ids)?;
+        let usable = |p: &Path| -> anyhow::Result<String> {
+            p.to_str()
+                .filter(|p| !p.contains(['\'', '\\']))
+                .map(str::to_owned)
+                .ok_or_else(|| anyhow::anyhow!("unusable work directory {dir:?}"))
+        };
+        let (path, ids_path) = (usable(&path)?, usable(&ids_path)?);
         loaded += chunk.len();
+        // The dedupe rows first, as the worker writes them; both loads' warnings counted.
         let _ = writeln!(
             script,
-            "LOAD DATA LOCAL INFILE '{path}' INTO TABLE user_events CHARACTER SET utf8mb4 ({COLUMN_LIST});\n\
-             SELECT {loaded}, @@warning_count;"
+            "LOAD DATA LOCAL INFILE '{ids_path}' INTO TABLE event_ids CHARACTER SET utf8mb4 ({ID_COLUMN_LIST});\n\
+             SET @ids_warnings = @@warning_count;\n\
+             LOAD DATA LOCAL INFILE '{path}' INTO TABLE user_events CHARACTER SET utf8mb4 ({COLUMN_LIST});\n\
+             SELECT {loaded}, @ids_warnings + @@warning_count;"
         );
     }
     let script_path = dir.join("load.sql");
