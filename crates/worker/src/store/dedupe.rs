@@ -103,18 +103,5 @@ pub async fn expire_older_than(
     before: DateTime<Utc>,
     chunk: u64,
 ) -> Result<u64, sqlx::Error> {
-    let mut deleted = 0;
-    loop {
-        let n =
-            sqlx::query("DELETE FROM event_ids WHERE event_time < ? ORDER BY event_time LIMIT ?")
-                .bind(before.naive_utc())
-                .bind(chunk)
-                .execute(pool)
-                .await?
-                .rows_affected();
-        deleted += n;
-        if n < chunk {
-            return Ok(deleted);
-        }
-    }
+    super::mysql::delete_in_chunks(pool, "event_ids", before, chunk).await
 }

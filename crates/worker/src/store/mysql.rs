@@ -718,15 +718,26 @@ pub async fn delete_older_than(
     cutoff: DateTime<Utc>,
     chunk: u64,
 ) -> Result<u64, sqlx::Error> {
+    delete_in_chunks(pool, "user_events", cutoff, chunk).await
+}
+
+/// Deletes the rows of `table` whose `event_time` is before `before`, `chunk` rows at a time
+/// (each statement its own short transaction). Returns the rows deleted.
+pub(super) async fn delete_in_chunks(
+    pool: &MySqlPool,
+    table: &'static str,
+    before: DateTime<Utc>,
+    chunk: u64,
+) -> Result<u64, sqlx::Error> {
+    let statement = format!("DELETE FROM {table} WHERE event_time < ? ORDER BY event_time LIMIT ?");
     let mut deleted = 0;
     loop {
-        let n =
-            sqlx::query("DELETE FROM user_events WHERE event_time < ? ORDER BY event_time LIMIT ?")
-                .bind(naive(cutoff))
-                .bind(chunk)
-                .execute(pool)
-                .await?
-                .rows_affected();
+        let n = sqlx::query(&statement)
+            .bind(naive(before))
+            .bind(chunk)
+            .execute(pool)
+            .await?
+            .rows_affected();
         deleted += n;
         if n < chunk {
             return Ok(deleted);
