@@ -399,8 +399,16 @@ fn check_record(case: &str, record: &Record, event_type: &str, checks: &[(&str, 
     let p = &record.payload;
     assert_eq!(p["event_type"], event_type, "{case}: {p}");
     assert_eq!(p["project"], "shop", "{case}");
-    assert_eq!(p["schema_version"], 1, "{case}");
-    assert_eq!(record.headers["schema-version"], "1", "{case}");
+    assert_eq!(
+        p["schema_version"],
+        insightflow_model::SCHEMA_VERSION,
+        "{case}"
+    );
+    assert_eq!(
+        record.headers["schema-version"],
+        insightflow_model::SCHEMA_VERSION_TEXT,
+        "{case}"
+    );
     assert_eq!(record.headers["event-type"], event_type, "{case}");
     assert_eq!(record.headers["project"], "shop", "{case}");
     assert_eq!(
