@@ -165,7 +165,7 @@ pub async fn run(args: StoresArgs) -> anyhow::Result<()> {
         "last_tenth_us_per_event": last,
         "lanes": args.lanes,
         "batch": batch,
-        "rows_per_statement": args.rows_per_statement,
+        "rows_per_statement": args.rows_per_statement.min(MAX_PLACEHOLDERS / COLUMNS),
         "redis_in_flight": args.redis_in_flight,
     }))
 }
@@ -323,7 +323,12 @@ enum Column<'a> {
     Time(Option<NaiveDateTime>),
 }
 
-fn columns(e: &Event) -> [Column<'_>; 45] {
+/// The values of a row: `COLUMN_LIST`'s columns.
+const COLUMNS: usize = 45;
+/// MySQL's limit on the placeholders of one prepared statement.
+const MAX_PLACEHOLDERS: usize = 65_535;
+
+fn columns(e: &Event) -> [Column<'_>; COLUMNS] {
     use Column::{Int, Owned, Text, Time};
     let page = e.page();
     let element = e.element();
@@ -387,6 +392,9 @@ async fn insert_rows(
     events: &[&Event],
     rows_per_statement: usize,
 ) -> anyhow::Result<()> {
+    // A statement holds at most MAX_PLACEHOLDERS values: with the worker's 500 rows a
+    // statement that is far off, but a baseline asked for more rows gets as many as fit.
+    let rows_per_statement = rows_per_statement.min(MAX_PLACEHOLDERS / COLUMNS);
     let mut tx = pool.begin().await?;
     for chunk in events.chunks(rows_per_statement) {
         let mut ids =
