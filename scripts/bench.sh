@@ -232,6 +232,27 @@ start_worker() {
   wait_ready worker "$6" "$WORKER_PID" "$log_file"
 }
 
+# start_group N DB PREFIX TOPIC GROUP NAME: N consuming workers in one group, joined one at a
+# time, each member's CPU tracked as NAME1..NAMEn; sets PIDS_OF_GROUP and PORTS_OF_GROUP. Each
+# join is waited out (every member already in is assigned once more for each one that joins),
+# so a drain started afterwards measures consumption, not rebalances.
+start_group() {
+  local n="$1" i j port
+  PIDS_OF_GROUP=()
+  PORTS_OF_GROUP=()
+  for ((i = 1; i <= n; i++)); do
+    port="$(free_port)"
+    start_worker consume "$2" "$3" "$4" "$5" "$port"
+    PIDS_OF_GROUP+=("$WORKER_PID")
+    PORTS_OF_GROUP+=("$port")
+    CPU_PIDS[$6$i]="$WORKER_PID"
+    for ((j = 0; j < i; j++)); do
+      wait_for 60 "$6 $((j + 1)) assignment $((i - j))" assigned "${PORTS_OF_GROUP[$j]}" "$((i - j))" ||
+        die "$6 $((j + 1)) was not (re-)assigned after member $i joined"
+    done
+  done
+}
+
 stop_tracked() {
   local pid="$1" keep=() p
   stop_pid "$pid"
@@ -558,22 +579,8 @@ if has_phase worker; then
       # drain measures consumption, not the second instance's join rebalance.
       T_FILL="ifbench.$RUN_ID.fill.w$n.r$r"
       new_topic "$T_FILL"
-      pids=()
-      ports=()
-      for ((i = 1; i <= n; i++)); do
-        port="$(free_port)"
-        start_worker consume "$db" "$prefix" "$T_FILL" "$group" "$port"
-        pids+=("$WORKER_PID")
-        ports+=("$port")
-        CPU_PIDS[worker$i]="$WORKER_PID"
-        # The first member must hold the partitions before the next joins (one rebalance).
-        wait_for 60 "worker $i assignment" assigned "$port" 1 ||
-          die "worker $i got no partitions"
-      done
-      if [[ $n == 2 ]]; then
-        wait_for 60 "the rebalance to two members" assigned "${ports[0]}" 2 ||
-          die "the first worker was not re-assigned after the second joined"
-      fi
+      start_group "$n" "$db" "$prefix" "$T_FILL" "$group" worker
+      pids=("${PIDS_OF_GROUP[@]}")
       lg produce --brokers "$BROKERS" --topic "$T_FILL" --fill "$EVENTS" --seed "$SEED" \
         --tag phase=fill --tag "of=worker$n-r$r" >/dev/null
       [[ $r == 1 && $n == 1 ]] && profile_start worker "${pids[0]}"
@@ -700,20 +707,8 @@ if has_phase scale; then
     migrate_db "$db"
     T_FILL="ifbench.$RUN_ID.scale.w$n"
     new_topic "$T_FILL"
-    pids=()
-    ports=()
-    for ((i = 1; i <= n; i++)); do
-      port="$(free_port)"
-      start_worker consume "$db" "$prefix" "$T_FILL" "ifbench-$RUN_ID-scale$n" "$port"
-      pids+=("$WORKER_PID")
-      ports+=("$port")
-      CPU_PIDS[scale$i]="$WORKER_PID"
-      # Every member already in is assigned once more for each one that joins.
-      for ((j = 0; j < i; j++)); do
-        wait_for 60 "scale worker $((j + 1)) assignment $((i - j))" assigned "${ports[$j]}" "$((i - j))" ||
-          die "scale worker $((j + 1)) was not (re-)assigned after worker $i joined"
-      done
-    done
+    start_group "$n" "$db" "$prefix" "$T_FILL" "ifbench-$RUN_ID-scale$n" scale
+    pids=("${PIDS_OF_GROUP[@]}")
     lg produce --brokers "$BROKERS" --topic "$T_FILL" --fill "$SCALE_EVENTS" --seed "$SEED" \
       --tag phase=fill --tag "of=scale$n" >/dev/null
     cpu_mark
